@@ -1,0 +1,21 @@
+"""The core's own components, registered through the same hooks as any third-party plugin."""
+
+from .hookspecs import hookimpl
+
+
+@hookimpl
+def register_backends(register):
+    from .backends.llama_cpp import LlamaCppBackend
+    from .backends.openai_http import OpenAIBackend
+    from .testing import FakeBackend
+
+    register(LlamaCppBackend)
+    register(OpenAIBackend)
+    register(FakeBackend)
+
+
+@hookimpl
+def register_executors(register):
+    from .executors import LocalExecutor
+
+    register(LocalExecutor)

@@ -1,0 +1,49 @@
+"""The hooks a PersonaHub plugin can implement.
+
+Every hook passes a ``register`` callback, so the core owns name checks and duplicate handling.
+The reference in docs/plugins/hooks.md is checked against these signatures by the test suite.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("personahub")
+hookimpl = pluggy.HookimplMarker("personahub")
+
+
+@hookspec
+def register_tasks(register: Callable[[type], None]) -> None:
+    """Register task classes: persona sources, expanders, deduplicators and synthesizers.
+
+    :param register: call ``register(TaskClass)`` once per class; the class is a subclass of
+        ``personahub_core.tasks.Task`` with a unique ``name`` and a ``kind``.
+    """
+
+
+@hookspec
+def register_backends(register: Callable[[type], None]) -> None:
+    """Register LLM backend classes selectable with ``--backend NAME``.
+
+    :param register: call ``register(BackendClass)``; the class subclasses
+        ``personahub_core.backends.base.Backend``, has a unique ``name`` and is built as ``BackendClass(settings)``.
+    """
+
+
+@hookspec
+def register_executors(register: Callable[[type], None]) -> None:
+    """Register executors selectable with ``--executor NAME``.
+
+    :param register: call ``register(ExecutorClass)``; the class subclasses
+        ``personahub_core.executors.Executor`` and has a unique ``name``.
+    """
+
+
+@hookspec
+def register_commands(cli) -> None:
+    """Add commands to the ``personahub`` command line.
+
+    :param cli: the ``typer.Typer`` application; decorate functions with ``@cli.command()``.
+    """

@@ -1,0 +1,329 @@
+"""The runner: takes a task's work items, skips the ones already stored, drives the rest through the
+backend in batches, and writes their results in small transactions as they finish.
+
+    work_items() ──> skip keys already in `generations` ──> windows of items
+        └─> executor.execute(window) ── drive(): each item's run_item() generator yields a Prompt;
+            the pending prompts of all items go to backend.generate() together; each completion is
+            sent back to its generator until it returns a result or raises Rejected
+        └─> Outcome per item ──> writer (batched transactions: generation rows + new personas)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .backends.base import Backend, GenerationRequest, GenerationResult
+from .selection import select_personas
+from .settings import Settings
+from .store import Store
+from .tasks import Completion, GenerativeTask, NewPersona, Prompt, Rejected, Synthesis, Task, WorkItem, work_key
+
+stderr = Console(stderr=True)
+
+# How many items are in flight per batch slot: enough that the backend refills slots from a queue.
+WINDOW_PER_SLOT = 4
+FLUSH_EVERY_ROWS = 32
+FLUSH_EVERY_SECONDS = 5.0
+CHECK_CHUNK = 5000
+
+
+@dataclass
+class RunStats:
+    items_done: int = 0
+    items_failed: int = 0
+    items_rejected: int = 0
+    items_skipped: int = 0
+    personas_added: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_calls: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class TaskContext:
+    """What a task sees while it runs in this process: the store, settings, options and stats."""
+
+    def __init__(self, store: Store, settings: Settings, task: Task, run_id: str,
+                 limit: int | None = None, where: list[str] | None = None,
+                 retry_failed: bool = False, quiet: bool = False):
+        self.store = store
+        self.settings = settings
+        self.task = task
+        self.run_id = run_id
+        self.limit = limit
+        self.where = where or []
+        self.retry_failed = retry_failed
+        self.quiet = quiet
+        self.stats = RunStats()
+        self._backend: Backend | None = None
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, built on first use so tasks that never call the model never load one."""
+        if self._backend is None:
+            from .backends.factory import make_backend
+
+            self._backend = make_backend(self.settings, store=self.store)
+        return self._backend
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+
+    def select_personas(self) -> list[dict]:
+        return select_personas(self.store, self.where)
+
+    def note(self, message: str) -> None:
+        self.stats.notes.append(message)
+        if not self.quiet:
+            stderr.print(f"[dim]{message}[/dim]")
+
+    def progress(self, description: str, total: int | None) -> Progress:
+        progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[extra]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=stderr, disable=self.quiet, transient=False,
+        )
+        progress.add_task(description, total=total, extra="")
+        return progress
+
+
+@dataclass
+class Outcome:
+    """What became of one work item."""
+
+    item: WorkItem
+    status: str  # ok | rejected | failed
+    result: Any = None
+    error: str | None = None
+    prompts: list[dict] = field(default_factory=list)
+    raw_outputs: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    sampling: dict = field(default_factory=dict)
+    cached_calls: int = 0
+
+
+def request_for(prompt: Prompt, settings: Settings, seed: int) -> GenerationRequest:
+    return GenerationRequest(
+        prompt=prompt.completion,
+        messages=prompt.chat,
+        max_tokens=settings.max_tokens or prompt.max_tokens,
+        temperature=settings.temperature if prompt.temperature is None else prompt.temperature,
+        top_p=settings.top_p,
+        seed=seed,
+        stop=list(prompt.stop),
+        json_schema=prompt.json_schema,
+    )
+
+
+def item_seed(base_seed: int, key: str, step: int, attempt: int) -> int:
+    """Each call gets its own seed, fixed by the item and step, so results do not depend on batching."""
+    return int(work_key(base_seed, key, step, attempt), 16) % (2**31 - 1)
+
+
+class _Driving:
+    """One item's generator in flight."""
+
+    def __init__(self, task: GenerativeTask, item: WorkItem):
+        self.task = task
+        self.item = item
+        self.attempt = 1
+        self.outcome = Outcome(item=item, status="ok")
+        self.started = time.perf_counter()
+        self._restart()
+
+    def _restart(self) -> None:
+        self.gen = self.task.run_item(self.item)
+        self.step = 0
+        self.pending: Prompt | None = None
+        self._advance(None)
+
+    def _advance(self, completion: Completion | None) -> None:
+        try:
+            self.pending = next(self.gen) if completion is None else self.gen.send(completion)
+        except StopIteration as stop:
+            self.pending = None
+            self.outcome.status, self.outcome.result = "ok", stop.value
+        except Rejected as exc:
+            self.pending = None
+            if self.attempt < self.task.attempts:
+                self.attempt += 1
+                self._restart()
+            else:
+                self.outcome.status, self.outcome.error = "rejected", str(exc) or "rejected"
+        except Exception as exc:  # a plugin bug fails this item, not the run
+            self.pending = None
+            self.outcome.status, self.outcome.error = "failed", f"{type(exc).__name__} in {self.task.name}: {exc}"
+
+    def receive(self, result: GenerationResult) -> None:
+        out = self.outcome
+        out.raw_outputs.append(result.text)
+        out.prompt_tokens += result.prompt_tokens
+        out.completion_tokens += result.completion_tokens
+        out.cached_calls += int(result.cached)
+        if result.finish_reason == "error":
+            self.pending = None
+            out.status, out.error = "failed", result.error or "backend error"
+            return
+        self.step += 1
+        self._advance(Completion(result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens))
+
+    def finished(self) -> Outcome:
+        self.outcome.seconds = time.perf_counter() - self.started
+        return self.outcome
+
+
+def drive(task: GenerativeTask, items: list[WorkItem], backend: Backend, settings: Settings) -> Iterator[Outcome]:
+    """Run items to completion, batching every pending prompt of every item into one backend call
+    per wave. Yields each item's Outcome as soon as it is final. Pure: no store, so any executor can use it."""
+    flying = [_Driving(task, item) for item in items]
+    while flying:
+        waiting = []
+        for d in flying:
+            if d.pending is None:
+                yield d.finished()
+            else:
+                waiting.append(d)
+        if not waiting:
+            return
+        requests = []
+        for d in waiting:
+            req = request_for(d.pending, settings, item_seed(settings.seed, d.item.key, d.step, d.attempt))
+            d.outcome.prompts.append({"prompt": req.prompt, "messages": req.messages})
+            d.outcome.sampling = req.sampling()
+            requests.append(req)
+        for index, result in backend.generate(requests):
+            d = waiting[index]
+            d.receive(result)
+            if d.pending is None:
+                yield d.finished()
+        flying = [d for d in waiting if d.pending is not None]
+
+
+class Writer:
+    """Buffers outcomes and writes them in small transactions, so a kill loses at most one buffer
+    (which a resumed run simply redoes: keys make that safe)."""
+
+    def __init__(self, ctx: TaskContext, task: GenerativeTask, model: str):
+        self.ctx, self.task, self.model = ctx, task, model
+        self.rows: list[dict] = []
+        self.personas: list[dict] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, outcome: Outcome) -> None:
+        stats = self.ctx.stats
+        stats.prompt_tokens += outcome.prompt_tokens
+        stats.completion_tokens += outcome.completion_tokens
+        stats.cached_calls += outcome.cached_calls
+        output = outcome.result
+        if outcome.status == "ok":
+            stats.items_done += 1
+            if isinstance(output, list):  # personas from a source or an expander
+                new = [self._persona_row(outcome.item, p, i) for i, p in enumerate(output)]
+                self.personas.extend(new)
+                output = {"personas": [p["persona"] for p in new]}
+            elif isinstance(output, Synthesis):
+                description = output.description or self.task.row_description or self.task.name
+                output = {"synthesized text": output.text, "description": description, **output.fields}
+        elif outcome.status == "rejected":
+            stats.items_rejected += 1
+        else:
+            stats.items_failed += 1
+        self.rows.append({
+            "key": outcome.item.key, "task": self.task.name, "input_id": outcome.item.input_id,
+            "status": outcome.status, "output": output, "raw_output": outcome.raw_outputs,
+            "prompt": outcome.prompts, "error": outcome.error, "template": self.task.template or self.task.name,
+            "template_version": self.task.template_version, "options": self.task.options.model_dump(mode="json"),
+            "model": self.model, "sampling": outcome.sampling, "seed": self.ctx.settings.seed,
+            "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
+            "seconds": round(outcome.seconds, 3), "run_id": self.ctx.run_id,
+        })
+        if len(self.rows) >= FLUSH_EVERY_ROWS or time.monotonic() - self.last_flush > FLUSH_EVERY_SECONDS:
+            self.flush()
+
+    def _persona_row(self, item: WorkItem, p: NewPersona, index: int) -> dict:
+        return {
+            "id": work_key(item.key, index, p.persona),
+            "persona": p.persona,
+            "origin": "text" if self.task.kind == "source" else "expansion",
+            "source_id": item.data.get("source_id"),
+            "parent_id": item.data.get("parent_id"),
+            "hop": item.data.get("hop", 0),
+            "relation": p.relation,
+            "perspective": p.perspective,
+            "note": p.note,
+            "task": self.task.name,
+            "model": self.model,
+            "generation_key": item.key,
+            "run_id": self.ctx.run_id,
+        }
+
+    def flush(self) -> None:
+        before = self.ctx.store.count("personas") if self.personas else 0
+        self.ctx.store.write_generations(self.rows, self.personas)
+        if self.personas:
+            self.ctx.stats.personas_added += self.ctx.store.count("personas") - before
+        self.rows, self.personas = [], []
+        self.last_flush = time.monotonic()
+
+
+def pending_items(ctx: TaskContext, items: Iterable[WorkItem]) -> list[WorkItem]:
+    """The items not yet stored, up to --limit, checking keys against the store in chunks."""
+    todo: list[WorkItem] = []
+    chunk: list[WorkItem] = []
+
+    def check() -> None:
+        done = ctx.store.existing_keys([i.key for i in chunk], retry_failed=ctx.retry_failed)
+        ctx.stats.items_skipped += len(done)
+        todo.extend(i for i in chunk if i.key not in done)
+        chunk.clear()
+
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= CHECK_CHUNK:
+            check()
+            if ctx.limit is not None and len(todo) >= ctx.limit:
+                break
+    check()
+    return todo[: ctx.limit] if ctx.limit is not None else todo
+
+
+def run_generative(task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None = None) -> None:
+    """Drive the task's missing work items through the executor and store every outcome."""
+    todo = pending_items(ctx, items)
+    if ctx.limit is not None:
+        ctx.limit -= len(todo)  # a multi-stage task (hops) shares one budget
+    if not todo:
+        return
+    from .executors import make_executor
+
+    executor = make_executor(ctx.settings)
+    writer = Writer(ctx, task, ctx.backend.info().name)
+    window = max(ctx.settings.batch_size * WINDOW_PER_SLOT, 8)
+    with ctx.progress(label or task.name, total=len(todo)) as progress:
+        bar = progress.task_ids[0]
+        started = time.perf_counter()
+        try:
+            for outcome in executor.execute(task, todo, ctx, window):
+                writer.add(outcome)
+                rate = ctx.stats.completion_tokens / max(time.perf_counter() - started, 1e-6)
+                progress.update(bar, advance=1, extra=f"{rate:5.1f} tok/s")
+        finally:
+            writer.flush()
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def option_values(options: BaseModel) -> dict:
+    return options.model_dump(mode="json")

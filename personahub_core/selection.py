@@ -1,0 +1,52 @@
+"""Choosing personas for downstream tasks: ``--where FIELD OP VALUE`` filters, bound as parameters.
+
+Only known column names and operators are accepted; values never become SQL text.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import UsageError
+from .store import Store
+
+FIELDS = {
+    "id": "VARCHAR", "persona": "VARCHAR", "origin": "VARCHAR", "source_id": "VARCHAR",
+    "parent_id": "VARCHAR", "hop": "INTEGER", "relation": "VARCHAR", "perspective": "VARCHAR",
+    "task": "VARCHAR", "model": "VARCHAR",
+}
+# "~" is a case-insensitive substring match, the common "personas about X" filter.
+OPERATORS = {"=": "=", "!=": "<>", "<=": "<=", ">=": ">=", "<": "<", ">": ">", "~": "ILIKE"}
+_CONDITION = re.compile(r"^\s*([a-z_]+)\s*(!=|<=|>=|=|<|>|~)\s*(.*?)\s*$", re.S)
+
+
+def parse_where(conditions: list[str]) -> tuple[str, list]:
+    """Turn ``["hop<=2", "persona~nurse"]`` into a SQL fragment with ? placeholders and its values."""
+    clauses, params = [], []
+    for text in conditions:
+        m = _CONDITION.match(text)
+        if not m:
+            raise UsageError(f"--where {text!r}: expected FIELD OP VALUE with OP one of {' '.join(OPERATORS)}")
+        field, op, value = m.groups()
+        if field not in FIELDS:
+            raise UsageError(f"--where {text!r}: unknown field '{field}'; fields: {', '.join(FIELDS)}")
+        if FIELDS[field] == "INTEGER":
+            if op == "~" or not re.fullmatch(r"-?\d+", value):
+                raise UsageError(f"--where {text!r}: '{field}' takes a whole number and = != < <= > >=")
+            params.append(int(value))
+        elif op == "~":
+            params.append("%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        else:
+            params.append(value)
+        escape = " ESCAPE '\\'" if op == "~" else ""
+        clauses.append(f"p.{field} {OPERATORS[op]} ?{escape}")
+    return (" AND ".join(clauses) or "TRUE"), params
+
+
+def select_personas(store: Store, where: list[str] | None = None, include_duplicates: bool = False) -> list[dict]:
+    """Personas in creation order, duplicates and rejects left out unless asked for."""
+    clause, params = parse_where(where or [])
+    dedup = "" if include_duplicates else "AND NOT EXISTS (SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id)"
+    return store.query_dicts(
+        f"SELECT p.id, p.persona, p.origin, p.hop FROM personas p WHERE {clause} {dedup} ORDER BY p.seq", params
+    )

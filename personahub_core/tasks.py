@@ -1,0 +1,173 @@
+"""The four kinds of task a plugin can register, and the small vocabulary they speak.
+
+A plugin says *what*: its prompt (chat and completion forms), how to parse an answer, its options.
+The core does *how*: choosing inputs, batching, calling the backend, caching, storing, resuming.
+
+A generative task's ``run_item`` is a generator: it yields a ``Prompt``, receives a ``Completion``,
+and returns its result. Multi-step work (solve after posing, several conversation turns) is just
+several yields; the runner batches the pending prompts of many items together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generator, Iterable
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from .runner import TaskContext
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Prompt:
+    """One call to the model, in both forms: the backend picks chat or completion by its model."""
+
+    completion: str
+    chat: list[dict] | None = None
+    max_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+    json_schema: dict | None = None
+    temperature: float | None = None  # None: the run's setting
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Rejected(Exception):
+    """The model answered, but the answer is not usable. Stored with its raw text and this reason."""
+
+
+@dataclass
+class WorkItem:
+    key: str  # deterministic: the same input and options always give the same key
+    input_id: str | None
+    data: dict[str, Any]
+
+
+@dataclass
+class Synthesis:
+    """A synthesizer's result. ``text`` becomes PersonaHub's ``synthesized text``; ``fields`` hold the
+    structured parts (title, solution, messages...) that ``export --full`` adds."""
+
+    text: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    description: str | None = None  # PersonaHub's "description"; default: the task's row_description
+
+
+@dataclass
+class NewPersona:
+    persona: str
+    relation: str | None = None
+    perspective: str | None = None
+    note: str | None = None  # provenance detail, e.g. "source text truncated to 1500 chars"
+
+
+def work_key(*parts: Any) -> str:
+    """A short stable hash of the parts (JSON-encoded, so dict order does not matter)."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+class Task:
+    """Base of every task. Subclasses set ``name``, ``kind`` and may declare an ``Options`` model."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    description: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    uses_backend: ClassVar[bool] = True
+
+    def __init__(self, options: BaseModel | None = None):
+        self.options = options if options is not None else self.Options()
+
+    def run(self, ctx: "TaskContext") -> None:
+        raise NotImplementedError
+
+
+class GenerativeTask(Task):
+    """A task whose work items each go through the model. The core's runner drives it."""
+
+    template: ClassVar[str] = ""
+    template_version: ClassVar[str] = "1"
+    attempts: ClassVar[int] = 2  # a Rejected answer is retried with a fresh seed this many times in all
+
+    def work_items(self, ctx: "TaskContext") -> Iterable[WorkItem]:
+        raise NotImplementedError
+
+    def run_item(self, item: WorkItem) -> Generator[Prompt, Completion, Any]:
+        """Yield prompts, receive completions, return the result (or raise Rejected).
+
+        Runs wherever the executor puts it (this process or a Ray actor): use only ``item`` and
+        ``self.options``, never the store.
+        """
+        raise NotImplementedError
+
+    def run(self, ctx: "TaskContext") -> None:
+        from .runner import run_generative
+
+        run_generative(self, ctx, self.work_items(ctx))
+
+    def item_key(self, *parts: Any) -> str:
+        """Key for a work item: task, template version, options and the item's own parts."""
+        return work_key(self.name, self.template_version, self.options.model_dump(mode="json"), *parts)
+
+
+class PersonaSource(Task):
+    """Makes personas from outside the persona table (documents, files). Generative ones also
+    subclass GenerativeTask and return a list of NewPersona from ``run_item``."""
+
+    kind = "source"
+
+
+class PersonaExpander(GenerativeTask):
+    """Makes new personas from existing ones; ``run_item`` returns a list of NewPersona."""
+
+    kind = "expander"
+
+
+class Deduplicator(Task):
+    """Marks personas as duplicates or rejects; never deletes."""
+
+    kind = "deduplicator"
+
+
+class Synthesizer(GenerativeTask):
+    """Turns each selected persona into one synthetic record.
+
+    The simplest synthesizer defines ``prompt(persona)`` and ``parse(text, persona)``; override
+    ``run_item`` for several steps.
+    """
+
+    kind = "synthesizer"
+    # PersonaHub's released rows carry a short description of the task in "description".
+    row_description: ClassVar[str] = ""
+
+    def work_items(self, ctx: "TaskContext") -> Iterable[WorkItem]:
+        for persona in ctx.select_personas():
+            yield WorkItem(
+                key=self.item_key(persona["id"], ctx.settings.seed),
+                input_id=persona["id"],
+                data={"persona": persona["persona"]},
+            )
+
+    def prompt(self, persona: str) -> Prompt:
+        raise NotImplementedError
+
+    def parse(self, text: str, persona: str) -> Synthesis:
+        raise NotImplementedError
+
+    def run_item(self, item: WorkItem) -> Generator[Prompt, Completion, Synthesis]:
+        completion = yield self.prompt(item.data["persona"])
+        return self.parse(completion.text, item.data["persona"])

@@ -1,0 +1,86 @@
+"""Persona-to-Persona (Persona Hub, section 2.2): "who is in a close relationship with this persona?"
+Each hop expands only the personas the previous hop created; six hops by default, after the
+six degrees of separation."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from personahub_core.hookspecs import hookimpl
+from personahub_core.persona_text import clean_persona
+from personahub_core.runner import run_generative
+from personahub_core.sample_data import demonstrations
+from personahub_core.tasks import NewPersona, PersonaExpander, Prompt, Rejected, WorkItem, work_key
+
+RELATIONS = ["family", "colleague", "client", "patient", "supplier", "competitor", "mentor", "student",
+             "neighbour", "friend"]
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hops: int = Field(6, ge=1, le=20, description="how many steps away from the starting personas")
+    relations: list[str] = Field(RELATIONS, description="relations to draw from, comma separated")
+    per_persona: int = Field(1, ge=1, le=len(RELATIONS), description="related personas made from each persona per hop")
+    max_personas: int | None = Field(None, ge=1, description="stop after this many new personas in all")
+
+
+class PersonaToPersona(PersonaExpander):
+    name = "persona-to-persona"
+    description = "personas from personas: who is in a close relationship with this one?"
+    template = "persona-to-persona"
+    template_version = "1"
+    Options = Options
+
+    def relations_for(self, persona_id: str) -> list[str]:
+        """A fixed, evenly spread choice of relations per persona, so reruns ask the same questions."""
+        ranked = sorted(self.options.relations, key=lambda r: work_key(persona_id, r))
+        return ranked[: self.options.per_persona]
+
+    def items_for_hop(self, ctx, hop: int):
+        parents = ctx.store.query_dicts(
+            "SELECT id, persona FROM personas p WHERE hop = ? "
+            "AND NOT EXISTS (SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id) ORDER BY seq",
+            [hop - 1],
+        )
+        for parent in parents:
+            for relation in self.relations_for(parent["id"]):
+                yield WorkItem(
+                    key=self.item_key(parent["id"], relation, ctx.settings.seed),
+                    input_id=parent["id"],
+                    data={"persona": parent["persona"], "relation": relation, "parent_id": parent["id"], "hop": hop},
+                )
+
+    def run(self, ctx) -> None:
+        if self.options.max_personas is not None:
+            ctx.limit = self.options.max_personas if ctx.limit is None else min(ctx.limit, self.options.max_personas)
+        for hop in range(1, self.options.hops + 1):
+            if ctx.limit is not None and ctx.limit <= 0:
+                ctx.note(f"stopped before hop {hop}: budget used")
+                break
+            run_generative(self, ctx, self.items_for_hop(ctx, hop), label=f"hop {hop}/{self.options.hops}")
+
+    def prompt(self, persona: str, relation: str) -> Prompt:
+        shots = "".join(
+            f"Persona: {d['persona']}\nRelation: {d['relation']}\nRelated persona: {d['related_persona']}\n\n"
+            for d in demonstrations("persona-to-persona")
+        )
+        instruction = "For each persona, describe in one sentence a person who is in a close relationship with them."
+        return Prompt(
+            completion=f"{instruction}\n\n{shots}Persona: {persona}\nRelation: {relation}\nRelated persona: A",
+            chat=[{"role": "user", "content": f"Persona: {persona}\n\nWho is in a close relationship with this persona "
+                                              f"as their {relation}? Describe that person in one sentence starting with 'A' or 'An'."}],
+            max_tokens=64,
+            stop=["\n"],
+        )
+
+    def run_item(self, item: WorkItem):
+        completion = yield self.prompt(item.data["persona"], item.data["relation"])
+        related = clean_persona(completion.text, continues="A")
+        if related.lower() == item.data["persona"].lower():
+            raise Rejected("repeats the parent persona")
+        return [NewPersona(related, relation=item.data["relation"])]
+
+
+@hookimpl
+def register_tasks(register):
+    register(PersonaToPersona)
