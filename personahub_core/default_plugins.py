@@ -17,5 +17,7 @@ def register_backends(register):
 @hookimpl
 def register_executors(register):
     from .executors import LocalExecutor
+    from .ray_executor import RayExecutor  # imports ray itself only when built
 
     register(LocalExecutor)
+    register(RayExecutor)

@@ -197,7 +197,8 @@ def drive(task: GenerativeTask, items: list[WorkItem], backend: Backend, setting
             return
         requests = []
         for d in waiting:
-            req = request_for(d.pending, settings, item_seed(settings.seed, d.item.key, d.step, d.attempt))
+            attempt = d.attempt + d.item.earlier_runs * task.attempts
+            req = request_for(d.pending, settings, item_seed(settings.seed, d.item.key, d.step, attempt))
             d.outcome.prompts.append({"prompt": req.prompt, "messages": req.messages})
             d.outcome.sampling = req.sampling()
             requests.append(req)
@@ -282,9 +283,14 @@ def pending_items(ctx: TaskContext, items: Iterable[WorkItem]) -> list[WorkItem]
     chunk: list[WorkItem] = []
 
     def check() -> None:
-        done = ctx.store.existing_keys([i.key for i in chunk], retry_failed=ctx.retry_failed)
+        keys = [i.key for i in chunk]
+        done = ctx.store.existing_keys(keys, retry_failed=ctx.retry_failed)
+        earlier = ctx.store.failed_attempts(keys) if ctx.retry_failed else {}
         ctx.stats.items_skipped += len(done)
-        todo.extend(i for i in chunk if i.key not in done)
+        for item in chunk:
+            if item.key not in done:
+                item.earlier_runs = earlier.get(item.key, 0)
+                todo.append(item)
         chunk.clear()
 
     for item in items:

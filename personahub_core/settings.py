@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     model: str | None = Field(None, description="GGUF path, or model name for --backend openai (default: bundled Gemma 3 270M)")
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     api_key: str | None = Field(None, description="API key for --backend openai (else OPENAI_API_KEY)")
+    openai_chat: bool = Field(True, description="--backend openai: chat endpoint (false: /completions with few-shot prompts)")
+    embedding_model: str | None = Field(None, description="model for embeddings (default: the generation model)")
     executor: Literal["local", "ray"] = Field("local", description="where the work runs")
     ray_address: str | None = Field(None, description="Ray cluster address (default: start a local Ray)")
     batch_size: int = Field(16, ge=1, le=512, description="sequences decoded together / requests in flight")
@@ -98,7 +100,7 @@ def load_settings(**flags: Any) -> Settings:
 def settings_origins(**flags: Any) -> dict[str, str]:
     """Where each effective value came from: flag, env, file or default."""
     given = {k for k, v in flags.items() if v is not None}
-    env = set(_env_values().values())
+    env = set(_env_values())
     from_file = set(_read_toml(config_file()))
     origins = {}
     for name in Settings.model_fields:

@@ -224,6 +224,12 @@ class Store:
         ).fetchall()
         return {r[0] for r in rows}
 
+    def failed_attempts(self, keys: list[str]) -> dict[str, int]:
+        rows = self.con.execute(
+            "SELECT key, attempts FROM generations WHERE key IN (SELECT unnest(?)) AND status <> 'ok'", [keys]
+        ).fetchall()
+        return dict(rows)
+
     def write_generations(self, rows: list[dict], personas: list[dict]) -> None:
         """Write one batch of finished work items and the personas they made, atomically."""
         if not rows and not personas:

@@ -54,6 +54,7 @@ class WorkItem:
     key: str  # deterministic: the same input and options always give the same key
     input_id: str | None
     data: dict[str, Any]
+    earlier_runs: int = 0  # times this item already ran and failed: a retry must not get the same seeds
 
 
 @dataclass

@@ -91,6 +91,18 @@ def temporary_store(tmp_path: Path) -> Iterator[Store]:
         store.close()
 
 
+@contextmanager
+def plugins_registered(*plugins: object) -> Iterator[object]:
+    """Load the installed plugins plus these (modules or objects with hook implementations)."""
+    from . import plugins as loader
+
+    loader._registry = loader.load_plugins(extra=list(plugins))
+    try:
+        yield loader._registry
+    finally:
+        loader.reset_registry()
+
+
 def run_task(task: str, task_args: list[str] | None = None, **flags) -> dict:
     """Run a task as ``personahub run --plugin TASK`` would and return its summary dict."""
     from .api import run

@@ -55,8 +55,9 @@ class OpenAIBackend(Backend):
             raise BackendError("--backend openai needs --model NAME (the model name the server serves)")
         self.base_url = settings.base_url.rstrip("/")
         self.model = settings.model
+        self.embedding_model = settings.embedding_model or settings.model
         self.settings = settings
-        self.chat = os.environ.get("PERSONAHUB_OPENAI_CHAT", "1").strip().lower() not in {"0", "false", "no", "off"}
+        self.chat = settings.openai_chat
         key = settings.api_key or os.environ.get("PERSONAHUB_API_KEY") or os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.client = httpx.Client(
@@ -140,7 +141,7 @@ class OpenAIBackend(Backend):
             return [[float(x) for x in d["embedding"]] for d in items]
 
         try:
-            return self._post("/embeddings", {"model": self.model, "input": texts}, parse, stop)
+            return self._post("/embeddings", {"model": self.embedding_model, "input": texts}, parse, stop)
         except RequestFailed as exc:
             raise BackendError(f"embeddings failed: {exc}") from None
 

@@ -1,0 +1,488 @@
+"""llama.cpp backend for GGUF files: many sequences decoded together in one context.
+
+One llama.cpp context holds up to ``batch_size`` sequences in a unified KV cache. Each ``llama_decode``
+advances every active sequence by one token and prefills newly admitted ones; a finished sequence is
+yielded at once and its slot refilled from the queue. The few-shot prefix that the prompts of a task
+share is evaluated once into a spare sequence and copied into each new one (in a unified cache the copy
+only tags cells), so each request prefills just its own suffix.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from personahub_core.backends.base import Backend, BackendError, GenerationRequest, GenerationResult, ModelInfo
+from personahub_core.models import default_model_path
+from personahub_core.settings import Settings
+
+try:
+    import llama_cpp as lc
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+except ImportError:
+    raise BackendError("the llama-cpp backend needs llama-cpp-python: pip install llama-cpp-python") from None
+
+N_BATCH = 512  # tokens per llama_decode call: all decoding sequences plus prefill chunks
+MIN_SHARED_PREFIX = 16  # a shorter common prefix is not worth a spare sequence
+EMBED_CTX = 512  # tokens per embedding decode; longer texts are truncated to this
+EMBED_SEQS = 64  # texts per embedding decode
+
+_errors: deque[str] = deque(maxlen=3)
+
+
+@lc.llama_log_callback
+def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # llama.cpp narrates every load step on stderr; keep only errors, to explain a failure in one line.
+    if level == 3:  # GGML_LOG_LEVEL_ERROR
+        _errors.append(text.decode("utf-8", "replace").strip())
+
+
+lc.llama_log_set(_log, ctypes.c_void_p(0))
+lc.llama_backend_init()
+
+
+def _last_error() -> str:
+    return f": {_errors[-1]}" if _errors else ""
+
+
+@dataclass
+class Timings:
+    """Where the last ``generate`` call spent its time (benchmarks and progress reports read this)."""
+
+    wall: float = 0.0  # the whole call
+    llama: float = 0.0  # inside llama_decode and the samplers
+    prompt_tokens: int = 0  # prompt tokens evaluated (a shared prefix counts once)
+    completion_tokens: int = 0
+
+
+class _Batch:
+    """A llama_batch with one sequence id per token, filled in place."""
+
+    def __init__(self, capacity: int) -> None:
+        self.raw = lc.llama_batch_init(capacity, 0, 1)
+        self.capacity = capacity
+        self.n = 0
+        for i in range(capacity):
+            self.raw.n_seq_id[i] = 1
+        self._seq_rows = [self.raw.seq_id[i] for i in range(capacity)]
+        self._token, self._pos, self._output = self.raw.token, self.raw.pos, self.raw.logits
+
+    def add(self, token: int, pos: int, seq: int, output: bool) -> None:
+        n = self.n
+        self._token[n] = token
+        self._pos[n] = pos
+        self._seq_rows[n][0] = seq
+        self._output[n] = output
+        self.n = n + 1
+
+    def decode(self, ctx: lc.llama_context_p) -> None:
+        self.raw.n_tokens = self.n
+        self.n = 0
+        rc = lc.llama_decode(ctx, self.raw)
+        if rc != 0:
+            raise BackendError(f"llama_decode failed (code {rc}){_last_error()}")
+
+    def free(self) -> None:
+        lc.llama_batch_free(self.raw)
+
+
+class _Candidates:
+    """The whole vocabulary as a llama_token_data array, refilled from logits for a full grammar pass."""
+
+    def __init__(self, n_vocab: int) -> None:
+        self.data = (lc.llama_token_data * n_vocab)()
+        self.view = np.ctypeslib.as_array(self.data)
+        self.ids = np.arange(n_vocab, dtype=np.int32)
+        self.n_vocab = n_vocab
+
+    def fill(self, ctx: lc.llama_context_p, idx: int) -> lc.llama_token_data_array:
+        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, idx), shape=(self.n_vocab,))
+        self.view["id"] = self.ids  # samplers sort and shrink the array in place
+        self.view["logit"] = logits
+        self.view["p"] = 0.0
+        data = ctypes.cast(self.data, lc.llama_token_data_p)
+        return lc.llama_token_data_array(data=data, size=self.n_vocab, selected=-1, sorted=False)
+
+
+class _Sampler:
+    """One request's sampler chain, with its grammar (if any) checked lazily.
+
+    A grammar pass over Gemma's 262k-token vocabulary costs ~60 ms, so the chain first samples freely
+    and the grammar only vets that one token; the full pass runs only when it is rejected. Sampling from
+    p and resampling from p restricted to the grammar on rejection has the same distribution.
+    """
+
+    def __init__(self, vocab: lc.llama_vocab_p, request: GenerationRequest, grammar: str | None) -> None:
+        self.chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        if request.temperature <= 0:
+            self._add(lc.llama_sampler_init_greedy())
+        else:
+            self._add(lc.llama_sampler_init_top_p(request.top_p, 1))
+            self._add(lc.llama_sampler_init_temp(request.temperature))
+            self._add(lc.llama_sampler_init_dist(request.seed & 0xFFFFFFFF))
+        self.grammar = None
+        if grammar is not None:
+            self.grammar = lc.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+            if not self.grammar:
+                self.free()
+                raise ValueError(f"llama.cpp rejected the grammar built from the JSON schema{_last_error()}")
+            self._one = (lc.llama_token_data * 1)()
+            self._one_array = lc.llama_token_data_array(
+                data=ctypes.cast(self._one, lc.llama_token_data_p), size=1, selected=-1, sorted=False
+            )
+
+    def _add(self, sampler: lc.llama_sampler_p) -> None:
+        lc.llama_sampler_chain_add(self.chain, sampler)
+
+    def sample(self, ctx: lc.llama_context_p, idx: int, candidates: _Candidates) -> int:
+        token = lc.llama_sampler_sample(self.chain, ctx, idx)
+        if self.grammar is None:
+            return token
+        if not self._allowed(token):
+            cur = candidates.fill(ctx, idx)
+            lc.llama_sampler_apply(self.grammar, ctypes.byref(cur))
+            lc.llama_sampler_apply(self.chain, ctypes.byref(cur))
+            token = cur.data[cur.selected].id
+        lc.llama_sampler_accept(self.grammar, token)
+        return token
+
+    def _allowed(self, token: int) -> bool:
+        self._one[0].id, self._one[0].logit, self._one[0].p = token, 0.0, 0.0
+        self._one_array.size, self._one_array.selected = 1, -1
+        lc.llama_sampler_apply(self.grammar, ctypes.byref(self._one_array))
+        return not math.isinf(self._one[0].logit)
+
+    def free(self) -> None:
+        lc.llama_sampler_free(self.chain)
+        if self.grammar:
+            lc.llama_sampler_free(self.grammar)
+
+
+@dataclass(eq=False)
+class _Seq:
+    index: int  # into the requests
+    slot: int  # llama.cpp sequence id
+    sampler: _Sampler
+    pending: list[int]  # tokens to evaluate next: the prompt suffix, then the last sampled token
+    pos: int  # position of pending[0]
+    n_prompt: int
+    limit: int  # completion tokens allowed
+    cells: int  # KV cells reserved: suffix + limit
+    stops: list[bytes]
+    text: bytearray = field(default_factory=bytearray)
+    n_out: int = 0
+    cut: int = -1  # where a stop string starts in text
+    finish: str = ""  # "stop" | "length" once done
+
+    def result(self) -> GenerationResult:
+        text = self.text[: self.cut] if self.cut >= 0 else self.text
+        return GenerationResult(
+            text=text.decode("utf-8", "ignore"),  # "ignore": a length cut can split a character
+            prompt_tokens=self.n_prompt,
+            completion_tokens=self.n_out,
+            finish_reason=self.finish,
+        )
+
+
+def _failed(error: str, prompt_tokens: int = 0) -> GenerationResult:
+    return GenerationResult(text="", prompt_tokens=prompt_tokens, finish_reason="error", error=error)
+
+
+def _check_gguf(path: Path) -> None:
+    if not path.is_file():
+        raise BackendError(f"model file not found: {path}")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise BackendError(f"cannot read model file {path}: {exc.strerror}") from None
+    if magic != b"GGUF":
+        raise BackendError(f"{path} is not a GGUF file")
+
+
+class LlamaCppBackend(Backend):
+    name = "llama-cpp"
+    description = "GGUF models through llama.cpp, many sequences per decode (default: bundled Gemma 3 270M)"
+
+    def __init__(self, settings: Settings, share_prefix: bool = True) -> None:
+        self.share_prefix = share_prefix
+        self.path = Path(settings.model).expanduser() if settings.model else default_model_path()
+        _check_gguf(self.path)
+        self.timings = Timings()
+        self._threads = settings.threads or len(os.sched_getaffinity(0))
+        self._n_ctx_setting = settings.n_ctx
+        self._model = self._ctx = self._batch = self._embed_ctx = self._embed_batch = None
+
+        params = lc.llama_model_default_params()
+        params.n_gpu_layers = settings.n_gpu_layers
+        # Weight repacking selects AMX kernels on CPUs that advertise AMX, and some VMs advertise it but
+        # fault on it (SIGILL). Plain kernels are safe everywhere.
+        params.use_extra_bufts = False
+        _errors.clear()
+        self._model = lc.llama_model_load_from_file(str(self.path).encode(), params)
+        if not self._model:
+            raise BackendError(f"cannot load model {self.path}{_last_error()}")
+        self._vocab = lc.llama_model_get_vocab(self._model)
+        template = lc.llama_model_chat_template(self._model, None)
+        self._template = template.decode("utf-8") if template else None
+        self._chat_formatter = None
+
+        # One slot per parallel sequence, plus a spare sequence id that holds the shared prefix.
+        self._slots = max(1, min(settings.batch_size, lc.llama_max_parallel_sequences() - 1))
+        self._ctx = self._new_context(settings.n_ctx, N_BATCH, self._slots + 1, embeddings=False)
+        self._n_ctx = lc.llama_n_ctx(self._ctx)
+        self._batch = _Batch(N_BATCH)
+        self._candidates = _Candidates(lc.llama_vocab_n_tokens(self._vocab))
+        self._pieces: dict[int, bytes] = {}
+        self._grammars: dict[str, str] = {}
+
+    def _new_context(self, n_ctx: int, n_batch: int, n_seq: int, embeddings: bool) -> lc.llama_context_p:
+        params = lc.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_seq_max = n_seq
+        # All sequences share the n_ctx cells: a long prompt may use most of them, and copying the
+        # shared prefix to a sequence only tags cells instead of copying buffers.
+        params.kv_unified = True
+        params.n_threads = params.n_threads_batch = self._threads
+        params.embeddings = embeddings
+        if embeddings:
+            params.pooling_type = lc.LLAMA_POOLING_TYPE_MEAN
+        ctx = lc.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise BackendError(f"cannot create a llama.cpp context of {n_ctx} tokens{_last_error()}")
+        return ctx
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(name=self.path.stem, context_length=self._n_ctx, has_chat_template=self._template is not None)
+
+    # -- generation
+
+    def generate(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
+        start = time.perf_counter()
+        self.timings = Timings()
+        queue: deque[tuple[int, list[int]]] = deque()
+        for i, request in enumerate(requests):
+            try:
+                tokens = self._prompt_tokens(request)
+            except Exception as exc:  # a chat template can raise anything from inside Jinja
+                yield i, _failed(f"cannot format the chat messages: {exc}")
+                continue
+            if len(tokens) >= self._n_ctx:
+                yield i, _failed(f"prompt is {len(tokens)} tokens, longer than the context of {self._n_ctx}", len(tokens))
+            else:
+                queue.append((i, tokens))
+
+        prefix = self._shared_prefix([tokens for _, tokens in queue])
+        spare = self._slots
+        mem = lc.llama_get_memory(self._ctx)
+        lc.llama_memory_clear(mem, False)
+        active: list[_Seq] = []
+        try:
+            if prefix:
+                self._prefill(prefix, spare)
+            used = len(prefix)  # KV cells taken or reserved
+            free = list(range(self._slots - 1, -1, -1))
+            while queue or active:
+                while queue and free:
+                    i, tokens = queue[0]
+                    request = requests[i]
+                    limit = max(1, min(request.max_tokens, self._n_ctx - len(tokens)))
+                    cells = len(tokens) - len(prefix) + limit
+                    if used + cells > self._n_ctx:
+                        break  # wait for running sequences to free cells; FIFO keeps runs reproducible
+                    queue.popleft()
+                    try:
+                        sampler = _Sampler(self._vocab, request, self._grammar(request.json_schema))
+                    except ValueError as exc:
+                        yield i, _failed(str(exc), len(tokens))
+                        continue
+                    slot = free.pop()
+                    if prefix:
+                        lc.llama_memory_seq_cp(mem, spare, slot, -1, -1)
+                    stops = [s.encode("utf-8") for s in request.stop if s]
+                    active.append(_Seq(i, slot, sampler, tokens[len(prefix) :], len(prefix), len(tokens), limit, cells, stops))
+                    self.timings.prompt_tokens += len(tokens) - len(prefix)
+                    used += cells
+                self._step(active)
+                for seq in [s for s in active if s.finish]:
+                    active.remove(seq)
+                    seq.sampler.free()
+                    lc.llama_memory_seq_rm(mem, seq.slot, -1, -1)
+                    free.append(seq.slot)
+                    used -= seq.cells
+                    self.timings.completion_tokens += seq.n_out
+                    yield seq.index, seq.result()
+        finally:
+            for seq in active:
+                seq.sampler.free()
+            lc.llama_memory_clear(mem, False)
+            self.timings.wall = time.perf_counter() - start
+
+    def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        if self._template is None or not request.messages:
+            return self._tokenize(request.prompt, parse_special=False)
+        tokens = self._tokenize(self._render_chat(request.messages), parse_special=True)
+        bos = lc.llama_vocab_bos(self._vocab)
+        if len(tokens) > 1 and tokens[0] == tokens[1] == bos:  # the template wrote its own BOS
+            tokens = tokens[1:]
+        return tokens
+
+    def _render_chat(self, messages: list[dict]) -> str:
+        if self._chat_formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            self._chat_formatter = Jinja2ChatFormatter(
+                template=self._template,
+                eos_token=self._special_piece(lc.llama_vocab_eos(self._vocab)),
+                bos_token=self._special_piece(lc.llama_vocab_bos(self._vocab)),
+            )
+        return self._chat_formatter(messages=messages).prompt
+
+    def _shared_prefix(self, prompts: list[list[int]]) -> list[int]:
+        if not self.share_prefix or len(prompts) < 2:
+            return []
+        # commonprefix compares element-wise, so it works on token lists as well as on strings.
+        prefix = os.path.commonprefix(prompts)
+        prefix = prefix[: min(map(len, prompts)) - 1]  # every sequence needs one token of its own to sample from
+        return prefix if len(prefix) >= MIN_SHARED_PREFIX else []
+
+    def _prefill(self, tokens: list[int], slot: int) -> None:
+        t = time.perf_counter()
+        for pos, token in enumerate(tokens):
+            self._batch.add(token, pos, slot, False)
+            if self._batch.n == N_BATCH or pos == len(tokens) - 1:
+                self._batch.decode(self._ctx)
+        self.timings.llama += time.perf_counter() - t
+        self.timings.prompt_tokens += len(tokens)
+
+    def _step(self, active: list[_Seq]) -> None:
+        """Evaluate each active sequence's pending tokens and sample its next token."""
+        batch = self._batch
+        outputs: list[tuple[_Seq, int]] = []
+        for seq in active:
+            last = len(seq.pending) - 1
+            for j, token in enumerate(seq.pending):
+                if batch.n == N_BATCH:
+                    self._decode_and_sample(outputs)
+                    outputs = []
+                if j == last:
+                    outputs.append((seq, batch.n))
+                batch.add(token, seq.pos + j, seq.slot, j == last)
+            seq.pos += len(seq.pending)
+        if batch.n:
+            self._decode_and_sample(outputs)
+
+    def _decode_and_sample(self, outputs: list[tuple[_Seq, int]]) -> None:
+        t = time.perf_counter()
+        self._batch.decode(self._ctx)
+        tokens = [seq.sampler.sample(self._ctx, idx, self._candidates) for seq, idx in outputs]
+        self.timings.llama += time.perf_counter() - t
+        for (seq, _), token in zip(outputs, tokens):
+            self._accept(seq, token)
+
+    def _accept(self, seq: _Seq, token: int) -> None:
+        if lc.llama_vocab_is_eog(self._vocab, token):
+            seq.finish = "stop"
+            return
+        seq.n_out += 1
+        start = len(seq.text)
+        seq.text += self._piece(token)
+        for stop in seq.stops:
+            at = seq.text.find(stop, max(0, start - len(stop) + 1))
+            if at >= 0 and (seq.cut < 0 or at < seq.cut):
+                seq.cut, seq.finish = at, "stop"
+        if not seq.finish and seq.n_out >= seq.limit:
+            seq.finish = "length"
+        seq.pending = [token]
+
+    def _grammar(self, schema: dict | None) -> str | None:
+        if schema is None:
+            return None
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            try:
+                self._grammars[key] = json_schema_to_gbnf(key)
+            except Exception as exc:  # the converter raises bare Exceptions for unsupported schemas
+                raise ValueError(f"cannot turn the JSON schema into a grammar: {exc}") from None
+        return self._grammars[key]
+
+    # -- tokens
+
+    def _tokenize(self, text: str, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8  # a token covers at least one byte, plus BOS/EOS
+        buf = (lc.llama_token * capacity)()
+        n = lc.llama_tokenize(self._vocab, data, len(data), buf, capacity, True, parse_special)
+        if n < 0:
+            raise BackendError(f"cannot tokenize a text of {len(data)} bytes")
+        return buf[:n]
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self._token_bytes(token, special=False)
+        return piece
+
+    def _special_piece(self, token: int) -> str:
+        return self._token_bytes(token, special=True).decode("utf-8", "ignore") if token >= 0 else ""
+
+    def _token_bytes(self, token: int, special: bool) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    # -- embeddings
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        if self._embed_ctx is None:
+            n_ctx = min(self._n_ctx_setting, EMBED_CTX)
+            self._embed_ctx = self._new_context(n_ctx, n_ctx, EMBED_SEQS, embeddings=True)
+            self._embed_batch = _Batch(n_ctx)
+        ctx, batch = self._embed_ctx, self._embed_batch
+        mem = lc.llama_get_memory(ctx)
+        n_embd = lc.llama_model_n_embd(self._model)
+        tokenized = [self._tokenize(text, parse_special=False)[: batch.capacity] for text in texts]
+        vectors: list[list[float]] = []
+        done = 0
+        while done < len(tokenized):
+            group = 0
+            while (
+                done + group < len(tokenized)
+                and group < EMBED_SEQS
+                and batch.n + len(tokenized[done + group]) <= batch.capacity
+            ):
+                for pos, token in enumerate(tokenized[done + group]):
+                    batch.add(token, pos, group, True)
+                group += 1
+            lc.llama_memory_clear(mem, False)
+            batch.decode(ctx)
+            for seq in range(group):
+                vec = np.ctypeslib.as_array(lc.llama_get_embeddings_seq(ctx, seq), shape=(n_embd,)).astype(np.float64)
+                norm = np.linalg.norm(vec)
+                vectors.append((vec / norm if norm > 0 else vec).tolist())
+            done += group
+        return vectors
+
+    def close(self) -> None:
+        for batch in (self._batch, self._embed_batch):
+            if batch is not None:
+                batch.free()
+        for ctx in (self._ctx, self._embed_ctx):
+            if ctx is not None:
+                lc.llama_free(ctx)
+        if self._model is not None:
+            lc.llama_model_free(self._model)
+        self._model = self._ctx = self._batch = self._embed_ctx = self._embed_batch = None

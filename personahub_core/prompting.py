@@ -1,0 +1,88 @@
+"""What every synthesizer's prompt has in common: the paper's three prompting modes and the checks
+a raw answer goes through before a plugin parses it.
+
+    zero-shot          the instruction and the persona, no demonstrations
+    few-shot           demonstrations of the output, without the personas they were written for
+    persona-few-shot   each demonstration paired with its persona (the paper's persona-enhanced few-shot)
+
+A plugin renders one demonstration as text (``render(demo, with_persona)``); ``few_shot_block`` picks
+what the mode shows, and ``synthesis_prompt`` builds the completion form (for base models: the
+demonstrations, then the persona's record left open) and the chat form (for instruction-tuned models).
+The persona comes last in both, so a batch of prompts shares one long prefix the backend evaluates once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .tasks import Completion, Prompt, Rejected
+
+Mode = Literal["zero-shot", "few-shot", "persona-few-shot"]
+
+
+class SynthesisOptions(BaseModel):
+    """Options every synthesizer shares; a plugin's Options subclass adds its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Mode = Field("persona-few-shot", description="zero-shot | few-shot | persona-few-shot (demonstrations with their personas)")
+
+
+def few_shot_block(demos: list[dict], mode: Mode, render: Callable[[dict, bool], str]) -> str:
+    """The demonstrations as the prompt shows them, each followed by a blank line ("" for zero-shot)."""
+    if mode == "zero-shot":
+        return ""
+    return "".join(render(demo, mode == "persona-few-shot").strip() + "\n\n" for demo in demos)
+
+
+def synthesis_prompt(*, header: str, examples: str, query: str, request: str, **prompt_args) -> Prompt:
+    """Both forms of one call.
+
+    header: what the records below are (completion form); examples: ``few_shot_block(...)``;
+    query: the open record the base model continues, e.g. "Persona: ...\\nProblem:";
+    request: the chat instruction with the persona in it.
+    """
+    completion = f"{header}\n\n{examples}{query}"
+    content = request if not examples else f"Here are some examples:\n\n{examples}{request}"
+    return Prompt(completion=completion, chat=[{"role": "user", "content": content}], **prompt_args)
+
+
+_LEAD_LABEL = r"^\s*(?:\*\*)?{label}(?:\*\*)?\s*:\s*"
+_CHATTER = re.compile(
+    r"\n\s*(?:I hope|Let me know|Note:|Explanation:|This (?:problem|question|prompt|article) )[^\n]*$", re.I)
+
+
+def answer_text(completion: Completion, *, label: str | None = None, min_words: int = 1,
+                max_words: int = 400) -> str:
+    """The usable text of a completion, or Rejected with the reason.
+
+    Strips a leading ``label:`` (chat models often repeat it), markdown emphasis and trailing
+    chatter; rejects empty, too short, too long, cut-off (hit the token limit) and looping answers.
+    """
+    if completion.finish_reason == "length":
+        raise Rejected("runaway answer: stopped at the token limit")
+    text = completion.text.strip()
+    if label:
+        text = re.sub(_LEAD_LABEL.format(label=re.escape(label)), "", text, flags=re.I)
+    text = _CHATTER.sub("", text).strip().strip("\"'`").strip()
+    words = text.split()
+    if not words:
+        raise Rejected("empty answer")
+    if len(words) < min_words:
+        raise Rejected(f"too short ({len(words)} words, at least {min_words})")
+    if len(words) > max_words:
+        raise Rejected(f"too long ({len(words)} words, at most {max_words})")
+    if repeats_itself(text):
+        raise Rejected("repeats itself")
+    return text
+
+
+def repeats_itself(text: str) -> bool:
+    """A base model stuck in a loop: the same sentence twice, or few distinct words in a long text."""
+    sentences = [s.strip().lower() for s in re.split(r"(?<=[.!?])\s+|\n", text) if len(s.split()) >= 4]
+    if len(sentences) != len(set(sentences)):
+        return True
+    words = text.lower().split()
+    return len(words) >= 40 and len(set(words)) < len(words) * 0.3

@@ -1,0 +1,208 @@
+"""The runner with the deterministic fake backend: resume, failures kept, batching, cache, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from personahub_core.hookspecs import hookimpl
+from personahub_core.store import Store
+from personahub_core.tasks import Prompt, Rejected, Synthesis, Synthesizer
+from personahub_core.testing import FakeBackend, plugins_registered, run_task
+
+from conftest import PERSONAS, cli
+
+
+class Echo(Synthesizer):
+    """Asks for one line about the persona; rejects 'BAD' answers, crashes on 'BOOM'."""
+
+    name = "echo"
+    template = "echo"
+    row_description = "echo test"
+
+    def prompt(self, persona):
+        return Prompt(completion=f"Persona: {persona}\nLine:", max_tokens=16, stop=["\n"])
+
+    def parse(self, text, persona):
+        if "BAD" in text:
+            raise Rejected("said BAD")
+        if "BOOM" in text:
+            raise RuntimeError("parser exploded")
+        return Synthesis(text=text.strip(), fields={"length": len(text)})
+
+
+class EchoPlugin:
+    @hookimpl
+    def register_tasks(self, register):
+        register(Echo)
+
+
+@pytest.fixture
+def echo(personas_file):
+    with plugins_registered(EchoPlugin()):
+        run_task("import", ["--input", str(personas_file)])
+        yield
+
+
+def generations(task="echo"):
+    with Store("personahub.duckdb", read_only=True) as store:
+        return store.query_dicts("SELECT * FROM generations WHERE task = ? ORDER BY key", [task])
+
+
+def test_resume_does_only_missing_work_and_never_writes_twice(echo):
+    first = run_task("echo", backend="fake", limit=2)
+    assert first["items_done"] == 2
+    second = run_task("echo", backend="fake")
+    assert second["items_done"] == len(PERSONAS) - 2 and second["items_skipped"] == 2
+    third = run_task("echo", backend="fake")
+    assert third["items_done"] == 0 and third["items_skipped"] == len(PERSONAS)
+    rows = generations()
+    assert len(rows) == len(PERSONAS) == len({r["key"] for r in rows})
+
+
+def test_rejected_answers_are_retried_once_then_stored_with_raw_output(echo):
+    FakeBackend.responder = lambda req: "BAD answer"
+    summary = run_task("echo", backend="fake", limit=1)
+    assert summary["items_failed"] == 1 and summary["items_rejected"] == 1
+    (row,) = generations()
+    assert row["status"] == "rejected" and row["error"] == "said BAD"
+    assert json.loads(row["raw_output"]) == ["BAD answer", "BAD answer"]  # two attempts, both kept
+    seeds = {c.seed for c in FakeBackend.calls}
+    assert len(seeds) == 2  # the retry used a fresh seed
+
+
+def test_plugin_exception_fails_the_item_not_the_run(echo):
+    FakeBackend.responder = lambda req: "BOOM" if "nurse" in req.prompt else "fine line"
+    summary = run_task("echo", backend="fake")
+    assert summary["items_done"] == len(PERSONAS) - 1 and summary["items_failed"] == 1
+    failed = [r for r in generations() if r["status"] == "failed"]
+    assert "parser exploded" in failed[0]["error"]
+
+
+def test_retry_failed_reattempts_in_place(echo):
+    FakeBackend.responder = lambda req: "BAD"
+    run_task("echo", backend="fake", limit=2)
+    FakeBackend.responder = lambda req: "good now"
+    summary = run_task("echo", backend="fake", retry_failed=True)
+    rows = generations()
+    assert all(r["status"] == "ok" for r in rows) and len(rows) == len(PERSONAS)
+    retried = [r for r in rows if r["attempts"] == 2]
+    assert len(retried) == 2 and summary["items_done"] == len(PERSONAS)  # 2 retried + 4 new
+
+
+def test_same_seed_same_requests_and_seed_changes_them(echo, personas_file):
+    def calls_in_fresh_store(db, **flags):
+        run_task("import", ["--input", str(personas_file)], db=db)
+        FakeBackend.calls.clear()
+        run_task("echo", backend="fake", limit=3, db=db, **flags)
+        return [(c.prompt, c.seed) for c in FakeBackend.calls]
+
+    first = calls_in_fresh_store("a.duckdb")
+    assert calls_in_fresh_store("b.duckdb") == first
+    assert [s for _, s in calls_in_fresh_store("c.duckdb", seed=9)] != [s for _, s in first]
+
+
+def test_cache_answers_identical_calls_without_the_backend(echo):
+    run_task("echo", backend="fake", limit=2)
+    with Store("personahub.duckdb") as store:  # forget the work, keep the cache
+        store.con.execute("DELETE FROM generations")
+    FakeBackend.calls.clear()
+    summary = run_task("echo", backend="fake", limit=2)
+    assert summary["items_done"] == 2 and summary["cached_calls"] == 2 and FakeBackend.calls == []
+
+
+def test_synthesis_rows_carry_provenance(echo):
+    run_task("echo", backend="fake", limit=1, seed=5, temperature=0.3)
+    (row,) = generations()
+    assert row["template"] == "echo" and row["model"] == "fake" and row["seed"] == 5
+    sampling = json.loads(row["sampling"])
+    assert sampling["temperature"] == 0.3 and sampling["max_tokens"] == 16
+    output = json.loads(row["output"])
+    assert output["description"] == "echo test" and output["length"] > 0
+
+
+def test_where_filter_selects_personas_and_binds_values_safely(echo):
+    summary = run_task("echo", backend="fake", where=["persona~nurse"])
+    assert summary["items_done"] == 1
+    hostile = "x'; DROP TABLE personas; --"
+    assert run_task("echo", backend="fake", where=[f"persona={hostile}"])["items_done"] == 0
+    with Store("personahub.duckdb", read_only=True) as store:
+        assert store.count("personas") == len(PERSONAS)
+
+
+def test_where_rejects_unknown_fields_and_operators(echo):
+    from personahub_core.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown field 'password'"):
+        run_task("echo", backend="fake", where=["password=1"])
+    with pytest.raises(UsageError, match="whole number"):
+        run_task("echo", backend="fake", where=["hop~1"])
+
+
+SLOW_TASK = r'''
+import time, sys
+from personahub_core.hookspecs import hookimpl
+from personahub_core.tasks import Prompt, Synthesis, Synthesizer
+from personahub_core.testing import FakeBackend
+
+class Slow(Synthesizer):
+    name = "slow"
+    def prompt(self, persona):
+        return Prompt(completion=persona, max_tokens=8)
+    def parse(self, text, persona):
+        return Synthesis(text=text)
+
+def slow_answer(req):
+    with open("calls.log", "a") as log:  # lets the test see progress without the store's lock
+        log.write("call\n")
+    time.sleep(0.4)
+    return "slow answer"
+
+FakeBackend.responder = slow_answer
+
+class P:
+    @hookimpl
+    def register_tasks(self, register):
+        register(Slow)
+
+from personahub_core import plugins
+plugins._registry = plugins.load_plugins(extra=[P()])
+from personahub_core import runner
+runner.FLUSH_EVERY_ROWS = 1
+from personahub_core.cli import main
+sys.argv = ["personahub", "run", "--plugin", "slow", "--backend", "fake", "--batch-size", "1", "-q"]
+main()
+'''
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_run_keeps_finished_items_and_resumes_without_duplicates(tmp_path, personas_file, sig):
+    cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_TASK)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "calls.log"
+    deadline = time.time() + 60
+    while time.time() < deadline:  # three calls started: at least two items are written
+        time.sleep(0.1)
+        if log.exists() and len(log.read_text().splitlines()) >= 3:
+            break
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    with Store("personahub.duckdb") as store:
+        kept = store.scalar("SELECT count(*) FROM generations")
+        assert 1 <= kept < len(PERSONAS)
+        if sig == signal.SIGINT:
+            assert store.scalar("SELECT status FROM runs WHERE task = 'slow'") == "interrupted"
+    rerun = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    with Store("personahub.duckdb", read_only=True) as store:
+        keys = [r[0] for r in store.query("SELECT key FROM generations")]
+    assert len(keys) == len(set(keys)) == len(PERSONAS)
