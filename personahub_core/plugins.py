@@ -103,7 +103,7 @@ def load_plugins(extra: list[object] | None = None) -> Registry:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin '{exc.plugin_name}' implements an unknown hook: {exc}") from None
+        raise PluginError(f"a plugin implements an unknown hook: {exc}") from None
 
     registry = Registry(manager=pm)
     owned: dict[str, list[type]] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, ClassVar, Iterator
@@ -41,7 +42,8 @@ def example_for_schema(schema: dict, seed: str = "x") -> object:
 class FakeBackend(Backend):
     """Deterministic answers without a model: the same request always gets the same text.
 
-    Set ``FakeBackend.responder`` to a function of the request to script answers in a test.
+    Set ``FakeBackend.responder`` to a function of the request to script answers in a test, or the
+    environment variable ``PERSONAHUB_FAKE_ANSWER`` to one fixed answer (for command-line tests).
     Requests with a JSON schema get a value that satisfies it.
     """
 
@@ -61,6 +63,8 @@ class FakeBackend(Backend):
             FakeBackend.calls.append(req)
             if FakeBackend.responder is not None:
                 text = FakeBackend.responder(req)
+            elif "PERSONAHUB_FAKE_ANSWER" in os.environ:
+                text = os.environ["PERSONAHUB_FAKE_ANSWER"]
             elif req.json_schema is not None:
                 text = json.dumps(example_for_schema(req.json_schema))
             else:
