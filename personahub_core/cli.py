@@ -28,7 +28,7 @@ app = typer.Typer(
 personas_app = typer.Typer(help="Look at personas: sample, show, search.", no_args_is_help=True)
 app.add_typer(personas_app, name="personas")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DbOption = typer.Option(None, "--db", help="DuckDB store (default ./personahub.duckdb, or PERSONAHUB_DB)")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from .errors import UsageError
 from .store import Store
 
-FORMATS = {"jsonl": "(FORMAT json)", "parquet": "(FORMAT parquet)", "csv": "(FORMAT csv, HEADER true)"}
+FORMATS = ("jsonl", "parquet", "csv")
 KEPT = "NOT EXISTS (SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id)"
 
 
@@ -55,9 +55,9 @@ def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False
         sql, params = _task_query(full, include_all), [what]
     # Write beside the target and rename, so a failed export never leaves half a file.
     tmp = out_path.with_name(f".{out_path.name}.partial")
-    rel = store.con.execute(sql, params)
     n = 0
     if fmt == "jsonl":
+        rel = store.con.execute(sql, params)
         names = [d[0] for d in rel.description]
         with tmp.open("w", encoding="utf-8") as f:
             while rows := rel.fetchmany(10_000):
@@ -69,19 +69,14 @@ def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False
                     f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
                     n += 1
     else:
-        table = rel.arrow()
-        if hasattr(table, "read_all"):  # newer DuckDB returns a record batch reader
-            table = table.read_all()
-        n = table.num_rows
-        store.con.register("export_rows", table)
-        store.con.execute(f"COPY export_rows TO '{_sql_path(tmp)}' {FORMATS[fmt]}")
-        store.con.unregister("export_rows")
+        n = store.scalar(f"SELECT count(*) FROM ({sql})", params)
+        relation = store.con.sql(sql, params=params)
+        if fmt == "csv":
+            relation.write_csv(str(tmp), header=True)
+        else:
+            relation.write_parquet(str(tmp))
     os.replace(tmp, out_path)
     return n
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 def store_stats(store: Store) -> dict:

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -169,22 +170,27 @@ class RayExecutor(Executor):
     def execute(self, task, items, ctx, window):
         ray = ensure_ray(self.settings)
         actors, resources = actor_plan(self.settings, ray.nodes())
-        # Ray Data restarts dead actors and retries their batches forever. On a cluster that rides out a
-        # lost node; on one machine a crash (say, in llama.cpp) would only repeat, so fail instead.
-        restarts = {} if self.settings.ray_address else {"max_restarts": 0}
+        # Ray Data's default restarts a dead actor and retries its batch forever, so a crash that repeats
+        # on some input (say, in llama.cpp) would hang the run. A cluster gets a few restarts to ride out
+        # a lost node; one machine fails at once.
+        retries = 3 if self.settings.ray_address else 0
+        restarts = {"max_restarts": retries, "max_task_retries": retries}
         # Batches of at most one window, and at least one batch per actor when there are enough items.
         per_batch = max(1, min(window, math.ceil(len(items) / actors)))
         dataset = ray.data.from_items([item_to_row(i) for i in items],
                                       override_num_blocks=math.ceil(len(items) / per_batch))
-        outcomes = dataset.map_batches(
-            _DriveActor,
-            fn_constructor_kwargs={"task": task, "settings": self.settings, "flush_every": self.settings.batch_size},
-            batch_size=per_batch,
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            batch_format="numpy",
-            **resources,
-            **restarts,
-        )
+        with warnings.catch_warnings():
+            # Actor restart limits have no named parameter yet, only the deprecated **ray_remote_args.
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            outcomes = dataset.map_batches(
+                _DriveActor,
+                fn_constructor_kwargs={"task": task, "settings": self.settings, "flush_every": self.settings.batch_size},
+                batch_size=per_batch,
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                batch_format="numpy",
+                **resources,
+                **restarts,
+            )
         ctx.note(f"ray: {len(items)} items on {actors} actor(s), each reserving {resources}")
         try:
             for row in outcomes.iter_rows():

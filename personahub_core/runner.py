@@ -25,7 +25,7 @@ from .settings import Settings
 from .store import Store
 from .tasks import Completion, GenerativeTask, NewPersona, Prompt, Rejected, Synthesis, Task, WorkItem, work_key
 
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)  # one message per line, never hard-wrapped
 
 # How many items are in flight per batch slot: enough that the backend refills slots from a queue.
 WINDOW_PER_SLOT = 4

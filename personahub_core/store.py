@@ -193,8 +193,8 @@ class Store:
         return [dict(zip(names, row)) for row in cur.fetchall()]
 
     def scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        row = self.con.execute(sql, list(params)).fetchone()
-        return row[0] if row else None
+        rows = self.con.execute(sql, list(params)).fetchall()  # fetch all: DuckDB 2 refuses new work on an unfinished result
+        return rows[0][0] if rows else None
 
     def count(self, table: str) -> int:
         return self.scalar(f"SELECT count(*) FROM {table}")  # table names come from our code only

@@ -70,9 +70,12 @@ class FakeBackend(Backend):
             else:
                 digest = hashlib.sha256(f"{req.prompt}|{req.seed}".encode()).hexdigest()[:8]
                 text = f"A fake persona {digest} who tests data pipelines on weekends."
-            words = text.split()
-            finish = "length" if len(words) > req.max_tokens else "stop"
-            yield i, GenerationResult(" ".join(words[: req.max_tokens]), len(req.prompt.split()), min(len(words), req.max_tokens), finish)
+            words = text.split()  # a word stands for a token
+            if len(words) > req.max_tokens:
+                text, finish = " ".join(words[: req.max_tokens]), "length"
+            else:
+                finish = "stop"
+            yield i, GenerationResult(text, len(req.prompt.split()), min(len(words), req.max_tokens), finish)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Bag-of-words hashed into 64 dimensions, L2-normalised: similar texts get close vectors."""
