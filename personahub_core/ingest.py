@@ -20,7 +20,7 @@ import pyarrow as pa
 from .errors import UsageError
 from .store import Store
 
-BATCH = 10_000
+BATCH = 50_000
 TEXT_FIELDS = ("text", "content", "body", "document", "persona")
 ID_FIELDS = ("id", "doc_id", "document_id")
 FORMATS = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".txt", ".md")
@@ -189,25 +189,35 @@ def ingest_paths(store: Store, paths: list[Path], text_field: str | None = None,
     report = IngestReport(files=len(files))
     from .runner import stderr
 
-    for path in files:
-        batch: dict[str, tuple] = {}  # by id: the first text under an id wins
-        hashes: set[str] = set()
-        for rec in read_records(path, text_field, id_field, lines, report):
-            report.read += 1
-            digest = content_hash(rec.text)
-            doc_id = rec.original_id or digest[:16]
-            if digest in hashes or doc_id in batch:
-                report.duplicates += 1
-                continue
-            hashes.add(digest)
-            batch[doc_id] = (doc_id, digest, rec.text, str(path))
-            if len(batch) >= BATCH:
-                _insert(store, batch, report)
-                batch, hashes = {}, set()
-        _insert(store, batch, report)
-        if not quiet:
-            stderr.print(f"[dim]{path}: {report.read} read so far, {report.added} new[/dim]")
+    # Appending needs little memory; without a cap DuckDB keeps the whole table cached as it grows.
+    store.con.execute("SET memory_limit = '256MB'")
+    try:
+        for path in files:
+            _ingest_file(store, path, text_field, id_field, lines, report)
+            if not quiet:
+                stderr.print(f"[dim]{path}: {report.read} read so far, {report.added} new[/dim]")
+    finally:
+        store.con.execute("RESET memory_limit")
     return report
+
+
+def _ingest_file(store: Store, path: Path, text_field: str | None, id_field: str | None, lines: bool,
+                 report: IngestReport) -> None:
+    batch: dict[str, tuple] = {}  # by id: the first text under an id wins
+    hashes: set[str] = set()
+    for rec in read_records(path, text_field, id_field, lines, report):
+        report.read += 1
+        digest = content_hash(rec.text)
+        doc_id = rec.original_id or digest[:16]
+        if digest in hashes or doc_id in batch:
+            report.duplicates += 1
+            continue
+        hashes.add(digest)
+        batch[doc_id] = (doc_id, digest, rec.text, str(path))
+        if len(batch) >= BATCH:
+            _insert(store, batch, report)
+            batch, hashes = {}, set()
+    _insert(store, batch, report)
 
 
 def _insert(store: Store, batch: dict[str, tuple], report: IngestReport) -> None:
@@ -221,12 +231,13 @@ def _insert(store: Store, batch: dict[str, tuple], report: IngestReport) -> None
     before = store.count("documents")
     with store.transaction():
         store.con.register("incoming", table)
-        # Skip texts already stored (by hash) and ids already taken by another text.
+        # Texts already stored (by hash) and ids already taken are skipped.
         store.con.execute(
             """
             INSERT INTO documents (id, content_hash, text, source_file)
-            SELECT i.id, i.content_hash, i.text, i.source_file FROM incoming i
-            WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.content_hash = i.content_hash OR d.id = i.id)
+            SELECT id, content_hash, text, source_file FROM incoming i
+            WHERE i.content_hash NOT IN (SELECT content_hash FROM documents)
+              AND i.id NOT IN (SELECT id FROM documents)
             """
         )
         store.con.unregister("incoming")

@@ -28,10 +28,11 @@ migration = MIGRATIONS.append
 migration(
     """
     CREATE SEQUENCE doc_seq;
+    -- No key constraints: DuckDB's indexes make bulk appends slow; ingest keeps id and hash unique itself.
     CREATE TABLE documents (
-        id VARCHAR PRIMARY KEY,           -- original id when the corpus has one, else the content hash
+        id VARCHAR NOT NULL,              -- original id when the corpus has one, else the content hash
         seq BIGINT DEFAULT nextval('doc_seq'),
-        content_hash VARCHAR UNIQUE NOT NULL,
+        content_hash VARCHAR NOT NULL,
         text VARCHAR NOT NULL,
         source_file VARCHAR,
         ingested_at TIMESTAMP DEFAULT current_timestamp
@@ -110,6 +111,33 @@ migration(
     """
 )
 
+# Deduplication: which personas each method has checked (so runs are incremental), MinHash
+# signatures (new personas are compared with kept ones without rehashing them) and embeddings
+# (the sqlite-vec index beside the store is rebuilt from these). No primary keys: rows are
+# written in bulk by one writer that only adds what is missing, and keys would slow that down.
+migration(
+    """
+    CREATE TABLE dedup_checked (
+        persona_id VARCHAR NOT NULL,
+        method VARCHAR NOT NULL,          -- minhash | embedding | quality
+        run_id VARCHAR
+    );
+    CREATE TABLE minhash_signatures (
+        persona_id VARCHAR NOT NULL,
+        num_perm INTEGER NOT NULL,
+        ngram INTEGER NOT NULL,
+        signature BLOB NOT NULL           -- num_perm little-endian uint32 minima
+    );
+    CREATE TABLE embeddings (
+        persona_id VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,           -- backend:model that made the vector
+        dim INTEGER NOT NULL,
+        vector BLOB NOT NULL,             -- dim little-endian float32, L2-normalised
+        created_at TIMESTAMP DEFAULT current_timestamp
+    );
+    """
+)
+
 
 def now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -131,6 +159,8 @@ class Store:
             raise StoreError(f"cannot open store {self.path}: {msg.splitlines()[0]}") from None
         except duckdb.Error as exc:
             raise StoreError(f"{self.path} is not a PersonaHub store: {str(exc).splitlines()[0]}") from None
+        # DuckDB's own progress bar would write to stdout, where --json summaries go.
+        self.con.execute("SET enable_progress_bar = false")
         if not read_only:
             self._migrate()
 
