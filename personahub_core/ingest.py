@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import pyarrow as pa
-
 from .errors import UsageError
 from .store import Store
 
@@ -155,6 +153,7 @@ def read_records(path: Path, text_field: str | None, id_field: str | None, lines
 
 
 def _parquet_records(path: Path, text_field: str | None, id_field: str | None, report: IngestReport) -> Iterator[Record]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -223,24 +222,21 @@ def _ingest_file(store: Store, path: Path, text_field: str | None, id_field: str
 def _insert(store: Store, batch: dict[str, tuple], report: IngestReport) -> None:
     if not batch:
         return
-    rows = list(batch.values())
-    table = pa.table({
-        "id": [r[0] for r in rows], "content_hash": [r[1] for r in rows],
-        "text": [r[2] for r in rows], "source_file": [r[3] for r in rows],
-    })
+    ids, hashes, texts, files = (list(column) for column in zip(*batch.values()))
     before = store.count("documents")
     with store.transaction():
-        store.con.register("incoming", table)
+        # Lists go in as parameters (no pyarrow/pandas: they would double the memory of a big ingest).
         # Texts already stored (by hash) and ids already taken are skipped.
         store.con.execute(
             """
             INSERT INTO documents (id, content_hash, text, source_file)
-            SELECT id, content_hash, text, source_file FROM incoming i
+            SELECT * FROM (SELECT unnest(?) AS id, unnest(?) AS content_hash, unnest(?) AS text,
+                                  unnest(?) AS source_file) i
             WHERE i.content_hash NOT IN (SELECT content_hash FROM documents)
               AND i.id NOT IN (SELECT id FROM documents)
-            """
+            """,
+            [ids, hashes, texts, files],
         )
-        store.con.unregister("incoming")
     added = store.count("documents") - before
     report.added += added
-    report.duplicates += len(rows) - added
+    report.duplicates += len(ids) - added
