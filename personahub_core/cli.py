@@ -10,9 +10,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import api
+from .dedup_command import dedup_cmd
 from .errors import PersonaHubError, UsageError
 from .plugins import get_registry
 from .settings import Settings, load_settings, settings_origins
@@ -176,6 +178,9 @@ def stats_cmd(db: Optional[Path] = DbOption, as_json: bool = typer.Option(False,
     out.print(table)
 
 
+app.command("dedup")(dedup_cmd)
+
+
 @app.command("config")
 def config_cmd(
     db: Optional[Path] = DbOption,
@@ -259,7 +264,7 @@ def main() -> None:
         _register_extra_commands()
         app()  # standalone: typer prints its own usage errors and exits 2
     except PersonaHubError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # anything unexpected: one line unless debugging
         if os.environ.get("PERSONAHUB_DEBUG"):

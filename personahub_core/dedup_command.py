@@ -1,0 +1,82 @@
+"""``personahub dedup``: the paper's chain, MinHash then embeddings, after the quality filter.
+
+Each step runs only if its plugin is installed; each is an ordinary task run (recorded in ``runs``),
+incremental like any other: a second ``dedup`` checks only personas added since.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import UsageError
+from .plugins import OUR_PACKAGES, get_registry
+from .settings import load_settings
+from .store import Store
+
+STEPS = ("quality", "minhash", "embedding")
+err = Console(stderr=True)
+
+
+def dedup_cmd(
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Jaccard and cosine threshold (default 0.9 each)"),
+    jaccard: Optional[float] = typer.Option(None, "--jaccard", help="MinHash word-set Jaccard threshold"),
+    cosine: Optional[float] = typer.Option(None, "--cosine", help="embedding cosine threshold"),
+    skip: list[str] = typer.Option([], "--skip", help="leave out a step: quality, minhash or embedding"),
+    fresh: bool = typer.Option(False, "--fresh", help="forget earlier results and check every persona again"),
+    model: Optional[str] = typer.Option(None, "--model", help="embedding model (GGUF path or served model name)"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp | openai | fake"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL"),
+    db: Optional[Path] = typer.Option(None, "--db", help="DuckDB store (default ./personahub.duckdb, or PERSONAHUB_DB)"),
+    as_json: bool = typer.Option(False, "--json", help="end with a JSON summary line on stdout"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+):
+    """Mark near-duplicate and unusable personas: quality filter, MinHash (Jaccard), embeddings (cosine)."""
+    from .api import run_in_store
+
+    unknown = [s for s in skip if s not in STEPS]
+    if unknown:
+        raise UsageError(f"--skip {unknown[0]}: expected one of {', '.join(STEPS)}")
+    tasks = get_registry().tasks
+    steps = [s for s in STEPS if s in tasks and s not in skip]
+    if not steps:
+        missing = [OUR_PACKAGES[s] for s in STEPS if s not in tasks and s not in skip]
+        raise UsageError("no deduplication step to run" + (f"; install {' or '.join(missing)}" if missing else ""))
+    thresholds = {"minhash": jaccard if jaccard is not None else threshold,
+                  "embedding": cosine if cosine is not None else threshold}
+    settings = load_settings(db=db, model=model, backend=backend, base_url=base_url)
+    results = []
+    with Store(settings.db) as store:
+        for step in steps:
+            task_cls = tasks[step]
+            values = {"fresh": fresh} if "fresh" in task_cls.Options.model_fields else {}
+            if thresholds.get(step) is not None:
+                values["threshold"] = thresholds[step]
+            try:
+                options = task_cls.Options(**values)
+            except ValueError as exc:
+                raise UsageError(f"dedup {step}: {str(exc).splitlines()[-1].strip()}") from None
+            before = store.scalar("SELECT count(*) FROM dedup_marks WHERE method = ?", [step])
+            result = run_in_store(task_cls(options), store, settings, quiet=quiet or as_json)
+            result["marked"] = store.scalar("SELECT count(*) FROM dedup_marks WHERE method = ?", [step]) - before
+            results.append(result)
+        personas = store.count("personas")
+        kept = store.scalar("SELECT count(*) FROM personas p WHERE NOT EXISTS "
+                            "(SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id)")
+    summary = {
+        "steps": [{k: r[k] for k in ("task", "items_done", "marked", "seconds", "notes")} for r in results],
+        "personas": personas, "kept": kept, "marked": personas - kept, "db": str(settings.db),
+    }
+    if as_json:
+        print(json.dumps(summary))
+        return
+    table = Table("step", "checked", "marked", "seconds", title="personahub dedup")
+    for r in results:
+        table.add_row(r["task"], str(r["items_done"]), str(r["marked"]), str(r["seconds"]))
+    err.print(table)
+    err.print(f"{kept} of {personas} personas kept; marked ones are left out of exports unless --all")

@@ -1,0 +1,238 @@
+"""MinHash near-duplicate detection in numpy: signatures, LSH banding, exact Jaccard, keep-earliest.
+
+    texts ─> word n-gram sets (ids from one vocabulary) ─> signatures: for every distinct word, 128
+    hash values (a vocabulary x 128 matrix); a document's signature is the column-wise minimum over
+    its words' rows ─> band keys (b bands of r rows, each slice hashed to 64 bits) ─> candidate
+    pairs: documents sharing a band key ─> exact Jaccard of the token SETS of every candidate pair ─>
+    keep the earliest (``personahub_core.dedup.keep_earliest``).
+
+Nothing here touches the store; the task in ``__init__`` feeds it and writes its answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from array import array
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from personahub_core.dedup import ragged_arange
+
+WORD = re.compile(r"\w+")
+SEPARATOR = "\x1e"  # between texts tokenised together; never part of a word
+WORD_OR_SEPARATOR = re.compile(r"\w+|\x1e")
+# Fixed, so signatures stored by one run can be compared with those of the next.
+HASH_SEED = 1_000_003
+SIGNATURE_BLOCK = 1 << 16  # rows of one long document gathered at once
+LONG_DOCUMENT = 512  # words; longer documents are hashed on their own, in blocks
+JACCARD_BLOCK = 1 << 22  # token look-ups per exact-Jaccard batch
+_U64 = np.uint64
+
+
+def shingles(text: str, ngram: int) -> set[str]:
+    """Lower-cased word n-grams; a text shorter than n words is one shingle of all its words."""
+    words = WORD.findall(text.lower())
+    if ngram == 1 or len(words) <= ngram:
+        return set(words) if ngram == 1 else ({" ".join(words)} if words else set())
+    return {" ".join(words[i : i + ngram]) for i in range(len(words) - ngram + 1)}
+
+
+def distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (a plain sort: faster here than np.unique's hash table)."""
+    values = np.sort(values)
+    return values[np.concatenate([[True], values[1:] != values[:-1]])] if len(values) else values
+
+
+@dataclass
+class TokenSets:
+    """Documents as sets of word ids: ``flat[offsets[k]:offsets[k+1]]`` (distinct, unordered)."""
+
+    flat: np.ndarray  # int32
+    offsets: np.ndarray  # int64, len = documents + 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+class Vocabulary:
+    """Shingle -> dense id, and a stable 64-bit hash per id (blake2b, independent of the process)."""
+
+    def __init__(self, ngram: int = 1):
+        self.ngram = ngram
+        # A missing shingle gets the next id: ids[w] assigns len(ids) from C, with no Python call.
+        self.ids: defaultdict[str, int] = defaultdict()
+        self.ids.default_factory = self.ids.__len__
+        self.ids[SEPARATOR]
+        self._hashes = array("Q")
+
+    def tokenise(self, texts: list[str]) -> TokenSets:
+        if self.ngram == 1:
+            return self._tokenise_words(texts)
+        lookup = self.ids.__getitem__
+        flat = array("i")
+        offsets = array("q", [0])
+        for text in texts:
+            flat.extend(map(lookup, shingles(text, self.ngram)))
+            offsets.append(len(flat))
+        self._hash_new_words()
+        return TokenSets(np.frombuffer(flat, dtype=np.int32).copy() if flat else np.zeros(0, np.int32),
+                         np.frombuffer(offsets, dtype=np.int64).copy())
+
+    def _tokenise_words(self, texts: list[str]) -> TokenSets:
+        """Word sets of many texts at once: one regex pass over the joined texts (a separator
+        token between them), ids by dictionary, per-text distinct words by one numpy sort."""
+        if not texts:
+            return TokenSets(np.zeros(0, np.int32), np.zeros(1, np.int64))
+        joined = SEPARATOR.join(texts)
+        if joined.count(SEPARATOR) != len(texts) - 1:  # a text holding the separator itself
+            joined = SEPARATOR.join(t.replace(SEPARATOR, " ") for t in texts)
+        words = WORD_OR_SEPARATOR.findall(joined.lower())
+        token_ids = np.fromiter(map(self.ids.__getitem__, words), dtype=np.int64, count=len(words))
+        is_sep = token_ids == self.ids[SEPARATOR]
+        doc = np.cumsum(is_sep)[~is_sep]
+        keys = distinct((doc << 32) | token_ids[~is_sep])
+        self._hash_new_words()
+        offsets = np.searchsorted(keys >> 32, np.arange(len(texts) + 1)).astype(np.int64)
+        return TokenSets((keys & 0xFFFFFFFF).astype(np.int32), offsets)
+
+    def _hash_new_words(self) -> None:
+        start = len(self._hashes)
+        if start == len(self.ids):
+            return
+        new_words = list(self.ids)[start:]  # dicts keep insertion order, which is id order
+        self._hashes.extend(
+            int.from_bytes(hashlib.blake2b(w.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+            for w in new_words
+        )
+
+    @property
+    def hashes(self) -> np.ndarray:
+        return np.frombuffer(self._hashes, dtype=np.uint64)
+
+
+class MinHasher:
+    """``num_perm`` hash functions h(x) = ((a*x + b) mod 2^64) >> 32 (multiply-add-shift), a odd."""
+
+    def __init__(self, num_perm: int, seed: int = HASH_SEED):
+        rng = np.random.default_rng(seed)
+        self.num_perm = num_perm
+        self.a = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64) * _U64(2) + _U64(1)
+        self.b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+
+    def hash_words(self, word_hashes: np.ndarray) -> np.ndarray:
+        """vocabulary x num_perm matrix of 32-bit values."""
+        return ((word_hashes[:, None] * self.a[None, :] + self.b[None, :]) >> _U64(32)).astype(np.uint32)
+
+    def signatures(self, docs: TokenSets, word_hashes: np.ndarray) -> np.ndarray:
+        """One row per document; a document without tokens gets all-ones (matches nothing real)."""
+        n = len(docs)
+        out = np.full((n, self.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+        if n == 0 or len(docs.flat) == 0:
+            return out
+        # Hash only the words these documents use; rows are found by position in that subset.
+        used = distinct(docs.flat)
+        local = np.searchsorted(used, docs.flat)
+        table = self.hash_words(word_hashes[used])
+        lengths = docs.lengths
+        long_docs = np.flatnonzero(lengths > LONG_DOCUMENT)
+        for d in long_docs.tolist():
+            lo, hi = int(docs.offsets[d]), int(docs.offsets[d + 1])
+            for s in range(lo, hi, SIGNATURE_BLOCK):
+                np.minimum(out[d], table[local[s : min(s + SIGNATURE_BLOCK, hi)]].min(axis=0), out=out[d])
+        # Short documents: longest first, so the documents that have a p-th word are a prefix;
+        # one vectorised minimum per word position instead of one small reduction per document.
+        short = np.flatnonzero(lengths <= LONG_DOCUMENT)
+        order = short[np.argsort(-lengths[short], kind="stable")]
+        ordered_len = lengths[order]
+        starts = docs.offsets[order]
+        acc = out[order]
+        for p in range(int(ordered_len[0]) if len(order) else 0):
+            count = int(np.searchsorted(-ordered_len, -p, side="left"))  # documents longer than p
+            np.minimum(acc[:count], table[local[starts[:count] + p]], out=acc[:count])
+        out[order] = acc
+        return out
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """documents x bands: each band's ``rows`` values hashed into one 64-bit key."""
+    rng = np.random.default_rng(HASH_SEED + 1)
+    mult = rng.integers(0, 2**63, size=rows, dtype=np.uint64) * _U64(2) + _U64(1)
+    sig = signatures[:, : bands * rows].reshape(len(signatures), bands, rows).astype(np.uint64)
+    keys = (sig * mult).sum(axis=2, dtype=np.uint64)
+    keys ^= keys >> _U64(29)  # mix the high bits down so equal-key grouping sees them
+    return keys
+
+
+def set_hashes(docs: TokenSets, word_hashes: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each document's token set (order-free: a sum of mixed word hashes)."""
+    if len(docs) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    h = word_hashes[docs.flat] * _U64(0x9E3779B97F4A7C15)
+    h ^= h >> _U64(31)
+    return np.add.reduceat(h, docs.offsets[:-1], dtype=np.uint64)
+
+
+def candidate_pairs(keys: np.ndarray, first_new: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, j), i < j, sharing at least one band key, with j >= first_new (earlier documents
+    are already settled against each other). Within a bucket every later document meets every
+    earlier one, so a pair of near-duplicates is found whenever one band matches."""
+    n, bands = keys.shape
+    found = []
+    positions = np.arange(n, dtype=np.int64)
+    for band in range(bands):
+        col = keys[:, band]
+        order = np.argsort(col, kind="stable")  # equal keys stay in document order
+        ordered = col[order]
+        starts = np.empty(n, dtype=bool)
+        starts[:1] = True
+        starts[1:] = ordered[1:] != ordered[:-1]
+        group_start = np.maximum.accumulate(np.where(starts, positions, 0))
+        earlier = positions - group_start
+        earlier[order < first_new] = 0
+        if not earlier.any():
+            continue
+        later = np.repeat(positions, earlier)
+        partner = group_start[later] + ragged_arange(earlier[earlier > 0])
+        found.append(order[partner] * n + order[later])
+    if not found:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pairs = distinct(np.concatenate(found))
+    return pairs // n, pairs % n
+
+
+def jaccard(docs: TokenSets, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of the token sets of documents i[k] and j[k]."""
+    result = np.zeros(len(i), dtype=np.float64)
+    if len(i) == 0:
+        return result
+    lengths = docs.lengths
+    involved = distinct(np.concatenate([i, j]))
+    # Sorted keys (document << 32 | word id) of the involved documents: membership by binary search.
+    inv_len = lengths[involved]
+    positions = np.repeat(docs.offsets[involved], inv_len) + ragged_arange(inv_len)
+    keys = np.sort((np.repeat(involved, inv_len) << 32) | docs.flat[positions].astype(np.int64))
+    # Look up the shorter document's words in the longer one; batch to bound memory.
+    swap = lengths[i] > lengths[j]
+    short, long_ = np.where(swap, j, i), np.where(swap, i, j)
+    cost = np.cumsum(lengths[short])
+    start = 0
+    while start < len(i):
+        stop = max(int(np.searchsorted(cost, (cost[start - 1] if start else 0) + JACCARD_BLOCK, side="right")), start + 1)
+        s, t = short[start:stop], long_[start:stop]
+        counts = lengths[s]
+        pos = np.repeat(docs.offsets[s], counts) + ragged_arange(counts)
+        query = (np.repeat(t, counts) << 32) | docs.flat[pos].astype(np.int64)
+        hit = np.searchsorted(keys, query)
+        hit = keys[np.minimum(hit, len(keys) - 1)] == query
+        inter = np.bincount(np.repeat(np.arange(stop - start), counts), weights=hit, minlength=stop - start)
+        union = lengths[s] + lengths[t] - inter
+        result[start:stop] = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+        start = stop
+    return result
