@@ -18,8 +18,10 @@ import json
 import logging
 import math
 import os
+import socket
+import sys
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import PersonaHubError, UsageError
@@ -56,6 +58,7 @@ def ensure_ray(settings: Settings):
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
         try:
             if settings.ray_address:
+                check_reachable(settings.ray_address)
                 ray.init(address=settings.ray_address, log_to_driver=False, configure_logging=False)
             else:
                 ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
@@ -67,15 +70,30 @@ def ensure_ray(settings: Settings):
     return ray
 
 
+def check_reachable(address: str) -> None:
+    """Ray waits minutes for a head node that is not there; a host:port that refuses us fails at once."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise RayExecutorError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
+
+
 def quiet_ray_data() -> None:
-    """Our own progress bar and summary report the run; Ray Data's bars and INFO logs would interleave."""
+    """Our own progress bar, summary and one-line errors report the run. Ray Data's bars, logs and
+    tracebacks still go to its log file in the Ray session folder; PERSONAHUB_DEBUG=1 shows them here too."""
     import ray.data
 
     data_ctx = ray.data.DataContext.get_current()
     data_ctx.enable_progress_bars = False
     data_ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+    if os.environ.get("PERSONAHUB_DEBUG"):
+        return
+    for handler in logging.getLogger("ray.data").handlers:
+        if getattr(handler, "stream", None) in (sys.stderr, sys.stdout):
+            handler.setLevel(logging.CRITICAL)
 
 
 # -- rows: work items and outcomes as JSON-safe dicts
@@ -124,6 +142,10 @@ def outcome_from_json(text: str) -> "Outcome":
     from .runner import Outcome
 
     record = json.loads(text)
+    if "fatal" in record:
+        error = RayExecutorError(record["fatal"])
+        error.exit_code = record["exit_code"]
+        raise error
     record["item"] = row_to_item(record["item"])
     record["result"] = _result_from_json(record["result"])
     return Outcome(**record)
@@ -133,27 +155,36 @@ def outcome_from_json(text: str) -> "Outcome":
 
 
 class _DriveActor:
-    """One per Ray actor: builds the backend once, then drives each batch of work items through it."""
+    """One per Ray actor: builds the backend on first use, then drives each batch of items through it.
+
+    An error that stops the backend (bad model, unreachable server) comes back as a row, not as an
+    exception: Ray keeps an exception's type and message only inside a traceback text.
+    """
 
     def __init__(self, task: GenerativeTask, settings: Settings, flush_every: int):
-        from .backends.factory import make_backend
-
         self.task = task
         self.settings = settings
         self.flush_every = flush_every
-        self.backend = make_backend(settings)  # no store here: the completion cache lives with the driver
+        self.backend = None
 
     def __call__(self, batch: dict) -> Iterator[dict]:
+        from .backends.factory import make_backend
         from .runner import drive
 
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         done: list[str] = []
-        # Yield outcomes in small groups, so the driver stores them while the rest of the batch decodes.
-        for outcome in drive(self.task, [row_to_item(r) for r in rows], self.backend, self.settings):
-            done.append(outcome_to_json(outcome))
-            if len(done) >= self.flush_every:
-                yield {"outcome": done}
-                done = []
+        try:
+            if self.backend is None:
+                self.backend = make_backend(self.settings)  # no store here: the cache lives with the driver
+            # Yield outcomes in small groups, so the driver stores them while the rest of the batch decodes.
+            for outcome in drive(self.task, [row_to_item(r) for r in rows], self.backend, self.settings):
+                done.append(outcome_to_json(outcome))
+                if len(done) >= self.flush_every:
+                    yield {"outcome": done}
+                    done = []
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, PersonaHubError) else f"{type(exc).__name__}: {_first_line(exc)}"
+            done.append(json.dumps({"fatal": message, "exit_code": getattr(exc, "exit_code", 1)}))
         if done:
             yield {"outcome": done}
 
@@ -169,14 +200,14 @@ class RayExecutor(Executor):
 
     def execute(self, task, items, ctx, window):
         ray = ensure_ray(self.settings)
-        actors, resources = actor_plan(self.settings, ray.nodes())
+        plan = actor_plan(self.settings, ray.nodes())
         # Ray Data's default restarts a dead actor and retries its batch forever, so a crash that repeats
         # on some input (say, in llama.cpp) would hang the run. A cluster gets a few restarts to ride out
         # a lost node; one machine fails at once.
         retries = 3 if self.settings.ray_address else 0
         restarts = {"max_restarts": retries, "max_task_retries": retries}
         # Batches of at most one window, and at least one batch per actor when there are enough items.
-        per_batch = max(1, min(window, math.ceil(len(items) / actors)))
+        per_batch = max(1, min(window, math.ceil(len(items) / plan.actors)))
         dataset = ray.data.from_items([item_to_row(i) for i in items],
                                       override_num_blocks=math.ceil(len(items) / per_batch))
         with warnings.catch_warnings():
@@ -184,51 +215,59 @@ class RayExecutor(Executor):
             warnings.simplefilter("ignore", category=DeprecationWarning)
             outcomes = dataset.map_batches(
                 _DriveActor,
-                fn_constructor_kwargs={"task": task, "settings": self.settings, "flush_every": self.settings.batch_size},
+                fn_constructor_kwargs={"task": task, "settings": plan.settings, "flush_every": self.settings.batch_size},
                 batch_size=per_batch,
-                compute=ray.data.ActorPoolStrategy(size=actors),
+                compute=ray.data.ActorPoolStrategy(size=plan.actors),
                 batch_format="numpy",
-                **resources,
+                **plan.resources,
                 **restarts,
             )
-        ctx.note(f"ray: {len(items)} items on {actors} actor(s), each reserving {resources}")
+        ctx.note(f"ray: {len(items)} items on {plan.actors} actor(s), each reserving {plan.resources}")
         try:
             for row in outcomes.iter_rows():
                 yield outcome_from_json(row["outcome"])
-        except ray.exceptions.RayError as exc:
-            raise RayExecutorError(f"ray executor: {_root_cause(exc)}") from None
+        except ray.exceptions.RayError as exc:  # an actor died, or Ray itself failed
+            cause = _root_cause(exc)
+            raise RayExecutorError(f"ray executor: {type(cause).__name__}: {_first_line(cause)}") from None
 
 
-def actor_plan(settings: Settings, nodes: list[dict]) -> tuple[int, dict]:
-    """How many actors, and what each reserves.
+@dataclass
+class ActorPlan:
+    actors: int
+    resources: dict  # what each actor reserves
+    settings: Settings  # what each actor builds its backend from
+
+
+def actor_plan(settings: Settings, nodes: list[dict]) -> ActorPlan:
+    """How many actors, what each reserves, and the settings their backends get.
 
     A llama.cpp actor decodes many sequences in one context with every thread it is given, so the best
-    use of a node is one actor per node (or per GPU); ``--threads N`` packs node_cpus // N actors per node.
+    use of a node is one actor using all its cores (or one per GPU); ``--threads N`` packs
+    node_cpus // N actors per node. Each actor's llama.cpp gets exactly the threads it reserved.
     Other backends are HTTP clients of a serving fleet: one light actor per CPU, each keeping
     ``--batch-size`` requests in flight.
     """
     alive = [n["Resources"] for n in nodes if n.get("Alive", True)]
-    node_cpus = [int(r.get("CPU", 0)) for r in alive]
+    node_cpus = [int(r.get("CPU", 0)) for r in alive if r.get("CPU", 0) >= 1]
     if settings.backend == "llama-cpp" and settings.n_gpu_layers != 0:
         gpus = int(sum(r.get("GPU", 0) for r in alive))
         if gpus < 1:
             raise RayExecutorError("--n-gpu-layers asks for a GPU, but the Ray cluster has none")
-        return gpus, {"num_gpus": 1, "num_cpus": 1}
+        return ActorPlan(gpus, {"num_gpus": 1, "num_cpus": 1}, settings)
     if settings.backend == "llama-cpp":
-        per_actor = settings.threads or max(node_cpus, default=1)
+        per_actor = settings.threads or min(node_cpus, default=1)
         actors = sum(c // per_actor for c in node_cpus)
         if actors < 1:
             raise RayExecutorError(f"--threads {per_actor}: no Ray node has that many CPUs (nodes: {node_cpus})")
-        return actors, {"num_cpus": per_actor}
-    return max(1, sum(node_cpus)), {"num_cpus": 1}
+        return ActorPlan(actors, {"num_cpus": per_actor}, settings.model_copy(update={"threads": per_actor}))
+    return ActorPlan(max(1, sum(node_cpus)), {"num_cpus": 1}, settings)
 
 
-def _root_cause(exc: BaseException) -> str:
-    """The innermost error a Ray failure wraps, as one line."""
-    cause = getattr(exc, "cause", None) or exc.__cause__
-    while cause is not None and cause is not exc:
-        exc, cause = cause, getattr(cause, "cause", None) or cause.__cause__
-    return f"{type(exc).__name__}: {_first_line(exc)}"
+def _root_cause(exc: BaseException) -> BaseException:
+    """The error a Ray failure wraps (a task's own exception travels as ``.cause``)."""
+    while isinstance(getattr(exc, "cause", None), BaseException):
+        exc = exc.cause
+    return exc
 
 
 def _first_line(exc: BaseException) -> str:
