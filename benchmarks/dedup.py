@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -34,32 +35,48 @@ THRESHOLD, NUM_PERM = 0.9, 128
 
 
 def peak_mb() -> float:
+    """This process's peak resident memory. On Linux from VmHWM: ru_maxrss of a child process also
+    counts its parent's resident memory at the fork (the benchmark's parent holds the corpus)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- workers: one method each, in a fresh process --------------------------------------------------
-def run_ours(corpus: Path, out: Path) -> dict:
+def run_ours(corpus: Path, out: Path, banding: str) -> dict:
     from personahub_core.api import run_in_store
     from personahub_core.settings import load_settings
     from personahub_core.store import Store
     from personahub_minhash import MinHashDeduplicator
 
+    bands, rows = (int(x) for x in banding.split("x"))
     db = out.with_suffix(".duckdb")
+    for old in (db, db.with_suffix(".duckdb.wal")):  # a fresh store for every repeat
+        old.unlink(missing_ok=True)
     with Store(db) as store:
+        store.con.execute("SET memory_limit = '256MB'")  # as `personahub ingest` does: appending needs little
         store.con.execute("INSERT INTO personas (id, persona, origin) SELECT printf('b%09d', k), persona, 'import' "
                           f"FROM read_parquet('{corpus}') ORDER BY k")
+        store.con.execute("RESET memory_limit")
+        loaded_mb = peak_mb()
         settings = load_settings(db=db)
+        task = MinHashDeduplicator(MinHashDeduplicator.Options(bands=bands, rows=rows))
         started = time.perf_counter()
-        run_in_store(MinHashDeduplicator(), store, settings, quiet=True)
+        summary = run_in_store(task, store, settings, quiet=True)
         seconds = time.perf_counter() - started
-        rows = store.query("SELECT p.seq, d.seq FROM dedup_marks m JOIN personas p ON p.id = m.persona_id "
-                           "JOIN personas d ON d.id = m.duplicate_of")
+        rows_ = store.query("SELECT p.seq, d.seq FROM dedup_marks m JOIN personas p ON p.id = m.persona_id "
+                            "JOIN personas d ON d.id = m.duplicate_of")
         n = store.count("personas")
     dup = np.full(n, -1, dtype=np.int64)
-    for k, partner in rows:
+    for k, partner in rows_:
         dup[k - 1] = partner - 1
     np.save(out, dup)
-    return {"seconds": seconds}
+    found = re.search(r"(\d+) band matches in (\d+) slices, (\d+) past", summary["notes"][-1])
+    return {"seconds": seconds, "loaded_mb": loaded_mb, "band_matches": int(found[1]), "slices": int(found[2]),
+            "checked": int(found[3])}
 
 
 def texts_of(corpus: Path) -> list[str]:
@@ -125,12 +142,12 @@ def run_rensa(corpus: Path, out: Path) -> dict:
 WORKERS = {"ours": run_ours, "datasketch": run_datasketch, "rensa": run_rensa}
 
 
-def in_subprocess(method: str, corpus: Path, workdir: Path) -> tuple[dict, np.ndarray]:
-    out = workdir / f"{method}.npy"
-    proc = subprocess.run([sys.executable, __file__, "--worker", method, "--corpus", str(corpus), "--out", str(out)],
-                          capture_output=True, text=True)
+def in_subprocess(method: str, corpus: Path, workdir: Path, banding: str = "") -> tuple[dict, np.ndarray]:
+    out = workdir / f"{method}{banding}.npy"
+    command = [sys.executable, __file__, "--worker", method, "--corpus", str(corpus), "--out", str(out)]
+    proc = subprocess.run(command + (["--banding", banding] if banding else []), capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"{method} failed:\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"{method} {banding} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1]), np.load(out)
 
 
@@ -171,19 +188,37 @@ def minhash_section(args, workdir: Path) -> None:
         print(f"corpus: {args.n} personas (seed {args.seed}); {len(truth)} pairs at Jaccard >= {THRESHOLD}; "
               f"exact keep-earliest drops {int((ideal >= 0).sum())} (ground truth in {time.perf_counter() - started:.1f} s)")
     del texts
-    header = f"{'method':<34} {'docs/s':>9} {'seconds':>8} {'peak MB':>8} {'dropped':>8} {'recall':>7} {'wrong':>6} {'pair prec':>9}"
+    header = (f"{'method':<38} {'docs/s':>9} {'seconds':>8} {'peak MB':>8} {'dropped':>8} {'recall':>7} {'wrong':>6} "
+              f"{'pair prec':>9}   {'each run (s)':>14}   {'band matches':>12} {'checked':>8}")
     print(header)
     print("-" * len(header))
-    labels = {"ours": "ours: numpy 16x8 + exact, DuckDB", "datasketch": "datasketch MinHashLSH (default b,r)",
-              "rensa": "rensa 16 bands + exact check"}
-    for method in args.methods:
-        info, dup = in_subprocess(method, corpus, workdir)
-        line = f"{labels[method]:<34} {args.n / info['seconds']:>9.0f} {info['seconds']:>8.2f} {info['peak_mb']:>8.0f}"
+    labels = {"datasketch": "datasketch MinHashLSH (default b,r)", "rensa": "rensa 16 bands + exact check"}
+    runs = [("ours", b) for b in args.bandings] if "ours" in args.methods else []
+    runs += [(m, "") for m in args.methods if m != "ours"]
+    # Repeats interleaved, so the other jobs on the machine weigh on every method alike; the
+    # fastest run of each counts, and its marks must be the same every time.
+    results: dict[tuple[str, str], list[tuple[dict, np.ndarray]]] = {run: [] for run in runs}
+    for _ in range(args.repeat):
+        for method, banding in runs:
+            results[(method, banding)].append(in_subprocess(method, corpus, workdir, banding))
+    for (method, banding), done in results.items():
+        info = min((i for i, _ in done), key=lambda i: i["seconds"])
+        dup = done[0][1]
+        label = f"ours: {banding} + bounds + exact, DuckDB" if method == "ours" else labels[method]
+        line = f"{label:<38} {args.n / info['seconds']:>9.0f} {info['seconds']:>8.2f} " \
+               f"{max(i['peak_mb'] for i, _ in done):>8.0f}"
         if truth is not None:
             s = score(dup, sets, truth, ideal)
             line += f" {s['dropped']:>8} {s['recall']:>7.4f} {s['wrong_drops']:>6} {s['pair_precision']:>9.4f}"
         else:
-            line += f" {int((dup >= 0).sum()):>8}"
+            line += f" {int((dup >= 0).sum()):>8} {'':>7} {'':>6} {'':>9}"
+        each = "/".join(f"{i['seconds']:.1f}" for i, _ in done)
+        line += f"   {each:>14}"
+        if any(not np.array_equal(dup, other) for _, other in done[1:]):
+            line += "   MARKS DIFFER BETWEEN RUNS"
+        if method == "ours":
+            line += f"   {info['band_matches']:>12} {info['checked']:>8}   ({info['slices']} slices; " \
+                    f"{info['loaded_mb']:.0f} MB after loading the store)"
         if "bands_rows" in info:
             line += f"   (b, r) = {tuple(info['bands_rows'])}"
         print(line, flush=True)
@@ -227,6 +262,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000, help="personas")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default="ours,datasketch,rensa")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each method (the fastest counts)")
+    parser.add_argument("--bandings", default=None, help="bands x rows for ours, comma-separated (default: the task's)")
     parser.add_argument("--no-truth", action="store_true", help="skip the exact ground truth (large --n)")
     parser.add_argument("--vectors", type=int, default=100_000, help="vectors for the embedding section (0: skip)")
     parser.add_argument("--dim", type=int, default=256)
@@ -234,12 +271,19 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--banding", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        info = WORKERS[args.worker](Path(args.corpus), Path(args.out))
+        extra = [args.banding] if args.worker == "ours" else []
+        info = WORKERS[args.worker](Path(args.corpus), Path(args.out), *extra)
         print(json.dumps({**info, "peak_mb": peak_mb()}))
         return
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.bandings is None:
+        from personahub_minhash import Options
+
+        args.bandings = f"{Options().bands}x{Options().rows}"
+    args.bandings = [b.strip() for b in args.bandings.split(",") if b.strip()]
     print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start")
     with tempfile.TemporaryDirectory() as tmp:
         if args.n:

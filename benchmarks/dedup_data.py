@@ -51,7 +51,9 @@ SYLLABLES = ("ka", "lo", "mer", "vin", "ta", "sel", "dor", "ri", "an", "bu", "co
 
 def _words(rng: random.Random, count: int, syllables: int) -> tuple[str, ...]:
     """Made-up words: the long tail of names and topics that real personas carry."""
-    return tuple({"".join(rng.choice(SYLLABLES) for _ in range(syllables)) for _ in range(count)})
+    # dict, not set: a set's order follows Python's per-process string hashing, and the corpus must
+    # be the same in every process and run
+    return tuple(dict.fromkeys("".join(rng.choice(SYLLABLES) for _ in range(syllables)) for _ in range(count)))
 
 
 _LEXICON = random.Random(12345)

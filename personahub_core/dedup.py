@@ -41,16 +41,20 @@ def forget(store: Store, method: str) -> None:
         store.con.execute("DELETE FROM dedup_checked WHERE method = ?", [method])
 
 
-def record(store: Store, method: str, run_id: str, checked_ids: Sequence[str], marks: list[dict]) -> None:
+def record(store: Store, method: str, run_id: str, checked_ids: Sequence[str] | pa.Array,
+           marks: list[dict] | pa.Table) -> None:
     """Write, in one transaction, the personas checked and the marks (persona_id, duplicate_of,
-    cluster_id, similarity, reason) of those dropped."""
-    checked_table = pa.table({"persona_id": pa.array(list(checked_ids), pa.string())})
-    columns = ("persona_id", "cluster_id", "duplicate_of", "similarity", "reason")
-    types = (pa.string(), pa.string(), pa.string(), pa.float64(), pa.string())
-    marks_table = pa.table({c: pa.array([m.get(c) for m in marks], t) for c, t in zip(columns, types)})
+    cluster_id, similarity, reason) of those dropped. Arrow input is written as it is, without a
+    Python object per row (a million-persona run)."""
+    ids = checked_ids if isinstance(checked_ids, pa.Array) else pa.array(list(checked_ids), pa.string())
+    checked_table = pa.table({"persona_id": ids})
+    if not isinstance(marks, pa.Table):
+        columns = ("persona_id", "cluster_id", "duplicate_of", "similarity", "reason")
+        types = (pa.string(), pa.string(), pa.string(), pa.float64(), pa.string())
+        marks = pa.table({c: pa.array([m.get(c) for m in marks], t) for c, t in zip(columns, types)})
     con = store.con
     con.register("_checked", checked_table)
-    con.register("_marks", marks_table)
+    con.register("_marks", marks)
     try:
         with store.transaction():
             con.execute("INSERT INTO dedup_checked SELECT persona_id, ?, ? FROM _checked", [method, run_id])

@@ -27,7 +27,8 @@ class SynthesisOptions(BaseModel):
     """Options every synthesizer shares; a plugin's Options subclass adds its own."""
 
     model_config = ConfigDict(extra="forbid")
-    mode: Mode = Field("persona-few-shot", description="zero-shot | few-shot | persona-few-shot (demonstrations with their personas)")
+    mode: Mode = Field("persona-few-shot",
+                       description="zero-shot | few-shot | persona-few-shot (demonstrations with their personas)")
 
 
 def few_shot_block(demos: list[dict], mode: Mode, render: Callable[[dict, bool], str]) -> str:
@@ -49,7 +50,7 @@ def synthesis_prompt(*, header: str, examples: str, query: str, request: str, **
     return Prompt(completion=completion, chat=[{"role": "user", "content": content}], **prompt_args)
 
 
-_LEAD_LABEL = r"^\s*(?:\*\*)?{label}(?:\*\*)?\s*:\s*"
+_LEAD_LABEL = r"^\s*\**\s*{label}\s*\**\s*:\s*\**\s*"
 _CHATTER = re.compile(
     r"\n\s*(?:I hope|Let me know|Note:|Explanation:|This (?:problem|question|prompt|article) )[^\n]*$", re.I)
 
@@ -86,3 +87,31 @@ def repeats_itself(text: str) -> bool:
         return True
     words = text.lower().split()
     return len(words) >= 40 and len(set(words)) < len(words) * 0.3
+
+
+def reject_copies(text: str, *, persona: str, demos: list[str]) -> None:
+    """Small base models often echo the persona or a demonstration instead of writing something new."""
+    if _copied_from(text, persona):
+        raise Rejected("repeats the persona instead of answering")
+    if any(_copied_from(text, demo) for demo in demos):
+        raise Rejected("copies a demonstration")
+
+
+def _copied_from(text: str, source: str, share: float = 0.6) -> bool:
+    """Most of the text's word trigrams also occur in the source."""
+    grams = _trigrams(text)
+    return bool(grams) and len(grams & _trigrams(source)) >= share * len(grams)
+
+
+def _trigrams(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.lower())
+    return {tuple(words[i:i + 3]) for i in range(len(words) - 2)}
+
+
+_ASKING = re.compile(r"\?|\b(find|prove|show|calculate|compute|determine|work out|estimate|explain|which|who|how)\b", re.I)
+
+
+def require_question(text: str) -> None:
+    """A problem or puzzle has to ask for something; a base model sometimes just tells a story."""
+    if not _ASKING.search(text):
+        raise Rejected("asks no question")

@@ -413,7 +413,7 @@ class LlamaCppBackend(Backend):
     def _grammar(self, schema: dict | None) -> str | None:
         if schema is None:
             return None
-        key = json.dumps(schema, sort_keys=True)
+        key = json.dumps(schema)  # not sorted: property order is the order the grammar makes the model write
         if key not in self._grammars:
             try:
                 self._grammars[key] = json_schema_to_gbnf(key)

@@ -9,6 +9,9 @@ and compares them with the kept ones. See docs/dedup.md for the arithmetic.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import duckdb
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -17,11 +20,13 @@ from personahub_core.dedup import KEPT, checked, cluster_roots, forget, keep_ear
 from personahub_core.hookspecs import hookimpl
 from personahub_core.tasks import Deduplicator
 
-from .engine import MinHasher, TokenSets, Vocabulary, band_keys, candidate_pairs, jaccard, set_hashes
+from .engine import (BITMAP_WORDS, MinHasher, TokenSets, Vocabulary, band_keys, jaccard, kept_sharing_a_key,
+                     near_duplicate_pairs, set_hashes, word_bitmaps)
 
 NO_WORDS = np.iinfo(np.uint32).max  # the signature of a persona without words is all of these
 CHUNK = 50_000  # personas tokenised and hashed at a time
 METHOD = "minhash"
+DUCKDB_MEMORY = "256MB"  # DuckDB's cap while the task runs
 
 
 class Options(BaseModel):
@@ -40,6 +45,16 @@ class Options(BaseModel):
         return self
 
 
+@dataclass
+class Hashed:
+    """The new personas, hashed: word sets, band keys (bands x personas), set hashes, word bitmaps."""
+
+    docs: TokenSets
+    keys: np.ndarray
+    set_hashes: np.ndarray
+    bitmaps: np.ndarray
+
+
 class MinHashDeduplicator(Deduplicator):
     name = METHOD
     description = "near-duplicate personas by MinHash LSH on word n-grams, verified by exact Jaccard"
@@ -47,6 +62,23 @@ class MinHashDeduplicator(Deduplicator):
     uses_backend = False
 
     def run(self, ctx) -> None:
+        con = ctx.store.con
+        # By default DuckDB caches what it reads and writes up to 80% of RAM; here it only streams
+        # personas in and signatures and marks out, while the task's own arrays hold the weight.
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+        try:
+            # Signatures are random bytes: DuckDB's dictionary+FSST analysis of them finds nothing
+            # to compress and triples the time to write them.
+            con.execute("SET disabled_compression_methods = 'dict_fsst'")
+        except duckdb.Error:  # a DuckDB older than 1.3 has no dict_fsst to skip
+            pass
+        try:
+            self.deduplicate(ctx)
+        finally:
+            con.execute("RESET memory_limit")
+            con.execute("RESET disabled_compression_methods")
+
+    def deduplicate(self, ctx) -> None:
         o, store = self.options, ctx.store
         if o.fresh:
             forget(store, METHOD)
@@ -64,27 +96,29 @@ class MinHashDeduplicator(Deduplicator):
             return
         vocab = Vocabulary(o.ngram)
         hasher = MinHasher(o.num_perm)
-        new_ids = new.column("id").to_pylist()
-        docs, keys, hashes = self.hash_new(ctx, new, vocab, hasher)
+        new_ids = new.column("id").combine_chunks().cast(pa.string())
+        hashed = self.hash_new(ctx, new, vocab, hasher)
+        del new  # the texts: from here on only word ids are needed
         ref_ids, ref_keys = self.kept_signatures(ctx, vocab, hasher)
-        marks, stats = self.compare(ctx, vocab, new_ids, docs, keys, hashes, ref_ids, ref_keys)
+        marks, stats = self.compare(ctx, vocab, new_ids, hashed, ref_ids, ref_keys)
         record(store, METHOD, ctx.run_id, new_ids, marks)
         ctx.stats.items_done += len(new_ids)
-        empty = int((docs.lengths == 0).sum())
+        empty = int((hashed.docs.lengths == 0).sum())
         if empty:
             ctx.note(f"minhash: {empty} personas have no words (empty or only punctuation); not compared "
                      f"(the quality filter marks them)")
-        ctx.note(f"minhash: checked {len(new_ids)} new personas against {len(ref_ids)} kept ones; "
-                 f"{stats['candidates']} candidate pairs, {stats['verified']} at Jaccard >= {o.threshold}; "
-                 f"marked {len(marks)} near-duplicates ({stats['copies']} exact copies)")
+        ctx.note(f"minhash: checked {len(new_ids)} new personas against {len(ref_ids)} kept ones "
+                 f"({o.bands} bands x {o.rows} rows); {stats['candidates']} band matches in {stats['slices']} "
+                 f"slices, {stats['checked']} past the size and bitmap bounds, {stats['verified']} at Jaccard >= "
+                 f"{o.threshold}; marked {marks.num_rows} near-duplicates ({stats['copies']} exact copies)")
 
     # -- hashing -------------------------------------------------------------------------------
-    def hash_new(self, ctx, new: pa.Table, vocab: Vocabulary, hasher: MinHasher):
+    def hash_new(self, ctx, new: pa.Table, vocab: Vocabulary, hasher: MinHasher) -> Hashed:
         """Tokenise and sign the new personas chunk by chunk, storing each chunk's signatures
         (a persona without words too: its all-ones signature says it was hashed and is empty)."""
         o = self.options
-        flats, lengths, keys, hashes = [], [], [], []
-        with ctx.progress("minhash", total=new.num_rows) as progress:
+        flats, lengths, keys, hashes, bitmaps = [], [], [], [], []
+        with ctx.progress("minhash: hashing", total=new.num_rows) as progress:
             for start in range(0, new.num_rows, CHUNK):
                 part = new.slice(start, CHUNK)
                 docs = vocab.tokenise(part.column("persona").to_pylist())
@@ -92,12 +126,13 @@ class MinHashDeduplicator(Deduplicator):
                 self.store_signatures(ctx, part.column("id"), sig)
                 flats.append(docs.flat)
                 lengths.append(docs.lengths)
-                keys.append(band_keys(sig, o.bands, o.rows))
+                keys.append(band_keys(sig, o.bands, o.rows).T)
                 hashes.append(set_hashes(docs, vocab.hashes))
+                bitmaps.append(word_bitmaps(docs, vocab.hashes))
                 progress.update(progress.task_ids[0], advance=part.num_rows)
-        all_lengths = np.concatenate(lengths)
-        offsets = np.concatenate([[0], np.cumsum(all_lengths)]).astype(np.int64)
-        return TokenSets(np.concatenate(flats), offsets), np.concatenate(keys), np.concatenate(hashes)
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
+        return Hashed(TokenSets(np.concatenate(flats), offsets), np.concatenate(keys, axis=1),
+                      np.concatenate(hashes), np.concatenate(bitmaps, axis=1))
 
     def store_signatures(self, ctx, ids: pa.Array, sig: np.ndarray) -> None:
         if len(sig) == 0:
@@ -114,9 +149,10 @@ class MinHashDeduplicator(Deduplicator):
         finally:
             con.unregister("_signatures")
 
-    def kept_signatures(self, ctx, vocab: Vocabulary, hasher: MinHasher) -> tuple[list[str], np.ndarray]:
-        """Band keys of the personas already checked and kept, in creation order. Their stored
-        signatures are reused; those made with other settings (num-perm, ngram) are made again."""
+    def kept_signatures(self, ctx, vocab: Vocabulary, hasher: MinHasher) -> tuple[pa.Array, np.ndarray]:
+        """Ids and band keys (bands x personas) of the personas already checked and kept, in creation
+        order. Their stored signatures are reused; those made with other settings (num-perm, ngram)
+        are made again."""
         o, store = self.options, ctx.store
         stale = store.con.sql(
             f"SELECT p.seq, p.id, p.persona FROM personas p WHERE {KEPT} AND {checked(METHOD)} "
@@ -135,78 +171,91 @@ class MinHashDeduplicator(Deduplicator):
             f"SELECT p.id, s.signature FROM minhash_signatures s JOIN personas p ON p.id = s.persona_id "
             f"WHERE {KEPT} AND {checked(METHOD)} AND s.num_perm = {o.num_perm} AND s.ngram = {o.ngram} ORDER BY p.seq"
         ).to_arrow_reader(CHUNK)
-        ids: list[str] = []
-        keys = [np.zeros((0, o.bands), dtype=np.uint64)]
+        ids = [pa.array([], pa.string())]
+        keys = [np.zeros((o.bands, 0), dtype=np.uint64)]
         for batch in reader:
             sig = signature_matrix(batch.column(1), o.num_perm)
             has_words = ~(sig == NO_WORDS).all(axis=1)
-            keys.append(band_keys(sig[has_words], o.bands, o.rows))
-            ids.extend(batch.column(0).filter(pa.array(has_words)).to_pylist())
-        return ids, np.concatenate(keys)
+            keys.append(band_keys(sig[has_words], o.bands, o.rows).T)
+            ids.append(batch.column(0).filter(pa.array(has_words)).cast(pa.string()))
+        return pa.concat_arrays(ids), np.concatenate(keys, axis=1)
 
     # -- comparing -----------------------------------------------------------------------------
-    def compare(self, ctx, vocab, new_ids, docs, keys, hashes, ref_ids, ref_keys) -> tuple[list[dict], dict]:
+    def compare(self, ctx, vocab: Vocabulary, new_ids: pa.Array, new: Hashed, ref_ids: pa.Array,
+                ref_keys: np.ndarray) -> tuple[pa.Table, dict]:
         """Documents are numbered kept-first (0..R-1) then new (R..R+N-1): the keep-earliest order."""
         o = self.options
         R, N = len(ref_ids), len(new_ids)
-        lengths = docs.lengths
+        lengths = new.docs.lengths
         # Exact copies (same word set) collapse onto their first occurrence before LSH, so a
         # thousand copies cost a thousand checks, not half a million pairs.
         has_words = np.flatnonzero(lengths > 0)
-        order = has_words[np.argsort(hashes[has_words], kind="stable")]  # equal sets: earliest first
-        starts = np.concatenate([[True], hashes[order][1:] != hashes[order][:-1]]) if len(order) else np.zeros(0, bool)
-        rep = np.full(N, -1, dtype=np.int64)
+        order = has_words[np.argsort(new.set_hashes[has_words], kind="stable")]  # equal sets: earliest first
+        hashes = new.set_hashes[order]
+        starts = np.concatenate([[True], hashes[1:] != hashes[:-1]]) if len(order) else np.zeros(0, bool)
+        rep = np.arange(N, dtype=np.int64)
         rep[order] = order[np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))]
-        copies = has_words[rep[has_words] != has_words]
-        local = self.local_tokens(ctx, vocab, docs, ref_ids, np.zeros(0, np.int64))
-        same = jaccard(local, R + rep[copies], R + copies) == 1.0
-        copies = copies[same]  # a set-hash collision (never seen) is compared like any other document
+        copies = np.flatnonzero(rep != np.arange(N))
+        copies = copies[jaccard(new.docs, rep[copies], copies) == 1.0]  # a set-hash collision is no copy
         is_copy = np.zeros(N, dtype=bool)
         is_copy[copies] = True
 
         members = np.concatenate([np.arange(R), R + np.flatnonzero((lengths > 0) & ~is_copy)])
-        a, b = candidate_pairs(np.concatenate([ref_keys, keys])[members], R)
-        i, j = members[a], members[b]
-        local = self.local_tokens(ctx, vocab, docs, ref_ids, np.unique(i[i < R]))
-        sim = jaccard(local, i, j)
-        ok = sim >= o.threshold
-        i, j, sim = i[ok], j[ok], sim[ok]
+        keys = np.concatenate([ref_keys, new.keys], axis=1) if R else new.keys
+        refs = kept_sharing_a_key(keys, members, R) if R else np.zeros(0, np.int64)
+        docs, bitmaps = self.with_kept(ctx, vocab, new, ref_ids, refs)
+        with ctx.progress("minhash: bands", total=o.bands) as progress:
+            i, j, sim, stats = near_duplicate_pairs(
+                keys, members, R, docs, bitmaps, o.threshold,
+                on_band=lambda: progress.update(progress.task_ids[0], advance=1))
         duplicate_of, best = keep_earliest(R + N, i, j, sim)
         # A copy goes where its first occurrence went: kept -> duplicate of it; dropped -> of its partner.
-        first_local = R + rep[copies]
-        rep_dup = duplicate_of[first_local]
-        duplicate_of[R + copies] = np.where(rep_dup >= 0, rep_dup, first_local)
-        best[R + copies] = np.where(rep_dup >= 0, best[first_local], 1.0)
-        roots = cluster_roots(np.concatenate([i, first_local]), np.concatenate([j, R + copies]))
+        first = R + rep[copies]
+        first_dup = duplicate_of[first]
+        duplicate_of[R + copies] = np.where(first_dup >= 0, first_dup, first)
+        best[R + copies] = np.where(first_dup >= 0, best[first], 1.0)
+        roots = cluster_roots(np.concatenate([i, first]), np.concatenate([j, R + copies]))
 
-        def pid(k: int) -> str:
-            return ref_ids[k] if k < R else new_ids[k - R]
+        dropped = R + np.flatnonzero(duplicate_of[R:] >= 0)
+        partner = duplicate_of[dropped]
+        cluster = np.array([roots[d] for d in dropped.tolist()], dtype=np.int64)
+        ids = pa.concat_arrays([ref_ids, new_ids])
+        similarity = np.round(best[dropped], 6)
+        marks = pa.table({
+            "persona_id": ids.take(dropped), "duplicate_of": ids.take(partner), "cluster_id": ids.take(cluster),
+            "similarity": similarity,
+            "reason": [f"word {o.ngram}-gram Jaccard {s:.3f} >= {o.threshold}" for s in similarity.tolist()],
+        })
+        return marks, {**stats, "copies": int(len(copies))}
 
-        marks = []
-        for k in np.flatnonzero(duplicate_of[R:] >= 0).tolist():
-            partner = int(duplicate_of[R + k])
-            marks.append({
-                "persona_id": new_ids[k], "duplicate_of": pid(partner), "cluster_id": pid(roots.get(R + k, partner)),
-                "similarity": round(float(best[R + k]), 6),
-                "reason": f"word {o.ngram}-gram Jaccard {best[R + k]:.3f} >= {o.threshold}",
-            })
-        return marks, {"candidates": int(len(ok)), "verified": int(ok.sum()), "copies": int(len(copies))}
-
-    def local_tokens(self, ctx, vocab: Vocabulary, docs: TokenSets, ref_ids: list[str], refs: np.ndarray) -> TokenSets:
-        """Word sets in the kept-first numbering: the given kept personas (read and tokenised now:
-        only those in candidate pairs) followed by the new ones; other kept ones are empty."""
+    def with_kept(self, ctx, vocab: Vocabulary, new: Hashed, ref_ids: pa.Array,
+                  refs: np.ndarray) -> tuple[TokenSets, np.ndarray]:
+        """Word sets and bitmaps in the kept-first numbering: the given kept personas (read and
+        tokenised now: only those that share a band key with a new one) followed by the new ones;
+        other kept ones are empty."""
         R = len(ref_ids)
+        if R == 0:
+            return new.docs, new.bitmaps
         ref_lengths = np.zeros(R, dtype=np.int64)
-        flat = [np.zeros(0, np.int32)]
-        if len(refs):
-            wanted = [ref_ids[k] for k in refs.tolist()]
-            rows = dict(ctx.store.query("SELECT id, persona FROM personas WHERE id IN (SELECT unnest(?))", [wanted]))
-            ref_docs = vocab.tokenise([rows[w] for w in wanted])
-            ref_lengths[refs] = ref_docs.lengths
-            flat = [ref_docs.flat]
-        lengths = np.concatenate([ref_lengths, docs.lengths])
+        ref_bitmaps = np.zeros((BITMAP_WORDS, R), dtype=np.uint64)
+        flats = []
+        con = ctx.store.con
+        con.register("_wanted", pa.table({"k": refs, "id": ref_ids.take(refs)}))
+        try:
+            reader = con.sql("SELECT w.k, p.persona FROM _wanted w JOIN personas p ON p.id = w.id "
+                             "ORDER BY w.k").to_arrow_reader(CHUNK)
+            for batch in reader:
+                k = batch.column(0).to_numpy()
+                docs = vocab.tokenise(batch.column(1).to_pylist())
+                ref_lengths[k] = docs.lengths
+                ref_bitmaps[:, k] = word_bitmaps(docs, vocab.hashes)
+                flats.append(docs.flat)
+        finally:
+            con.unregister("_wanted")
+        lengths = np.concatenate([ref_lengths, new.docs.lengths])
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        return TokenSets(np.concatenate(flat + [docs.flat]), offsets)
+        return (TokenSets(np.concatenate(flats + [new.docs.flat]), offsets),
+                np.concatenate([ref_bitmaps, new.bitmaps], axis=1))
 
 
 def signature_matrix(blobs: pa.Array, num_perm: int) -> np.ndarray:

@@ -1,0 +1,130 @@
+"""Generation speed: the high-level llama-cpp-python loop against our batched llama.cpp backend.
+
+Runs the same few-shot prompts (sharing one ~100-token prefix) with the same model and thread count:
+
+  1. baseline: ``Llama.create_completion``, one prompt after another;
+  2. ``LlamaCppBackend.generate`` at several batch sizes, with the share of wall time spent outside
+     llama.cpp's C calls (llama_decode and the samplers), i.e. our Python overhead;
+  3. the prompt phase (max_tokens=1) with prefix sharing on and off.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/generation.py --prompts 32 --max-tokens 64 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import time
+from typing import Iterator
+
+import llama_cpp
+
+from personahub_core.backends.base import GenerationRequest
+from personahub_core.backends.llama_cpp import LlamaCppBackend
+from personahub_core.models import default_model_path
+from personahub_core.settings import Settings
+
+PREFIX = (
+    "Write a math word problem that the persona would enjoy.\n\n"
+    "Persona: a retired nurse who grows tomatoes on her balcony.\n"
+    "Problem: Rosa plants 3 rows of 7 tomato plants and each gives 4 tomatoes. How many does she pick?\n\n"
+    "Persona: a bus driver on the night shift in Lima.\n"
+    "Problem: A bus leaves with 38 people; 9 get off and 5 get on. How many are on board?\n\n"
+)
+JOBS = ["chess coach", "baker", "marine biologist", "speedrunner", "tea farmer", "jazz pianist", "glassblower", "nurse"]
+PLACES = ["in Oslo", "in Nairobi", "in Lyon", "in Osaka"]
+TEMPERATURE, TOP_P = 0.7, 0.95
+
+
+def prompts(n: int) -> list[str]:
+    personas = itertools.cycle(f"a {job} {place}" for place in PLACES for job in JOBS)
+    return [f"{PREFIX}Persona: {next(personas)}.\nProblem:" for _ in range(n)]
+
+
+def requests(texts: list[str], max_tokens: int) -> list[GenerationRequest]:
+    return [
+        GenerationRequest(prompt=t, max_tokens=max_tokens, temperature=TEMPERATURE, top_p=TOP_P, seed=i)
+        for i, t in enumerate(texts)
+    ]
+
+
+@contextlib.contextmanager
+def no_weight_repacking() -> Iterator[None]:
+    """Make ``Llama`` load without extra buffer types, as our backend does (AMX kernels crash some VMs)."""
+    original = llama_cpp.llama_model_default_params
+
+    def params() -> llama_cpp.llama_model_params:
+        p = original()
+        p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_cpp.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        llama_cpp.llama_cpp.llama_model_default_params = original
+
+
+def baseline(model: str, texts: list[str], max_tokens: int, threads: int, n_ctx: int) -> tuple[int, float]:
+    with no_weight_repacking():
+        llm = llama_cpp.Llama(model_path=model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                              flash_attn=False, verbose=False)
+    tokens = 0
+    start = time.perf_counter()
+    for i, text in enumerate(texts):
+        out = llm.create_completion(text, max_tokens=max_tokens, temperature=TEMPERATURE, top_p=TOP_P, seed=i)
+        tokens += out["usage"]["completion_tokens"]
+    seconds = time.perf_counter() - start
+    llm.close()
+    return tokens, seconds
+
+
+def batched(settings: Settings, reqs: list[GenerationRequest], share_prefix: bool = True) -> tuple[int, LlamaCppBackend]:
+    backend = LlamaCppBackend(settings, share_prefix=share_prefix)
+    tokens = sum(r.completion_tokens for _, r in backend.generate(reqs))
+    backend.close()
+    return tokens, backend
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=32, help="number of prompts (default 32)")
+    parser.add_argument("--max-tokens", type=int, default=64, help="completion tokens per prompt (default 64)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="llama.cpp threads")
+    parser.add_argument("--batch-sizes", default="1,4,8,16,32", help="comma-separated (default 1,4,8,16,32)")
+    parser.add_argument("--model", default=None, help="GGUF file (default: the bundled Gemma 3 270M)")
+    parser.add_argument("--n-ctx", type=int, default=8192, help="context shared by the batched sequences")
+    args = parser.parse_args()
+
+    model = args.model or str(default_model_path())
+    texts = prompts(args.prompts)
+    reqs = requests(texts, args.max_tokens)
+    print(f"model {os.path.basename(model)}, {args.prompts} prompts, max_tokens {args.max_tokens}, "
+          f"threads {args.threads}, temperature {TEMPERATURE}, top_p {TOP_P}\n")
+
+    base_tokens, base_seconds = baseline(model, texts, args.max_tokens, args.threads, 2048)
+    base_rate = base_tokens / base_seconds
+    print(f"{'path':<34}{'tokens':>7}{'seconds':>9}{'tok/s':>8}{'speed-up':>10}{'python':>8}")
+    print(f"{'Llama.create_completion (1 by 1)':<34}{base_tokens:>7}{base_seconds:>9.1f}{base_rate:>8.1f}{'1.00x':>10}{'':>8}")
+    for size in (int(s) for s in args.batch_sizes.split(",")):
+        settings = Settings(model=model, batch_size=size, threads=args.threads, n_ctx=args.n_ctx)
+        tokens, backend = batched(settings, reqs)
+        t = backend.timings
+        rate = tokens / t.wall
+        overhead = 1 - t.llama / t.wall
+        print(f"{f'LlamaCppBackend batch {size}':<34}{tokens:>7}{t.wall:>9.1f}{rate:>8.1f}"
+              f"{f'{rate / base_rate:.2f}x':>10}{overhead:>8.1%}")
+
+    size = min(16, args.prompts)
+    print(f"\nprompt phase: {size} prompts, max_tokens 1, batch {size}")
+    print(f"{'prefix sharing':<34}{'prompt tokens evaluated':>24}{'seconds':>9}")
+    settings = Settings(model=model, batch_size=size, threads=args.threads, n_ctx=args.n_ctx)
+    for share in (False, True):
+        _, backend = batched(settings, requests(texts[:size], 1), share_prefix=share)
+        print(f"{'on' if share else 'off':<34}{backend.timings.prompt_tokens:>24}{backend.timings.wall:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()

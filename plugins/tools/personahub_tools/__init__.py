@@ -1,0 +1,180 @@
+"""Tools (Persona Hub, section 4.6): the interface of a tool (function) this persona would need, in
+PersonaHub's released form: ``name``, ``description``, ``function_name``, ``input_args`` (argument
+name -> {type, description}), ``return`` ({type, description}) and ``depend`` (libraries or APIs it
+needs). The interface is decoded under a JSON schema and validated; ``synthesized text`` is its JSON.
+
+``--implement`` adds a second step that writes Python code for the interface and stores it in the
+``implementation`` field. That code comes from a language model: PersonaHub never executes it, and
+never compiles or imports it either; the only check is textual (it defines the named function).
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from personahub_core.hookspecs import hookimpl
+from personahub_core.prompting import SynthesisOptions, few_shot_block, reject_copies, repeats_itself, synthesis_prompt
+from personahub_core.sample_data import demonstrations
+from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
+
+TYPES = ["string", "integer", "number", "boolean", "array", "object"]
+# maxLength bounds each string, so a base model that starts rambling still closes the JSON in time.
+TYPED = {
+    "type": "object",
+    "properties": {"type": {"type": "string", "enum": TYPES}, "description": {"type": "string", "maxLength": 120}},
+    "required": ["type", "description"],
+    "additionalProperties": False,
+}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 60},
+        "description": {"type": "string", "maxLength": 300},
+        "function_name": {"type": "string", "maxLength": 48},
+        "input_args": {"type": "object", "additionalProperties": TYPED},
+        "return": TYPED,
+        "depend": {"type": "array", "items": {"type": "string", "maxLength": 48}, "maxItems": 6},
+    },
+    "required": ["name", "description", "function_name", "input_args", "return", "depend"],
+    "additionalProperties": False,
+}
+
+
+def identifier(value: str) -> str:
+    """A Python name from what the model wrote ("Get Weather" -> "get_weather"), or ValueError."""
+    name = re.sub(r"\W+", "_", value.strip()).strip("_").lower()
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise ValueError(f"{value!r} is not a usable Python name")
+    return name
+
+
+class Typed(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    type: Literal["string", "integer", "number", "boolean", "array", "object"]
+    description: str = Field(min_length=3)
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
+    name: str = Field(min_length=3, max_length=120)
+    description: str = Field(min_length=10, max_length=1500)
+    function_name: str
+    input_args: dict[str, Typed] = Field(max_length=12)
+    returns: Typed = Field(alias="return")
+    depend: list[str] = Field(max_length=6)
+
+    @field_validator("function_name")
+    @classmethod
+    def _function_name(cls, value: str) -> str:
+        return identifier(value)
+
+    @field_validator("input_args")
+    @classmethod
+    def _arg_names(cls, value: dict[str, Typed]) -> dict[str, Typed]:
+        return {identifier(name): arg for name, arg in value.items()}
+
+    @field_validator("depend")
+    @classmethod
+    def _depend(cls, value: list[str]) -> list[str]:
+        return [d.strip() for d in value if d.strip()]
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(by_alias=True), ensure_ascii=False)
+
+
+class Options(SynthesisOptions):
+    implement: bool = Field(False, description="also write Python code for each tool (stored, never executed)")
+
+
+class ToolInterfaces(Synthesizer):
+    name = "tools"
+    description = "tool (function) interfaces each persona would need, optionally implemented in Python"
+    row_description = "tool development"
+    template = "tool-interface"
+    template_version = "1"
+    Options = Options
+
+    def prompt(self, persona: str) -> Prompt:
+        shots = few_shot_block(
+            demonstrations("tools"), self.options.mode,
+            lambda d, with_persona: (f"Persona: {d['persona']}\n" if with_persona else "")
+                                    + f"Tool: {json.dumps(d['tool'], ensure_ascii=False)}",
+        )
+        return synthesis_prompt(
+            header="Each persona below is followed by the interface of a software tool that person would find useful "
+                   "in their work or hobby: a single function that an AI assistant could call, with typed arguments.",
+            examples=shots,
+            query=f"Persona: {persona}\nTool:",
+            request=f"Design a tool (a single function an AI assistant could call) that the following persona would "
+                    f"find useful:\n\n{persona}\n\nReply with a JSON object with the keys name, description, "
+                    "function_name, input_args (argument name -> {type, description}), return ({type, description}) "
+                    "and depend (a list of the libraries or APIs it needs).",
+            max_tokens=384,
+            stop=["\n\n"],
+            json_schema=SCHEMA,
+        )
+
+    def implement_prompt(self, tool: Tool) -> Prompt:
+        # The code depends on the interface only, so no mode shows personas here.
+        shots = few_shot_block(
+            demonstrations("tools"), self.options.mode,
+            lambda d, _: f"Tool: {json.dumps(d['tool'], ensure_ascii=False)}\nImplementation:\n```python\n{d['implementation']}\n```",
+        )
+        return synthesis_prompt(
+            header="Each tool interface below is followed by a Python implementation. The code defines the function "
+                   "named in the interface with the listed arguments and uses only the listed dependencies.",
+            examples=shots,
+            query=f"Tool: {tool.to_json()}\nImplementation:\n```python\n",
+            request=f"Implement this tool interface as a Python function named {tool.function_name}:\n\n"
+                    f"{tool.to_json()}\n\nReply with one ```python code block.",
+            max_tokens=400,
+            stop=["```"],
+            temperature=0.2,  # code wants the likeliest tokens
+        )
+
+    def run_item(self, item: WorkItem):
+        persona = item.data["persona"]
+        tool = parse_tool((yield self.prompt(persona)))
+        reject_copies(tool.description, persona=persona, demos=[d["tool"]["description"] for d in demonstrations("tools")])
+        fields: dict = {"tool": tool.model_dump(by_alias=True)}
+        if self.options.implement:
+            fields["implementation"] = parse_code((yield self.implement_prompt(tool)), tool.function_name)
+        return Synthesis(tool.to_json(), fields=fields)
+
+
+def parse_tool(completion: Completion) -> Tool:
+    if completion.finish_reason == "length":
+        raise Rejected("runaway answer: the tool JSON was cut off at the token limit")
+    try:
+        tool = Tool.model_validate_json(completion.text.strip())
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "tool"
+        raise Rejected(f"invalid tool JSON: {where}: {err['msg']}") from None
+    texts = [tool.description, tool.returns.description, *(a.description for a in tool.input_args.values())]
+    if repeats_itself("\n".join(texts)):
+        raise Rejected("repeats itself")
+    return tool
+
+
+def parse_code(completion: Completion, function_name: str) -> str:
+    """The code as text. Deliberately not compiled or run: a textual check for the function is all."""
+    if completion.finish_reason == "length":
+        raise Rejected("runaway answer: the implementation was cut off at the token limit")
+    code = completion.text
+    if "```" in code:  # a chat model's fenced block
+        code = re.sub(r"^.*?```(?:python)?\n", "", code, count=1, flags=re.S).split("```", 1)[0]
+    code = code.strip("\n").rstrip()
+    if not re.search(rf"^def {re.escape(function_name)}\s*\(", code, flags=re.M):
+        raise Rejected(f"implementation does not define {function_name}()")
+    return code
+
+
+@hookimpl
+def register_tasks(register):
+    register(ToolInterfaces)

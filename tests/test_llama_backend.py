@@ -1,0 +1,201 @@
+"""The llama.cpp backend against the real bundled model (Gemma 3 270M): no stubs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from pydantic import BaseModel, Field
+
+from personahub_core.backends.base import BackendError, GenerationRequest
+from personahub_core.backends.llama_cpp import LlamaCppBackend
+from personahub_core.settings import Settings
+
+PREFIX = (
+    "Write a short math word problem that the persona would enjoy.\n\n"
+    "Persona: a retired nurse who grows tomatoes on her balcony.\n"
+    "Problem: Rosa plants 3 rows of 7 tomato plants. Each plant gives 4 tomatoes. How many tomatoes does she pick?\n\n"
+    "Persona: a bus driver on the night shift in Lima.\n"
+    "Problem: A bus leaves with 38 passengers. At the first stop 9 get off and 5 get on. How many are on board?\n\n"
+    "Persona: a beekeeper in the Alps.\n"
+    "Problem: Each hive makes 12 kg of honey a season. How much honey do 15 hives make?\n\n"
+)
+PERSONAS = [
+    "a chess coach in Oslo",
+    "a baker who opens at 4 a.m.",
+    "a marine biologist counting turtles",
+    "a teenage speedrunner",
+    "a tea farmer in Kenya",
+    "a jazz pianist on tour",
+]
+
+
+def prompt(persona: str) -> str:
+    return f"{PREFIX}Persona: {persona}.\nProblem:"
+
+
+def requests(n: int = 6, **kw) -> list[GenerationRequest]:
+    kw = {"max_tokens": 24, "temperature": 0.8, "stop": ["\n\n"], **kw}
+    return [GenerationRequest(prompt=prompt(PERSONAS[i % len(PERSONAS)]), seed=100 + i, **kw) for i in range(n)]
+
+
+def run(backend: LlamaCppBackend, reqs: list[GenerationRequest]) -> dict:
+    results = dict(backend.generate(reqs))
+    assert sorted(results) == list(range(len(reqs)))  # every request answered exactly once
+    return results
+
+
+@pytest.fixture(scope="module")
+def backend():
+    b = LlamaCppBackend(Settings(batch_size=4, n_ctx=2048, threads=2))
+    yield b
+    b.close()
+
+
+def test_info(backend):
+    info = backend.info()
+    assert info.name == "gemma-3-270m-q4_k_m"
+    assert info.context_length == 2048
+    assert info.has_chat_template is False
+
+
+def test_generates_text_with_token_counts(backend):
+    [(index, result)] = list(backend.generate(requests(1, max_tokens=16)))
+    assert index == 0 and result.error is None
+    assert result.text.strip()
+    assert result.prompt_tokens > 100
+    assert 1 <= result.completion_tokens <= 16
+    assert result.finish_reason in ("stop", "length")
+
+
+def test_same_seed_same_output_while_refilling_slots(backend):
+    reqs = requests(6)  # 6 requests through 4 slots: two slots are refilled
+    first = run(backend, reqs)
+    second = run(backend, reqs)
+    assert {i: r.text for i, r in first.items()} == {i: r.text for i, r in second.items()}
+    assert all(r.text.strip() and r.error is None for r in first.values())
+    assert len({r.text for r in first.values()}) > 1  # different seeds and personas differ
+
+
+def test_stop_string_cuts_the_text(backend):
+    free = run(backend, requests(1, temperature=0.0, stop=[]))[0].text
+    stop = free[8:12]  # a piece of the greedy continuation, so the stopped run must meet it
+    stopped = run(backend, requests(1, temperature=0.0, stop=[stop]))[0]
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == free[: free.index(stop)]
+
+
+def test_max_tokens_is_respected(backend):
+    reqs = [GenerationRequest(prompt="Once upon a time, in a small village by the sea,", max_tokens=5, seed=1)]
+    result = run(backend, reqs)[0]
+    assert result.finish_reason == "length"
+    assert result.completion_tokens == 5
+
+
+class Person(BaseModel):
+    name: str = Field(max_length=24)
+    age: int
+
+
+def test_json_schema_output_always_parses(backend):
+    reqs = [
+        GenerationRequest(
+            prompt=f'Describe a person as JSON.\nPerson: {p}\nJSON: {{"name": "',
+            max_tokens=64,
+            temperature=0.8,
+            seed=7 + i,
+            json_schema=Person.model_json_schema(),
+        )
+        for i, p in enumerate(PERSONAS[:4])
+    ]
+    for result in run(backend, reqs).values():
+        assert result.error is None, result.error
+        Person.model_validate(json.loads(result.text))
+
+
+def test_embeddings_are_normalised_and_meaningful(backend):
+    texts = [
+        "a retired nurse who gardens on her balcony",
+        "a former nurse who grows vegetables at home",
+        "the quarterly revenue of semiconductor firms",
+    ]
+    vectors = backend.embed(texts)
+    assert len(vectors) == 3 and all(len(v) == len(vectors[0]) > 100 for v in vectors)
+    assert all(math.isclose(sum(x * x for x in v), 1.0, rel_tol=1e-4) for v in vectors)
+
+    def cos(a, b):
+        return sum(x * y for x, y in zip(a, b))
+
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
+
+
+def test_long_prompt_fails_alone():
+    small = LlamaCppBackend(Settings(batch_size=2, n_ctx=256, threads=2))
+    try:
+        reqs = [
+            GenerationRequest(prompt="word " * 400, max_tokens=8),
+            GenerationRequest(prompt="The capital of France is", max_tokens=8),
+        ]
+        results = run(small, reqs)
+    finally:
+        small.close()
+    assert results[0].finish_reason == "error"
+    assert results[0].error.startswith("prompt is ") and results[0].error.endswith("longer than the context of 256")
+    assert results[1].error is None and results[1].completion_tokens > 0
+
+
+LINES = [
+    "the brass compass points north of the old harbour wall",
+    "seven wooden chess pieces sleep inside a velvet box",
+    "a jar of Roman coins was found under the kitchen floor",
+    "the violin without strings hangs above the fireplace",
+    "letters from 1912 describe a winter crossing of the Alps",
+    "three glass fishing floats glow green in the evening sun",
+]
+
+
+def test_shared_prefix_changes_nothing_but_speed(backend):
+    # Each prompt starts copying one line of the shared prefix, so a right answer needs the prefix's
+    # KV cells. Copying has wide logit margins: llama.cpp's CPU kernels round differently for different
+    # batch shapes, which can flip a greedy near-tie between any two batchings, shared prefix or not.
+    prefix = "Notes from the storeroom:\n" + "".join(f"- {line}\n" for line in LINES) + "\nThe same notes, copied:\n"
+    reqs = [
+        GenerationRequest(prompt=prefix + "- " + " ".join(line.split()[:3]), max_tokens=12, temperature=0.0, stop=["\n"])
+        for line in LINES
+    ]
+    shared = run(backend, reqs)
+    shared_prompt_tokens = backend.timings.prompt_tokens
+    backend.share_prefix = False
+    try:
+        alone = run(backend, reqs)
+        alone_prompt_tokens = backend.timings.prompt_tokens
+    finally:
+        backend.share_prefix = True
+    expected = {i: " " + " ".join(line.split()[3:]) for i, line in enumerate(LINES)}
+    assert {i: r.text for i, r in shared.items()} == expected
+    assert {i: r.text for i, r in alone.items()} == expected
+    assert shared_prompt_tokens < alone_prompt_tokens / 3  # the ~90-token prefix was evaluated once
+
+
+def test_batch_size_one_is_a_plain_stream():
+    single = LlamaCppBackend(Settings(batch_size=1, n_ctx=1024, threads=2))
+    try:
+        reqs = requests(3, max_tokens=12)
+        first, second = run(single, reqs), run(single, reqs)
+    finally:
+        single.close()
+    assert {i: r.text for i, r in first.items()} == {i: r.text for i, r in second.items()}
+    assert all(r.completion_tokens > 0 for r in first.values())
+
+
+def test_not_a_gguf_file(tmp_path):
+    fake = tmp_path / "x.gguf"
+    fake.write_text("this is not a model\n")
+    with pytest.raises(BackendError, match="not a GGUF file"):
+        LlamaCppBackend(Settings(model=str(fake)))
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(BackendError, match="model file not found"):
+        LlamaCppBackend(Settings(model=str(tmp_path / "nope.gguf")))
