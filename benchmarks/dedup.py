@@ -2,10 +2,11 @@
 bucketed embedding dedup beside brute force. Figures only; nothing here is asserted.
 
     .venv/bin/python benchmarks/dedup.py                  # 100k personas, all methods, 100k vectors
-    .venv/bin/python benchmarks/dedup.py --n 1000000 --methods ours --no-truth   # the memory check
+    .venv/bin/python benchmarks/dedup.py --bandings 21x6,16x8,25x5 --vectors 0   # banding choices
+    .venv/bin/python benchmarks/dedup.py --n 1000000 --methods ours --no-truth --repeat 1   # the memory check
 
 Each method runs in its own process on the same seeded corpus (written once to Parquet), so peak RSS
-is its own. Recall and precision are measured against the exact set of pairs at Jaccard >= 0.9
+(VmHWM) is its own, --repeat times interleaved; the fastest run counts. Recall and precision are measured against the exact set of pairs at Jaccard >= 0.9
 (prefix filtering, no sampling): recall = share of the personas that exact keep-earliest drops that
 the method drops; wrong drops = dropped personas with no kept partner at >= 0.9; pair precision =
 share of (dropped, duplicate-of) pairs really at >= 0.9. Needs `pip install datasketch rensa`.
@@ -67,11 +68,11 @@ def run_ours(corpus: Path, out: Path, banding: str) -> dict:
         started = time.perf_counter()
         summary = run_in_store(task, store, settings, quiet=True)
         seconds = time.perf_counter() - started
-        rows_ = store.query("SELECT p.seq, d.seq FROM dedup_marks m JOIN personas p ON p.id = m.persona_id "
-                            "JOIN personas d ON d.id = m.duplicate_of")
+        marked = store.query("SELECT p.seq, d.seq FROM dedup_marks m JOIN personas p ON p.id = m.persona_id "
+                             "JOIN personas d ON d.id = m.duplicate_of")
         n = store.count("personas")
     dup = np.full(n, -1, dtype=np.int64)
-    for k, partner in rows_:
+    for k, partner in marked:
         dup[k - 1] = partner - 1
     np.save(out, dup)
     found = re.search(r"(\d+) band matches in (\d+) slices, (\d+) past", summary["notes"][-1])
@@ -196,7 +197,7 @@ def minhash_section(args, workdir: Path) -> None:
     runs = [("ours", b) for b in args.bandings] if "ours" in args.methods else []
     runs += [(m, "") for m in args.methods if m != "ours"]
     # Repeats interleaved, so the other jobs on the machine weigh on every method alike; the
-    # fastest run of each counts, and its marks must be the same every time.
+    # fastest run of each counts, and its marks are compared across runs (they must not change).
     results: dict[tuple[str, str], list[tuple[dict, np.ndarray]]] = {run: [] for run in runs}
     for _ in range(args.repeat):
         for method, banding in runs:

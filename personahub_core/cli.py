@@ -17,7 +17,7 @@ from . import api
 from .dedup_command import dedup_cmd
 from .errors import PersonaHubError, UsageError
 from .plugins import get_registry
-from .settings import Settings, load_settings, settings_origins
+from .settings import load_settings, settings_origins
 from .store import Store
 
 app = typer.Typer(

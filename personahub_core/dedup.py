@@ -8,7 +8,7 @@ a partner that something else can be a duplicate of.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -24,14 +24,38 @@ def checked(method: str) -> str:
     return f"EXISTS (SELECT 1 FROM dedup_checked c WHERE c.persona_id = p.id AND c.method = '{method}')"
 
 
-def unchecked_personas(store: Store, method: str, where: list[str] | None = None, limit: int | None = None) -> pa.Table:
-    """Kept personas ``method`` has not checked yet, in creation order: columns seq, id, persona."""
+def unchecked_sql(method: str, where: list[str] | None = None, limit: int | None = None) -> tuple[str, list]:
+    """SQL and parameters: kept personas ``method`` has not checked yet, in creation order (seq, id, persona)."""
     clause, params = parse_where(where or [])
     sql = (f"SELECT p.seq, p.id, p.persona FROM personas p WHERE {KEPT} AND NOT {checked(method)} AND {clause} "
            f"ORDER BY p.seq")
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    return store.con.sql(sql, params=params).to_arrow_table() if params else store.con.sql(sql).to_arrow_table()
+    return sql, list(params)
+
+
+def unchecked_personas(store: Store, method: str, where: list[str] | None = None, limit: int | None = None) -> pa.Table:
+    """Kept personas ``method`` has not checked yet, in creation order: columns seq, id, persona."""
+    sql, params = unchecked_sql(method, where, limit)
+    return store.con.sql(sql, params=params or None).to_arrow_table()
+
+
+def stream_unchecked(store: Store, method: str, where: list[str] | None = None, limit: int | None = None,
+                     batch_rows: int = 50_000) -> tuple[int, Iterator[pa.RecordBatch]]:
+    """How many personas ``method`` has not checked yet, and those personas in batches (as in
+    ``unchecked_personas``), read through a second connection so the store's own stays free for
+    writes meanwhile: a million texts are never held at once."""
+    sql, params = unchecked_sql(method, where, limit)
+    count = store.scalar(f"SELECT count(*) FROM ({sql})", params)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        cursor = store.con.cursor()
+        try:
+            yield from cursor.sql(sql, params=params or None).to_arrow_reader(batch_rows)
+        finally:
+            cursor.close()
+
+    return count, batches()
 
 
 def forget(store: Store, method: str) -> None:

@@ -1,14 +1,17 @@
 """MinHash near-duplicate removal, as in the paper: word 1-grams, 128 permutations, Jaccard 0.9.
 
-LSH with 16 bands of 8 rows (a pair at Jaccard 0.9 becomes a candidate with probability 0.9999;
-the usual few-band settings for 0.9 miss 17-30% of duplicates), then the exact Jaccard of every
-candidate pair's word sets (personas share template words, so signature matches alone would drop
-far too much), then keep-earliest. Signatures are stored, so a later run hashes only new personas
-and compares them with the kept ones. See docs/dedup.md for the arithmetic.
+LSH with 21 bands of 6 rows (a pair at Jaccard 0.9 fails to become a candidate with probability
+1.2e-7; the usual few-band settings for 0.9 miss 17-30% of duplicates), then, for every candidate
+pair, two exact bounds (set sizes, word bitmaps) and the exact Jaccard of the word sets (personas
+share template words, so signature matches alone would drop far too much), then keep-earliest.
+Candidates are made and checked in bounded slices, so memory does not grow with their number.
+Signatures are stored, so a later run hashes only new personas and compares them with the kept
+ones. See docs/dedup.md for the arithmetic and the measurements.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import duckdb
@@ -16,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from personahub_core.dedup import KEPT, checked, cluster_roots, forget, keep_earliest, record, unchecked_personas
+from personahub_core.dedup import KEPT, checked, cluster_roots, forget, keep_earliest, record, stream_unchecked
 from personahub_core.hookspecs import hookimpl
 from personahub_core.tasks import Deduplicator
 
@@ -33,8 +36,8 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
     threshold: float = Field(0.9, gt=0.0, le=1.0, description="word-set Jaccard at or above which a persona is a near-duplicate")
     num_perm: int = Field(128, ge=4, le=1024, description="hash functions (permutations) per signature")
-    bands: int = Field(16, ge=1, le=512, description="LSH bands; bands x rows <= num-perm")
-    rows: int = Field(8, ge=1, le=64, description="signature rows per band")
+    bands: int = Field(21, ge=1, le=512, description="LSH bands; bands x rows <= num-perm")
+    rows: int = Field(6, ge=1, le=64, description="signature rows per band")
     ngram: int = Field(1, ge=1, le=8, description="words per shingle (the paper: 1)")
     fresh: bool = Field(False, description="forget earlier minhash results and check every persona again")
 
@@ -62,21 +65,27 @@ class MinHashDeduplicator(Deduplicator):
     uses_backend = False
 
     def run(self, ctx) -> None:
+        if ctx.settings.executor == "ray":  # corpora larger than one machine: band buckets via a Ray shuffle
+            from .distributed import run_on_ray
+
+            return run_on_ray(self, ctx)
         con = ctx.store.con
         # By default DuckDB caches what it reads and writes up to 80% of RAM; here it only streams
         # personas in and signatures and marks out, while the task's own arrays hold the weight.
         con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+        changed = ["memory_limit"]
         try:
             # Signatures are random bytes: DuckDB's dictionary+FSST analysis of them finds nothing
             # to compress and triples the time to write them.
             con.execute("SET disabled_compression_methods = 'dict_fsst'")
+            changed.append("disabled_compression_methods")
         except duckdb.Error:  # a DuckDB older than 1.3 has no dict_fsst to skip
             pass
         try:
             self.deduplicate(ctx)
         finally:
-            con.execute("RESET memory_limit")
-            con.execute("RESET disabled_compression_methods")
+            for setting in changed:
+                con.execute(f"RESET {setting}")
 
     def deduplicate(self, ctx) -> None:
         o, store = self.options, ctx.store
@@ -90,15 +99,13 @@ class MinHashDeduplicator(Deduplicator):
         if total == 0:
             ctx.note("minhash: the store has no personas; nothing to deduplicate")
             return
-        new = unchecked_personas(store, METHOD, ctx.where, ctx.limit)
-        if new.num_rows == 0:
+        count, batches = stream_unchecked(store, METHOD, ctx.where, ctx.limit, CHUNK)
+        if count == 0:
             ctx.note(f"minhash: all {total} personas are already checked or marked; nothing new")
             return
         vocab = Vocabulary(o.ngram)
         hasher = MinHasher(o.num_perm)
-        new_ids = new.column("id").combine_chunks().cast(pa.string())
-        hashed = self.hash_new(ctx, new, vocab, hasher)
-        del new  # the texts: from here on only word ids are needed
+        new_ids, hashed = self.hash_new(ctx, count, batches, vocab, hasher)
         ref_ids, ref_keys = self.kept_signatures(ctx, vocab, hasher)
         marks, stats = self.compare(ctx, vocab, new_ids, hashed, ref_ids, ref_keys)
         record(store, METHOD, ctx.run_id, new_ids, marks)
@@ -113,26 +120,35 @@ class MinHashDeduplicator(Deduplicator):
                  f"{o.threshold}; marked {marks.num_rows} near-duplicates ({stats['copies']} exact copies)")
 
     # -- hashing -------------------------------------------------------------------------------
-    def hash_new(self, ctx, new: pa.Table, vocab: Vocabulary, hasher: MinHasher) -> Hashed:
-        """Tokenise and sign the new personas chunk by chunk, storing each chunk's signatures
-        (a persona without words too: its all-ones signature says it was hashed and is empty)."""
+    def hash_new(self, ctx, n: int, batches: Iterable[pa.RecordBatch], vocab: Vocabulary,
+                 hasher: MinHasher) -> tuple[pa.Array, Hashed]:
+        """Tokenise and sign the n new personas batch by batch as they stream from the store, storing
+        each batch's signatures (a persona without words too: its all-ones signature says it was
+        hashed and is empty). Only ids and word ids are kept, never the texts."""
         o = self.options
-        flats, lengths, keys, hashes, bitmaps = [], [], [], [], []
-        with ctx.progress("minhash: hashing", total=new.num_rows) as progress:
-            for start in range(0, new.num_rows, CHUNK):
-                part = new.slice(start, CHUNK)
-                docs = vocab.tokenise(part.column("persona").to_pylist())
+        # Filled in place: concatenating per-batch pieces would briefly hold two copies.
+        keys = np.empty((o.bands, n), dtype=np.uint64)
+        hashes = np.empty(n, dtype=np.uint64)
+        bitmaps = np.empty((BITMAP_WORDS, n), dtype=np.uint64)
+        lengths = np.empty(n, dtype=np.int64)
+        ids, flats = [], []
+        start = 0
+        with ctx.progress("minhash: hashing", total=n) as progress:
+            for batch in batches:
+                stop = start + batch.num_rows
+                docs = vocab.tokenise(batch.column("persona").to_pylist())
                 sig = hasher.signatures(docs, vocab.hashes)
-                self.store_signatures(ctx, part.column("id"), sig)
+                self.store_signatures(ctx, batch.column("id"), sig)
+                keys[:, start:stop] = band_keys(sig, o.bands, o.rows).T
+                hashes[start:stop] = set_hashes(docs, vocab.hashes)
+                bitmaps[:, start:stop] = word_bitmaps(docs, vocab.hashes)
+                lengths[start:stop] = docs.lengths
+                ids.append(batch.column("id").cast(pa.string()))
                 flats.append(docs.flat)
-                lengths.append(docs.lengths)
-                keys.append(band_keys(sig, o.bands, o.rows).T)
-                hashes.append(set_hashes(docs, vocab.hashes))
-                bitmaps.append(word_bitmaps(docs, vocab.hashes))
-                progress.update(progress.task_ids[0], advance=part.num_rows)
-        offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
-        return Hashed(TokenSets(np.concatenate(flats), offsets), np.concatenate(keys, axis=1),
-                      np.concatenate(hashes), np.concatenate(bitmaps, axis=1))
+                progress.update(progress.task_ids[0], advance=batch.num_rows)
+                start = stop
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return pa.concat_arrays(ids), Hashed(TokenSets(np.concatenate(flats), offsets), keys, hashes, bitmaps)
 
     def store_signatures(self, ctx, ids: pa.Array, sig: np.ndarray) -> None:
         if len(sig) == 0:

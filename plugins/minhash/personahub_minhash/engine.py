@@ -274,8 +274,9 @@ def kept_sharing_a_key(keys: np.ndarray, members: np.ndarray, first_new: int) ->
 
 
 def band_slices(band_keys: np.ndarray, members: np.ndarray, first_new: int, pairs_per_slice: int):
-    """Yield (i, j): the pairs i < j of members sharing a key in this band, with j >= first_new
-    (earlier documents are already settled against each other), about ``pairs_per_slice`` at a time.
+    """Yield (in_order, p, q) for one band: its members in bucket order, and the positions p < q in
+    it of the pairs sharing a key whose later document is at or above first_new (earlier documents
+    are already settled against each other), about ``pairs_per_slice`` pairs at a time.
 
     members is sorted. A stable sort of the keys puts each bucket in document order, and every
     member meets every earlier one in its bucket. The pairs are cut into slices by a running count,
@@ -290,20 +291,23 @@ def band_slices(band_keys: np.ndarray, members: np.ndarray, first_new: int, pair
     starts[:1] = True
     starts[1:] = ordered[1:] != ordered[:-1]
     del col, ordered
+    in_order = members[order]
     group_start = np.maximum.accumulate(np.where(starts, positions, 0))
     earlier = positions - group_start
-    earlier[members[order] < first_new] = 0
+    earlier[in_order < first_new] = 0
     later_at = np.flatnonzero(earlier)
     counts = earlier[later_at]
-    del earlier, starts, positions
+    del order, earlier, starts, positions
     running = np.cumsum(counts)
     start = 0
     while start < len(later_at):
         done = int(running[start - 1]) if start else 0
         stop = max(int(np.searchsorted(running, done + pairs_per_slice, side="right")), start + 1)
-        later = np.repeat(later_at[start:stop], counts[start:stop])
-        partner = group_start[later] + ragged_arange(counts[start:stop])
-        yield members[order[partner]], members[order[later]]
+        c, later = counts[start:stop], later_at[start:stop]
+        first_of_each = running[start:stop] - c - done  # where each later document's pairs begin
+        q = np.repeat(later, c)
+        p = np.arange(len(q), dtype=np.int64) + np.repeat(group_start[later] - first_of_each, c)
+        yield in_order, p, q
         start = stop
 
 
@@ -327,11 +331,14 @@ def near_duplicate_pairs(keys: np.ndarray, members: np.ndarray, first_new: int, 
     found_i, found_j, found_sim = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
     counts = {"candidates": 0, "checked": 0, "verified": 0, "slices": 0}
     for band in range(len(keys)):
-        for i, j in band_slices(keys[band], members, first_new, pairs_per_slice or PAIRS_PER_SLICE):
-            counts["candidates"] += len(i)
+        ordered = None
+        for in_order, p, q in band_slices(keys[band], members, first_new, pairs_per_slice or PAIRS_PER_SLICE):
+            counts["candidates"] += len(p)
             counts["slices"] += 1
-            keep = within_reach(lengths, bitmaps, i, j, threshold)
-            i, j = i[keep], j[keep]
+            if ordered is None:  # sizes and bitmaps in bucket order: a pair's look-ups fall close together
+                ordered = lengths[in_order], bitmaps[:, in_order]
+            keep = within_reach(*ordered, p, q, threshold)
+            i, j = in_order[p[keep]], in_order[q[keep]]
             keep = first_shared_band(keys, band, i, j)
             i, j = i[keep], j[keep]
             counts["checked"] += len(i)
