@@ -12,7 +12,6 @@ import random
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import ray
 import ray.data
@@ -237,18 +236,7 @@ def test_the_core_imports_ray_only_when_the_ray_executor_is_asked_for():
 
 
 def test_minhash_on_ray_marks_what_the_local_task_marks(tmp_path, monkeypatch):
-    from personahub_minhash import MinHashDeduplicator, distributed
-
-    class RayMinHash(MinHashDeduplicator):
-        name = "minhash-ray"
-
-        def run(self, ctx):
-            distributed.run_on_ray(self, ctx)
-
-    class RayMinHashPlugin:
-        @hookimpl
-        def register_tasks(self, register):
-            register(RayMinHash)
+    from personahub_minhash import distributed
 
     # Several shards and blocks, so buckets really meet through the shuffle.
     monkeypatch.setattr(distributed, "ROWS_PER_SHARD", 2000)
@@ -256,15 +244,14 @@ def test_minhash_on_ray_marks_what_the_local_task_marks(tmp_path, monkeypatch):
     personas = near_duplicate_personas(500, seed=7)
     earlier = write_jsonl(tmp_path / "earlier.jsonl", [{"persona": p} for p in personas[:250]])
     later = write_jsonl(tmp_path / "later.jsonl", [{"persona": p} for p in personas[250:]])
-    with plugins_registered(RayMinHashPlugin()):
-        checked = []
-        for db, task in (("local.duckdb", "minhash"), ("ray.duckdb", "minhash-ray")):
-            # The same first round in both stores; the second checks new personas against each other
-            # and against the kept ones (which must not be compared among themselves again).
-            run_task("import", ["--input", str(earlier)], db=db)
-            run_task("minhash", db=db)
-            run_task("import", ["--input", str(later)], db=db)
-            checked.append(run_task(task, db=db, executor="ray")["items_done"])
+    checked = []
+    for db, executor in (("local.duckdb", "local"), ("ray.duckdb", "ray")):
+        # The same first round in both stores; the second checks new personas against each other
+        # and against the kept ones (which must not be compared among themselves again).
+        run_task("import", ["--input", str(earlier)], db=db)
+        run_task("minhash", db=db)
+        run_task("import", ["--input", str(later)], db=db)
+        checked.append(run_task("minhash", db=db, executor=executor)["items_done"])
     assert checked[0] == checked[1] > 200
     assert marks("ray.duckdb") == marks("local.duckdb")
     assert len(marks("ray.duckdb")) > 150
