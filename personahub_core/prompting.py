@@ -13,6 +13,7 @@ The persona comes last in both, so a batch of prompts shares one long prefix the
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Callable, Literal
 
@@ -38,16 +39,19 @@ def few_shot_block(demos: list[dict], mode: Mode, render: Callable[[dict, bool],
     return "".join(render(demo, mode == "persona-few-shot").strip() + "\n\n" for demo in demos)
 
 
-def synthesis_prompt(*, header: str, examples: str, query: str, request: str, **prompt_args) -> Prompt:
+def synthesis_prompt(*, header: str, examples: str, query: str, request: str, context: str = "",
+                     **prompt_args) -> Prompt:
     """Both forms of one call.
 
     header: what the records below are (completion form); examples: ``few_shot_block(...)``;
     query: the open record the base model continues, e.g. "Persona: ...\\nProblem:";
-    request: the chat instruction with the persona in it.
+    request: the chat instruction with the persona in it;
+    context: material both forms open with, such as a game world.
     """
-    completion = f"{header}\n\n{examples}{query}"
+    opening = f"{context}\n\n---\n\n" if context else ""
+    completion = f"{opening}{header}\n\n{examples}{query}"
     content = request if not examples else f"Here are some examples:\n\n{examples}{request}"
-    return Prompt(completion=completion, chat=[{"role": "user", "content": content}], **prompt_args)
+    return Prompt(completion=completion, chat=[{"role": "user", "content": opening + content}], **prompt_args)
 
 
 _LEAD_LABEL = r"^\s*\**\s*{label}\s*\**\s*:\s*\**\s*"
@@ -115,3 +119,39 @@ def require_question(text: str) -> None:
     """A problem or puzzle has to ask for something; a base model sometimes just tells a story."""
     if not _ASKING.search(text):
         raise Rejected("asks no question")
+
+
+def structured_answer(completion: Completion, schema: dict) -> object:
+    """The JSON value a grammar-constrained call produced, tidied, or Rejected with the reason.
+
+    Raw control characters inside strings are tolerated (llama-cpp-python's grammar for strings
+    allows them) and whitespace is collapsed. A string that stopped exactly at its schema's
+    ``maxLength`` was cut off by the grammar: it is cut back to its last full sentence, or rejected.
+    """
+    if completion.finish_reason == "length":
+        raise Rejected("runaway answer: the JSON was cut off at the token limit")
+    try:
+        value = json.loads(completion.text, strict=False)
+    except json.JSONDecodeError as exc:
+        raise Rejected(f"invalid JSON: {exc.msg}") from None
+    return _tidy(value, schema, "")
+
+
+def _tidy(value: object, schema: dict, path: str) -> object:
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return {k: _tidy(v, props.get(k, extra if isinstance(extra, dict) else {}), f"{path}.{k}".lstrip("."))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_tidy(v, schema.get("items", {}), path) for v in value]
+    if not isinstance(value, str):
+        return value
+    text = " ".join(value.split())
+    limit = schema.get("maxLength")
+    if limit is not None and len(value) >= limit and not text.endswith((".", "!", "?")):
+        cut = max(text.rfind(mark) for mark in (". ", "! ", "? "))
+        if cut < 0:
+            raise Rejected(f"{path or 'value'} cut off at {limit} characters")
+        text = text[: cut + 1]
+    return text

@@ -12,11 +12,12 @@ import pytest
 from personahub_core.api import parse_task_options, resolve_task
 from personahub_core.errors import UsageError
 from personahub_core.export import export
-from personahub_core.prompting import answer_text, few_shot_block, reject_copies
+from personahub_core.prompting import answer_text, few_shot_block, reject_copies, structured_answer
 from personahub_core.sample_data import demonstrations
 from personahub_core.store import Store
 from personahub_core.tasks import Completion, Rejected, WorkItem
 from personahub_core.testing import FakeBackend, run_task
+from personahub_tools import as_written
 
 from conftest import PERSONAS, cli
 
@@ -38,28 +39,30 @@ NPC = {"name": "Tamsin Reed", "role": "Ferrywoman at Glasswater Ford",
 CODE = 'def log_harvest(hive_id, kilograms):\n    return True\n\nopen("EXECUTED", "w").write("ran")\n'
 
 
+# What a base model might write after each open slot a prompt ends with.
+ANSWERS = {
+    "Problem:": " A beekeeper has 12 hives that each give 18 kg of honey. She sells the honey in 0.5 kg jars at $7 "
+                "a jar. How much money does she make if she sells it all?",
+    "Solution:": " 12 × 18 = 216 kg of honey fills 216 / 0.5 = 432 jars, worth 432 × 7 = $3024.\nFinal answer: $3024",
+    "Puzzle:": " Three hives, Amber, Birch and Clover, were inspected one after another on Monday. Birch was not "
+               "first, and Clover was inspected right after Amber. In what order were they inspected?",
+    "User:": " What flowers should I plant near my hives so the bees have forage from March to October?",
+    "Assistant:": " Plant crocus and willow for early spring, fruit trees and borage for summer, and ivy for autumn.",
+    "Title:": " Why heather honey sets like jelly\nArticle: Heather honey is thixotropic: it is a gel until you stir "
+              "it, so it cannot be spun out of the comb like other honeys.\nBeekeepers press the comb instead, or "
+              "loosen the honey first with a tool that pushes nylon needles into every cell and stirs it.\n"
+              "Because pressing destroys the comb, the bees must draw new wax the next year, which costs them "
+              "honey, and that is one reason the honey costs more in the shop.",
+}
+
+
 def scripted(request) -> str:
     """Plausible answers by the open slot each prompt ends with, as a base model would continue it."""
-    prompt = request.prompt
     if request.json_schema is not None:
-        return json.dumps(TOOL if "function_name" in request.json_schema["properties"] else NPC)
-    if prompt.endswith("```python\n"):
+        return json.dumps(as_written(TOOL) if "function_name" in request.json_schema["properties"] else NPC)
+    if request.prompt.endswith("```python\n"):
         return CODE
-    slot = prompt.rstrip().rsplit("\n", 1)[-1]
-    return {
-        "Problem:": " A beekeeper has 12 hives that each give 18 kg of honey. She sells the honey in 0.5 kg jars at $7 "
-                    "a jar. How much money does she make if she sells it all?",
-        "Solution:": " 12 × 18 = 216 kg of honey fills 216 / 0.5 = 432 jars, worth 432 × 7 = $3024.\nFinal answer: $3024",
-        "Puzzle:": " Three hives, Amber, Birch and Clover, were inspected one after another on Monday. Birch was not "
-                   "first, and Clover was inspected right after Amber. In what order were they inspected?",
-        "User:": " What flowers should I plant near my hives so the bees have forage from March to October?",
-        "Assistant:": " Plant crocus and willow for early spring, fruit trees and borage for summer, and ivy for autumn.",
-        "Title:": " Why heather honey sets like jelly\nArticle: Heather honey is thixotropic: it is a gel until you stir "
-                  "it, so it cannot be spun out of the comb like other honeys.\nBeekeepers press the comb instead, or "
-                  "loosen the honey first with a tool that pushes nylon needles into every cell and stirs it.\n"
-                  "Because pressing destroys the comb, the bees must draw new wax the next year, which costs them "
-                  "honey, and that is one reason the honey costs more in the shop.",
-    }[slot]
+    return ANSWERS[request.prompt.rstrip().rsplit("\n", 1)[-1]]
 
 
 @pytest.fixture
@@ -227,6 +230,17 @@ def test_tools_rows_are_the_released_tool_json(db):
         assert all(isinstance(d, str) for d in tool["depend"])
     schema = FakeBackend.calls[0].json_schema
     assert list(schema["properties"]) == TOOL_KEYS and schema["required"] == TOOL_KEYS
+    # The model writes input_args as a bounded list, which the row turns into the released mapping.
+    assert schema["properties"]["input_args"]["maxItems"] == 5
+    demo = demonstrations("tools")[0]["tool"]
+    assert json.dumps(as_written(demo), ensure_ascii=False) in FakeBackend.calls[0].prompt
+
+
+def test_tools_argument_named_twice_is_rejected(db):
+    twice = {**as_written(TOOL), "input_args": [{"name": "kilograms", "type": "number", "description": "Weight."}] * 2}
+    FakeBackend.responder = lambda r: json.dumps(twice)
+    run_task("tools", [], db=db, backend="fake", limit=1)
+    assert rows(db, "tools", full=True, include_all=True)[0]["error"] == "argument 'kilograms' given twice"
 
 
 def test_tools_implement_stores_code_and_never_runs_it(db, tmp_path):
@@ -389,10 +403,29 @@ def test_plugins_are_listed_with_their_synthesizers():
 
 def test_knowledge_cut_at_the_token_limit_keeps_finished_paragraphs():
     task = resolve_task("knowledge")()
-    article = scripted(type("Request", (), {"prompt": "Persona: x\nTitle:", "json_schema": None})())
-    cut = Completion(article + "\nThe last paragraph never " + "ends and goes on " * 80, finish_reason="length")
+    cut = Completion(ANSWERS["Title:"] + "\nThe last paragraph never " + "ends and goes on " * 80, finish_reason="length")
     result = task.parse(cut, PERSONAS[3])
     assert result.fields["truncated"] is True
     assert result.fields["body"].endswith("costs more in the shop.")
     with pytest.raises(Rejected, match="runaway"):
         task.parse(Completion("Title" + " and on" * 200, finish_reason="length"), PERSONAS[3])
+
+
+def test_structured_answers_are_tidied_as_the_grammar_leaves_them():
+    schema = {"type": "object", "properties": {"bio": {"type": "string", "maxLength": 40},
+                                               "name": {"type": "string", "maxLength": 10}}}
+    # A raw newline inside a string (the grammar allows it) and a string closed at its maxLength.
+    bio = "Keeps bees.\nSells honey at the market on Saturdays"[:40]
+    raw = '{"bio": "%s", "name": "Ada"}' % bio
+    assert structured_answer(Completion(raw), schema) == {"bio": "Keeps bees.", "name": "Ada"}
+    with pytest.raises(Rejected, match="name cut off at 10 characters"):
+        structured_answer(Completion('{"bio": "x", "name": "Adalinda B"}'), schema)
+    with pytest.raises(Rejected, match="invalid JSON"):
+        structured_answer(Completion('{"bio": "unfinished'), schema)
+    with pytest.raises(Rejected, match="token limit"):
+        structured_answer(Completion('{"bio": "unfinished', finish_reason="length"), schema)
+
+
+def test_npc_chat_form_carries_the_world_too():
+    chat = first_prompt("npc", ["--world", "halcyon-drift"]).chat[0]["content"]
+    assert chat.startswith("# Halcyon Drift") and "Tetherwrights" in chat and PERSONAS[3] in chat

@@ -51,13 +51,18 @@ def test_tools_are_valid_json_of_the_released_form(db):
     if not generations(db, "tools"):
         run_task("tools", db=db, backend="llama-cpp", limit=2)
     rows = generations(db, "tools")
+    assert any(row["status"] == "ok" for row in rows), [row["error"] for row in rows]
     for row in rows:
+        if row["status"] == "rejected" and "token limit" in row["error"]:
+            continue  # an answer cut off by max tokens is the one way grammar output can be incomplete
         for raw in json.loads(row["raw_output"]):
-            if row["status"] == "rejected" and "token limit" in row["error"]:
-                continue  # an answer cut off by max tokens is the one way grammar output can be incomplete
-            tool = json.loads(raw)
+            # As the grammar makes the model write it: input_args a list. The grammar lets raw control
+            # characters into strings, which strict JSON forbids; the stored row is strict JSON.
+            written = json.loads(raw, strict=False)
+            assert list(written) == TOOL_KEYS
+            assert all(list(arg) == ["name", "type", "description"] for arg in written["input_args"])
+            assert list(written["return"]) == ["type", "description"] and isinstance(written["depend"], list)
+        if row["status"] == "ok":
+            tool = json.loads(json.loads(row["output"])["synthesized text"])
             assert list(tool) == TOOL_KEYS
             assert all(list(arg) == ["type", "description"] for arg in tool["input_args"].values())
-            assert list(tool["return"]) == ["type", "description"] and isinstance(tool["depend"], list)
-        if row["status"] == "ok":
-            assert list(json.loads(json.loads(row["output"])["synthesized text"])) == TOOL_KEYS

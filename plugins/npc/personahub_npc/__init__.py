@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import SynthesisOptions, few_shot_block, reject_copies, repeats_itself, synthesis_prompt
+from personahub_core.prompting import (SynthesisOptions, few_shot_block, reject_copies, repeats_itself, structured_answer,
+                                       synthesis_prompt)
 from personahub_core.sample_data import demonstrations
 from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
 
@@ -29,7 +30,7 @@ FIELDS = {
     "personality": "how the NPC thinks and behaves",
     "interaction": "how the NPC interacts with players: quests, trades, information, favours",
 }
-LENGTHS = {"name": 40, "role": 120, "background": 500, "personality": 240, "interaction": 400}
+LENGTHS = {"name": 40, "role": 100, "background": 400, "personality": 160, "interaction": 300}
 SCHEMA = {
     "type": "object",
     "properties": {key: {"type": "string", "description": text, "maxLength": LENGTHS[key]} for key, text in FIELDS.items()},
@@ -76,35 +77,38 @@ class GameNPCs(Synthesizer):
     def __init__(self, options: BaseModel | None = None):
         super().__init__(options)
         self.world: World = load_world(self.options.world)
+        self.demos = self.demos_for(self.world)
+        self.demo_worlds = {d["world"]: load_world(d["world"]).name for d in self.demos}
 
     def item_key(self, *parts) -> str:
         # The world's text, not just its path, decides the output: an edited world is new work.
         return super().item_key(self.world.digest, *parts)
 
-    def demos(self) -> list[dict]:
+    @staticmethod
+    def demos_for(world: World) -> list[dict]:
         """Demonstrations from this world when there are some, else from every bundled world."""
-        own = [d for d in demonstrations("npc") if d["world"] == self.world.slug]
+        own = [d for d in demonstrations("npc") if d["world"] == world.slug]
         return own or demonstrations("npc")
 
     def prompt(self, persona: str) -> Prompt:
-        world_names = {d["world"]: load_world(d["world"]).name for d in self.demos()}
         shots = few_shot_block(
-            self.demos(), self.options.mode,
-            lambda d, with_persona: f"World: {world_names[d['world']]}\n"
+            self.demos, self.options.mode,
+            lambda d, with_persona: f"World: {self.demo_worlds[d['world']]}\n"
                                     + (f"Persona: {d['persona']}\n" if with_persona else "")
                                     + f"NPC: {json.dumps(d['npc'], ensure_ascii=False)}",
         )
         keys = "; ".join(f"{key}: {text}" for key, text in FIELDS.items())
         return synthesis_prompt(
-            header=f"{self.world.text}\n\n---\n\nBelow, each persona is imagined as a non-player character (NPC) in a "
-                   "game world. The NPC belongs to that world, uses its places and factions, and keeps something "
-                   "of the persona's skills and temperament.",
+            context=self.world.text,
+            header="Below, each persona is imagined as a non-player character (NPC) in a game world. The NPC belongs "
+                   "to that world, uses its places and factions, and keeps something of the persona's skills and "
+                   "temperament.",
             examples=shots,
             query=f"World: {self.world.name}\nPersona: {persona}\nNPC:",
             request=f"Above is the game world \"{self.world.name}\". Consider what NPC the following persona would "
                     f"become in this world:\n\n{persona}\n\nThe NPC must be specific and consistent with the world, and "
                     f"say how it interacts with players. Reply with a JSON object with these keys: {keys}.",
-            max_tokens=400,
+            max_tokens=320,
             stop=["\n\n"],
             json_schema=SCHEMA,
         )
@@ -119,10 +123,8 @@ class GameNPCs(Synthesizer):
 
 
 def parse_npc(completion: Completion) -> NPC:
-    if completion.finish_reason == "length":
-        raise Rejected("runaway answer: the NPC was cut off at the token limit")
     try:
-        npc = NPC.model_validate_json(completion.text.strip())
+        npc = NPC.model_validate(structured_answer(completion, SCHEMA))
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "NPC"

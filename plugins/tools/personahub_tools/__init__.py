@@ -3,6 +3,10 @@ PersonaHub's released form: ``name``, ``description``, ``function_name``, ``inpu
 name -> {type, description}), ``return`` ({type, description}) and ``depend`` (libraries or APIs it
 needs). The interface is decoded under a JSON schema and validated; ``synthesized text`` is its JSON.
 
+The model writes ``input_args`` as a list of {name, type, description} (``as_written``): a JSON
+schema cannot bound how many keys an object has, and a small model left free keeps adding
+arguments until the token limit; a list takes ``maxItems``. The row stores the released form.
+
 ``--implement`` adds a second step that writes Python code for the interface and stores it in the
 ``implementation`` field. That code comes from a language model: PersonaHub never executes it, and
 never compiles or imports it either; the only check is textual (it defines the named function).
@@ -18,16 +22,24 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import SynthesisOptions, few_shot_block, reject_copies, repeats_itself, synthesis_prompt
+from personahub_core.prompting import (SynthesisOptions, few_shot_block, reject_copies, repeats_itself, structured_answer,
+                                       synthesis_prompt)
 from personahub_core.sample_data import demonstrations
 from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
 
 TYPES = ["string", "integer", "number", "boolean", "array", "object"]
+KEYS = ["name", "description", "function_name", "input_args", "return", "depend"]
 # maxLength bounds each string, so a base model that starts rambling still closes the JSON in time.
 TYPED = {
     "type": "object",
     "properties": {"type": {"type": "string", "enum": TYPES}, "description": {"type": "string", "maxLength": 120}},
     "required": ["type", "description"],
+    "additionalProperties": False,
+}
+ARG = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 40}, **TYPED["properties"]},
+    "required": ["name", "type", "description"],
     "additionalProperties": False,
 }
 SCHEMA = {
@@ -36,13 +48,32 @@ SCHEMA = {
         "name": {"type": "string", "maxLength": 60},
         "description": {"type": "string", "maxLength": 300},
         "function_name": {"type": "string", "maxLength": 48},
-        "input_args": {"type": "object", "additionalProperties": TYPED},
+        "input_args": {"type": "array", "items": ARG, "maxItems": 5},
         "return": TYPED,
         "depend": {"type": "array", "items": {"type": "string", "maxLength": 48}, "maxItems": 6},
     },
-    "required": ["name", "description", "function_name", "input_args", "return", "depend"],
+    "required": KEYS,
     "additionalProperties": False,
 }
+
+
+def as_written(tool: dict) -> dict:
+    """The released form as the model writes it: input_args as a list."""
+    return {**tool, "input_args": [{"name": name, **arg} for name, arg in tool["input_args"].items()]}
+
+
+def as_released(written: object) -> object:
+    """The model's answer in PersonaHub's released form: input_args as name -> {type, description}."""
+    args = written.get("input_args") if isinstance(written, dict) else None
+    if not isinstance(args, list):
+        return written
+    released = {}
+    for arg in args:
+        name = arg.pop("name", None) if isinstance(arg, dict) else None
+        if name in released:
+            raise Rejected(f"argument '{name}' given twice")
+        released[name] = arg
+    return {**written, "input_args": released}
 
 
 def identifier(value: str) -> str:
@@ -103,7 +134,7 @@ class ToolInterfaces(Synthesizer):
         shots = few_shot_block(
             demonstrations("tools"), self.options.mode,
             lambda d, with_persona: (f"Persona: {d['persona']}\n" if with_persona else "")
-                                    + f"Tool: {json.dumps(d['tool'], ensure_ascii=False)}",
+                                    + f"Tool: {json.dumps(as_written(d['tool']), ensure_ascii=False)}",
         )
         return synthesis_prompt(
             header="Each persona below is followed by the interface of a software tool that person would find useful "
@@ -112,7 +143,7 @@ class ToolInterfaces(Synthesizer):
             query=f"Persona: {persona}\nTool:",
             request=f"Design a tool (a single function an AI assistant could call) that the following persona would "
                     f"find useful:\n\n{persona}\n\nReply with a JSON object with the keys name, description, "
-                    "function_name, input_args (argument name -> {type, description}), return ({type, description}) "
+                    "function_name, input_args (a list of {name, type, description}), return ({type, description}) "
                     "and depend (a list of the libraries or APIs it needs).",
             max_tokens=384,
             stop=["\n\n"],
@@ -148,10 +179,8 @@ class ToolInterfaces(Synthesizer):
 
 
 def parse_tool(completion: Completion) -> Tool:
-    if completion.finish_reason == "length":
-        raise Rejected("runaway answer: the tool JSON was cut off at the token limit")
     try:
-        tool = Tool.model_validate_json(completion.text.strip())
+        tool = Tool.model_validate(as_released(structured_answer(completion, SCHEMA)))
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "tool"
