@@ -3,9 +3,12 @@
 Runs the same few-shot prompts (sharing one ~100-token prefix) with the same model and thread count:
 
   1. baseline: ``Llama.create_completion``, one prompt after another;
-  2. ``LlamaCppBackend.generate`` at several batch sizes, with the share of wall time spent outside
-     llama.cpp's C calls (llama_decode and the samplers), i.e. our Python overhead;
+  2. ``LlamaCppBackend.generate`` at several batch sizes, with the shares of wall time spent sampling
+     (numpy's tail cut and llama.cpp's samplers) and outside llama_decode and sampling: our Python overhead;
   3. the prompt phase (max_tokens=1) with prefix sharing on and off.
+
+Tokens per CPU-second is printed beside tokens per second: on a machine shared with other work it is
+the steadier figure (with --threads 1; more threads spin at barriers while they wait for a core).
 
     PYTHONPATH=. .venv/bin/python benchmarks/generation.py --prompts 32 --max-tokens 64 --threads 2
 """
@@ -22,7 +25,7 @@ from typing import Iterator
 import llama_cpp
 
 from personahub_core.backends.base import GenerationRequest
-from personahub_core.backends.llama_cpp import LlamaCppBackend
+from personahub_core.backends.llama_cpp import LlamaCppBackend, Timings
 from personahub_core.models import default_model_path
 from personahub_core.settings import Settings
 
@@ -67,25 +70,27 @@ def no_weight_repacking() -> Iterator[None]:
         llama_cpp.llama_cpp.llama_model_default_params = original
 
 
-def baseline(model: str, texts: list[str], max_tokens: int, threads: int, n_ctx: int) -> tuple[int, float]:
+def baseline(model: str, texts: list[str], max_tokens: int, threads: int, n_ctx: int) -> tuple[int, float, float]:
     with no_weight_repacking():
         llm = llama_cpp.Llama(model_path=model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                               flash_attn=False, verbose=False)
     tokens = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i, text in enumerate(texts):
         out = llm.create_completion(text, max_tokens=max_tokens, temperature=TEMPERATURE, top_p=TOP_P, seed=i)
         tokens += out["usage"]["completion_tokens"]
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     llm.close()
-    return tokens, seconds
+    return tokens, seconds, cpu
 
 
-def batched(settings: Settings, reqs: list[GenerationRequest], share_prefix: bool = True) -> tuple[int, LlamaCppBackend]:
+def batched(settings: Settings, reqs: list[GenerationRequest], share_prefix: bool = True) -> tuple[int, float, Timings]:
     backend = LlamaCppBackend(settings, share_prefix=share_prefix)
+    cpu = time.process_time()
     tokens = sum(r.completion_tokens for _, r in backend.generate(reqs))
+    cpu = time.process_time() - cpu
     backend.close()
-    return tokens, backend
+    return tokens, cpu, backend.timings
 
 
 def main() -> None:
@@ -104,26 +109,27 @@ def main() -> None:
     print(f"model {os.path.basename(model)}, {args.prompts} prompts, max_tokens {args.max_tokens}, "
           f"threads {args.threads}, temperature {TEMPERATURE}, top_p {TOP_P}\n")
 
-    base_tokens, base_seconds = baseline(model, texts, args.max_tokens, args.threads, 2048)
+    base_tokens, base_seconds, base_cpu = baseline(model, texts, args.max_tokens, args.threads, 2048)
     base_rate = base_tokens / base_seconds
-    print(f"{'path':<34}{'tokens':>7}{'seconds':>9}{'tok/s':>8}{'speed-up':>10}{'python':>8}")
-    print(f"{'Llama.create_completion (1 by 1)':<34}{base_tokens:>7}{base_seconds:>9.1f}{base_rate:>8.1f}{'1.00x':>10}{'':>8}")
+    print(f"{'path':<34}{'tokens':>7}{'seconds':>9}{'tok/s':>8}{'speed-up':>10}{'tok/cpu-s':>11}"
+          f"{'sampling':>10}{'python':>8}")
+    print(f"{'Llama.create_completion (1 by 1)':<34}{base_tokens:>7}{base_seconds:>9.1f}{base_rate:>8.1f}"
+          f"{'1.00x':>10}{base_tokens / base_cpu:>11.1f}")
     for size in (int(s) for s in args.batch_sizes.split(",")):
         settings = Settings(model=model, batch_size=size, threads=args.threads, n_ctx=args.n_ctx)
-        tokens, backend = batched(settings, reqs)
-        t = backend.timings
+        tokens, cpu, t = batched(settings, reqs)
         rate = tokens / t.wall
-        overhead = 1 - t.llama / t.wall
         print(f"{f'LlamaCppBackend batch {size}':<34}{tokens:>7}{t.wall:>9.1f}{rate:>8.1f}"
-              f"{f'{rate / base_rate:.2f}x':>10}{overhead:>8.1%}")
+              f"{f'{rate / base_rate:.2f}x':>10}{tokens / cpu:>11.1f}{t.sampling / t.wall:>10.1%}"
+              f"{1 - (t.decode + t.sampling) / t.wall:>8.1%}")
 
     size = min(16, args.prompts)
     print(f"\nprompt phase: {size} prompts, max_tokens 1, batch {size}")
-    print(f"{'prefix sharing':<34}{'prompt tokens evaluated':>24}{'seconds':>9}")
+    print(f"{'prefix sharing':<34}{'prompt tokens evaluated':>24}{'seconds':>9}{'cpu s':>8}")
     settings = Settings(model=model, batch_size=size, threads=args.threads, n_ctx=args.n_ctx)
     for share in (False, True):
-        _, backend = batched(settings, requests(texts[:size], 1), share_prefix=share)
-        print(f"{'on' if share else 'off':<34}{backend.timings.prompt_tokens:>24}{backend.timings.wall:>9.2f}")
+        _, cpu, t = batched(settings, requests(texts[:size], 1), share_prefix=share)
+        print(f"{'on' if share else 'off':<34}{t.prompt_tokens:>24}{t.wall:>9.2f}{cpu:>8.2f}")
 
 
 if __name__ == "__main__":

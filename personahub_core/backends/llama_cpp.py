@@ -57,7 +57,8 @@ class Timings:
     """Where the last ``generate`` call spent its time (benchmarks and progress reports read this)."""
 
     wall: float = 0.0  # the whole call
-    llama: float = 0.0  # inside llama_decode and the samplers
+    decode: float = 0.0  # inside llama_decode
+    sampling: float = 0.0  # numpy's tail cut and llama.cpp's samplers
     prompt_tokens: int = 0  # prompt tokens evaluated (a shared prefix counts once)
     completion_tokens: int = 0
 
@@ -93,44 +94,47 @@ class _Batch:
         lc.llama_batch_free(self.raw)
 
 
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
+_LOG_TAIL_CUTOFF = math.log(TAIL_CUTOFF)
+
+
 class _Candidates:
-    """The whole vocabulary as a llama_token_data array, refilled from logits for a full grammar pass."""
+    """Tokens with their logits as a llama_token_data array, which llama.cpp samplers edit in place."""
 
-    def __init__(self, n_vocab: int) -> None:
-        self.data = (lc.llama_token_data * n_vocab)()
-        self.view = np.ctypeslib.as_array(self.data)
-        self.ids = np.arange(n_vocab, dtype=np.int32)
-        self.n_vocab = n_vocab
+    def __init__(self, ids: np.ndarray, logits: np.ndarray) -> None:
+        self.data = np.empty(len(ids), _TOKEN_DATA)
+        self.data["id"], self.data["logit"], self.data["p"] = ids, logits, 0.0
+        self.array = lc.llama_token_data_array(
+            data=self.data.ctypes.data_as(lc.llama_token_data_p), size=len(ids), selected=-1, sorted=False
+        )
 
-    def fill(self, ctx: lc.llama_context_p, idx: int) -> lc.llama_token_data_array:
-        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, idx), shape=(self.n_vocab,))
-        self.view["id"] = self.ids  # samplers sort and shrink the array in place
-        self.view["logit"] = logits
-        self.view["p"] = 0.0
-        data = ctypes.cast(self.data, lc.llama_token_data_p)
-        return lc.llama_token_data_array(data=data, size=self.n_vocab, selected=-1, sorted=False)
+    def selected(self) -> int:
+        return int(self.data["id"][self.array.selected])
 
 
 class _Sampler:
-    """One request's sampler chain, with its grammar (if any) checked lazily.
+    """One request's sampling: temperature, nucleus, seed, and optionally a grammar.
 
-    A grammar pass over Gemma's 262k-token vocabulary costs ~60 ms, so the chain first samples freely
-    and the grammar only vets that one token; the full pass runs only when it is rejected. Drawing from p
-    and redrawing from p restricted to the grammar on rejection gives the same distribution as the grammar
-    applied first (up to where the nucleus is cut), and the same token for greedy decoding.
+    llama_sampler_sample copies all 262k logits into a candidate array before any sampler runs, and its
+    top_p sorts them: 2-20 ms a token. Here numpy first keeps only the tokens within TAIL_CUTOFF of the
+    likeliest one at this temperature (a min_p cut; the tail it drops held under 1% of the mass at
+    temperature 1 on this model, so a 0.95 nucleus is practically unchanged), and the llama.cpp chain
+    (temperature, top_p, dist with the request's seed) runs on those few: ~0.4 ms a token. Greedy
+    decoding is an argmax.
+
+    A grammar pass over the whole vocabulary costs ~60 ms, so a grammar only vets the proposed token;
+    the full pass runs when it is rejected. Drawing from p and redrawing from p restricted to the grammar
+    on rejection gives the same distribution as the grammar applied first (up to where the nucleus is
+    cut), and the same token for greedy decoding.
     """
 
     def __init__(self, vocab: lc.llama_vocab_p, request: GenerationRequest, grammar: str | None) -> None:
+        self.temperature = request.temperature
         self.chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        if request.temperature <= 0:
-            self._add(lc.llama_sampler_init_greedy())
+        if self.temperature <= 0:
+            self._add(lc.llama_sampler_init_greedy())  # only for the full grammar pass
         else:
-            # top_p runs a softmax and adaptive sorts over all 262k logits: 6-20 ms a token when the
-            # distribution is flat. Dropping the tail below TAIL_CUTOFF x the top probability first, in
-            # one linear pass, makes it ~1 ms; that tail held under 1% of the mass at temperature 1 on
-            # this model, so a 0.95 nucleus is practically unchanged.
-            self._add(lc.llama_sampler_init_temp(request.temperature))  # temperature first, as in HF/OpenAI
-            self._add(lc.llama_sampler_init_min_p(TAIL_CUTOFF, 1))
+            self._add(lc.llama_sampler_init_temp(self.temperature))  # temperature first, as in HF/OpenAI
             self._add(lc.llama_sampler_init_top_p(request.top_p, 1))
             self._add(lc.llama_sampler_init_dist(request.seed & 0xFFFFFFFF))
         self.grammar = None
@@ -139,31 +143,34 @@ class _Sampler:
             if not self.grammar:
                 self.free()
                 raise ValueError(f"llama.cpp rejected the grammar built from the JSON schema{_last_error()}")
-            self._one = (lc.llama_token_data * 1)()
-            self._one_array = lc.llama_token_data_array(
-                data=ctypes.cast(self._one, lc.llama_token_data_p), size=1, selected=-1, sorted=False
-            )
 
     def _add(self, sampler: lc.llama_sampler_p) -> None:
         lc.llama_sampler_chain_add(self.chain, sampler)
 
-    def sample(self, ctx: lc.llama_context_p, idx: int, candidates: _Candidates) -> int:
-        token = lc.llama_sampler_sample(self.chain, ctx, idx)
-        if self.grammar is None:
-            return token
-        if not self._allowed(token):
-            cur = candidates.fill(ctx, idx)
-            lc.llama_sampler_apply(self.grammar, ctypes.byref(cur))
-            lc.llama_sampler_apply(self.chain, ctypes.byref(cur))
-            token = cur.data[cur.selected].id
-        lc.llama_sampler_accept(self.grammar, token)
+    def sample(self, logits: np.ndarray) -> int:
+        if self.temperature <= 0:
+            token = int(logits.argmax())
+        else:
+            ids = np.flatnonzero(logits >= logits.max() + self.temperature * _LOG_TAIL_CUTOFF)
+            token = self._draw(_Candidates(ids, logits[ids]))
+        if self.grammar is not None:
+            if not self._allowed(token):
+                everything = _Candidates(np.arange(len(logits), dtype=np.int32), logits)
+                lc.llama_sampler_apply(self.grammar, ctypes.byref(everything.array))
+                token = self._draw(everything)
+            lc.llama_sampler_accept(self.grammar, token)
+        return token
+
+    def _draw(self, candidates: _Candidates) -> int:
+        lc.llama_sampler_apply(self.chain, ctypes.byref(candidates.array))
+        token = candidates.selected()
+        lc.llama_sampler_accept(self.chain, token)
         return token
 
     def _allowed(self, token: int) -> bool:
-        self._one[0].id, self._one[0].logit, self._one[0].p = token, 0.0, 0.0
-        self._one_array.size, self._one_array.selected = 1, -1
-        lc.llama_sampler_apply(self.grammar, ctypes.byref(self._one_array))
-        return not math.isinf(self._one[0].logit)
+        one = _Candidates(np.array([token], dtype=np.int32), np.zeros(1, dtype=np.float32))
+        lc.llama_sampler_apply(self.grammar, ctypes.byref(one.array))
+        return not math.isinf(one.data["logit"][0])
 
     def free(self) -> None:
         lc.llama_sampler_free(self.chain)
@@ -245,7 +252,7 @@ class LlamaCppBackend(Backend):
         self._ctx = self._new_context(settings.n_ctx, N_BATCH, self._slots + 1, embeddings=False)
         self._n_ctx = lc.llama_n_ctx(self._ctx)
         self._batch = _Batch(N_BATCH)
-        self._candidates = _Candidates(lc.llama_vocab_n_tokens(self._vocab))
+        self._n_vocab = lc.llama_vocab_n_tokens(self._vocab)
         self._pieces: dict[int, bytes] = {}
         self._grammars: dict[str, str] = {}
         self._generating = False
@@ -378,13 +385,13 @@ class LlamaCppBackend(Backend):
             self._batch.add(token, pos, slot, False)
             if self._batch.n == N_BATCH or pos == len(tokens) - 1:
                 self._batch.decode(self._ctx)
-        self.timings.llama += time.perf_counter() - t
+        self.timings.decode += time.perf_counter() - t
         self.timings.prompt_tokens += len(tokens)
 
     def _step(self, active: list[_Seq]) -> None:
         """Evaluate each active sequence's pending tokens and sample its next token."""
         batch = self._batch
-        outputs: list[tuple[_Seq, int]] = []
+        outputs: list[_Seq] = []  # the sequences whose logits the next decode outputs, in batch order
         for seq in active:
             last = len(seq.pending) - 1
             for j, token in enumerate(seq.pending):
@@ -392,18 +399,24 @@ class LlamaCppBackend(Backend):
                     self._decode_and_sample(outputs)
                     outputs = []
                 if j == last:
-                    outputs.append((seq, batch.n))
+                    outputs.append(seq)
                 batch.add(token, seq.pos + j, seq.slot, j == last)
             seq.pos += len(seq.pending)
         if batch.n:
             self._decode_and_sample(outputs)
 
-    def _decode_and_sample(self, outputs: list[tuple[_Seq, int]]) -> None:
-        t = time.perf_counter()
+    def _decode_and_sample(self, outputs: list[_Seq]) -> None:
+        t0 = time.perf_counter()
         self._batch.decode(self._ctx)
-        tokens = [seq.sampler.sample(self._ctx, idx, self._candidates) for seq, idx in outputs]
-        self.timings.llama += time.perf_counter() - t
-        for (seq, _), token in zip(outputs, tokens):
+        t1 = time.perf_counter()
+        tokens = []
+        if outputs:  # one row of logits per output, in batch order
+            logits = np.ctypeslib.as_array(lc.llama_get_logits(self._ctx), shape=(len(outputs), self._n_vocab))
+            tokens = [seq.sampler.sample(row) for seq, row in zip(outputs, logits)]
+        t2 = time.perf_counter()
+        self.timings.decode += t1 - t0
+        self.timings.sampling += t2 - t1
+        for seq, token in zip(outputs, tokens):
             self._accept(seq, token)
 
     def _accept(self, seq: _Seq, token: int) -> None:
@@ -469,8 +482,10 @@ class LlamaCppBackend(Backend):
             self._embed_batch = _Batch(n_ctx)
         ctx, batch = self._embed_ctx, self._embed_batch
         mem = lc.llama_get_memory(ctx)
-        n_embd = lc.llama_model_n_embd(self._model)
-        tokenized = [self._tokenize(text, parse_special=False)[: batch.capacity] for text in texts]
+        n_embd = lc.llama_model_n_embd_out(self._model)
+        # A model that adds no BOS turns "" into no tokens, and a sequence needs one to be pooled.
+        empty = [lc.llama_vocab_eos(self._vocab)]
+        tokenized = [self._tokenize(text, parse_special=False)[: batch.capacity] or empty for text in texts]
         vectors: list[list[float]] = []
         done = 0
         while done < len(tokenized):
