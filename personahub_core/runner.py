@@ -73,6 +73,12 @@ class TaskContext:
             self._backend = make_backend(self.settings, store=self.store)
         return self._backend
 
+    def model_label(self) -> str:
+        """The model name rows record, without building the backend (under Ray only the actors load it)."""
+        from .backends.factory import backend_class
+
+        return backend_class(self.settings).model_label(self.settings)
+
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
@@ -313,7 +319,7 @@ def run_generative(task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkI
     from .executors import make_executor
 
     executor = make_executor(ctx.settings)
-    writer = Writer(ctx, task, ctx.backend.info().name)
+    writer = Writer(ctx, task, ctx.model_label())
     window = max(ctx.settings.batch_size * WINDOW_PER_SLOT, 8)
     with ctx.progress(label or task.name, total=len(todo)) as progress:
         bar = progress.task_ids[0]

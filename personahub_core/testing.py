@@ -55,6 +55,10 @@ class FakeBackend(Backend):
     def __init__(self, settings: Settings | None = None):
         self.settings = settings
 
+    @classmethod
+    def model_label(cls, settings) -> str:
+        return "fake"
+
     def info(self) -> ModelInfo:
         return ModelInfo(name="fake", context_length=4096, has_chat_template=False)
 

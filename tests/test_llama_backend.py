@@ -59,7 +59,7 @@ def backend():
 
 def test_info(backend):
     info = backend.info()
-    assert info.name == "gemma-3-270m-q4_k_m"
+    assert info.name == "gemma-3-270m-q4_k_m" == LlamaCppBackend.model_label(Settings())  # known without loading
     assert info.context_length == 2048
     assert info.has_chat_template is False
 

@@ -257,12 +257,18 @@ def test_minhash_on_ray_marks_what_the_local_task_marks(tmp_path, monkeypatch):
     assert len(marks("ray.duckdb")) > 150
 
 
-def test_math_on_the_bundled_model_lands_four_rows(personas_file):
+def test_math_on_the_bundled_model_lands_four_rows(personas_file, monkeypatch):
     """The real thing: llama.cpp loaded inside a Ray actor, rows written by the driver."""
     run_task("import", ["--input", str(personas_file)])
     from typer.testing import CliRunner
 
+    from personahub_core.backends.llama_cpp import LlamaCppBackend
     from personahub_core.cli import app
+
+    def no_model_in_the_driver(*args, **kwargs):
+        raise AssertionError("the driver loaded a model; only the actors (other processes) should")
+
+    monkeypatch.setattr(LlamaCppBackend, "__init__", no_model_in_the_driver)
 
     result = CliRunner().invoke(app, ["run", "--plugin", "math", "--limit", "4", "--executor", "ray",
                                       "--max-tokens", "32", "--quiet", "--json"])

@@ -62,6 +62,12 @@ class Backend:
     name: ClassVar[str]
     description: ClassVar[str] = ""
 
+    @classmethod
+    def model_label(cls, settings) -> str:
+        """The model's name as rows record it, known without loading the model (a Ray driver needs it
+        while the actors hold the models). Must equal ``info().name``."""
+        return settings.model or cls.name
+
     def info(self) -> ModelInfo:
         raise NotImplementedError
 

@@ -11,13 +11,17 @@ from ..tasks import work_key
 from .base import Backend, GenerationRequest, GenerationResult, ModelInfo
 
 
-def make_backend(settings: Settings, store=None) -> Backend:
+def backend_class(settings: Settings) -> type[Backend]:
     from ..plugins import get_registry
 
     backends = get_registry().backends
     if settings.backend not in backends:
         raise UsageError(f"unknown backend '{settings.backend}'; installed: {', '.join(sorted(backends))}")
-    backend = backends[settings.backend](settings)
+    return backends[settings.backend]
+
+
+def make_backend(settings: Settings, store=None) -> Backend:
+    backend = backend_class(settings)(settings)
     if store is not None and settings.cache:
         backend = CachingBackend(backend, store)
     return backend
