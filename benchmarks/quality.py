@@ -3,7 +3,10 @@
 For each task (and prompting mode) it runs ``--limit N`` on the first N personas of
 sample_data/personas.jsonl in a fresh store, then reports:
 
-    ok        share of items whose answer parsed and validated (after the core's one retry)
+    parsed    share of items whose answer parsed as JSON and validated against the task's schema
+              (structured tasks: npc, tools) or was not cut off (free-text tasks)
+    ok        share of items also passing the quality checks (no repeats, no copied demonstration ...),
+              after the core's one retry
     words     mean length of ``synthesized text`` in words
     d-1, d-2  distinct-1 / distinct-2: unique word unigrams / bigrams over all of a task's outputs
     tok/s     completion tokens per second of the run
@@ -54,6 +57,10 @@ def describe(texts: list[str]) -> dict:
     }
 
 
+# Rejections for answers that did not parse or validate; every other rejection is a quality check.
+PARSE_FAILURES = ("invalid ", "runaway answer")
+
+
 def measure(task: str, mode: str, n: int, folder: Path, batch_size: int | None) -> dict:
     db = folder / f"{task}-{mode}.duckdb"
     personas = folder / "personas.jsonl"
@@ -63,8 +70,10 @@ def measure(task: str, mode: str, n: int, folder: Path, batch_size: int | None) 
         rows = store.query_dicts("SELECT status, output, error FROM generations WHERE task = ?", [task])
     texts = [json.loads(r["output"])["synthesized text"] for r in rows if r["status"] == "ok"]
     reasons = Counter(r["error"] for r in rows if r["status"] != "ok")
+    unparsed = sum(count for reason, count in reasons.items() if (reason or "").startswith(PARSE_FAILURES))
     return {
-        "task": task, "mode": mode, "items": len(rows), "ok": len(texts) / len(rows) if rows else 0.0,
+        "task": task, "mode": mode, "items": len(rows),
+        "parsed": 1 - unparsed / len(rows) if rows else 0.0, "ok": len(texts) / len(rows) if rows else 0.0,
         **describe(texts), "tok_s": summary["completion_tokens_per_second"], "seconds": summary["seconds"],
         "reject": reasons.most_common(1)[0][0] if reasons else "",
     }
@@ -83,16 +92,16 @@ def main() -> None:
         folder = Path(tmp)
         lines = personas_path().read_text(encoding="utf-8").splitlines()[: args.n]
         (folder / "personas.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        header = f"{'task':<13}{'mode':<18}{'items':>6}{'ok':>7}{'words':>8}{'d-1':>7}{'d-2':>7}{'tok/s':>8}  commonest reject"
+        header = f"{'task':<13}{'mode':<18}{'items':>6}{'parsed':>8}{'ok':>7}{'words':>8}{'d-1':>7}{'d-2':>7}{'tok/s':>8}  commonest reject"
         print(header)
         print("-" * len(header))
         for task in args.tasks.split(","):
             base = describe([DEMO_TEXT[task](d) for d in demonstrations(task)])
-            print(f"{task:<13}{'(demonstrations)':<18}{len(demonstrations(task)):>6}{'':>7}"
+            print(f"{task:<13}{'(demonstrations)':<18}{len(demonstrations(task)):>6}{'':>8}{'':>7}"
                   f"{base['words']:>8.1f}{base['d1']:>7.2f}{base['d2']:>7.2f}")
             for mode in args.modes.split(","):
                 m = measure(task, mode, args.n, folder, args.batch_size)
-                print(f"{'':<13}{mode:<18}{m['items']:>6}{m['ok']:>7.0%}{m['words']:>8.1f}{m['d1']:>7.2f}{m['d2']:>7.2f}"
+                print(f"{'':<13}{mode:<18}{m['items']:>6}{m['parsed']:>8.0%}{m['ok']:>7.0%}{m['words']:>8.1f}{m['d1']:>7.2f}{m['d2']:>7.2f}"
                       f"{m['tok_s']:>8.1f}  {m['reject'][:60]}", flush=True)
                 if args.json:
                     print(json.dumps(m))

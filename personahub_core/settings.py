@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="sampling temperature")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling")
     seed: int = Field(0, ge=0, description="base seed; each work item derives its own from it")
-    n_ctx: int = Field(4096, ge=256, description="llama.cpp context size shared by all parallel sequences")
+    # 8192 lets 16 NPC-sized requests (a ~1,000-token shared world prefix plus 300 tokens each) decode
+    # together; at 4096 only half of them fit. It costs 150 MB of KV cache with the default model.
+    n_ctx: int = Field(8192, ge=256, description="llama.cpp context size shared by all parallel sequences")
     threads: int | None = Field(None, ge=1, description="llama.cpp threads (default: all cores)")
     n_gpu_layers: int = Field(0, description="layers offloaded to the GPU (-1 = all) for GPU builds")
     request_timeout: float = Field(120.0, gt=0, description="HTTP timeout per request, seconds")

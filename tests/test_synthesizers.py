@@ -231,7 +231,7 @@ def test_tools_rows_are_the_released_tool_json(db):
     schema = FakeBackend.calls[0].json_schema
     assert list(schema["properties"]) == TOOL_KEYS and schema["required"] == TOOL_KEYS
     # The model writes input_args as a bounded list, which the row turns into the released mapping.
-    assert schema["properties"]["input_args"]["maxItems"] == 5
+    assert schema["properties"]["input_args"]["maxItems"] == 4
     demo = demonstrations("tools")[0]["tool"]
     assert json.dumps(as_written(demo), ensure_ascii=False) in FakeBackend.calls[0].prompt
 

@@ -108,9 +108,8 @@ class GameNPCs(Synthesizer):
             request=f"Above is the game world \"{self.world.name}\". Consider what NPC the following persona would "
                     f"become in this world:\n\n{persona}\n\nThe NPC must be specific and consistent with the world, and "
                     f"say how it interacts with players. Reply with a JSON object with these keys: {keys}.",
-            max_tokens=320,
-            stop=["\n\n"],
-            json_schema=SCHEMA,
+            max_tokens=400,  # above the schema's worst case, so the grammar always closes the JSON
+            json_schema=SCHEMA,  # no stop string: strings may hold blank lines, and the grammar ends the answer
         )
 
     def parse(self, completion: Completion, persona: str) -> Synthesis:

@@ -29,28 +29,29 @@ from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synth
 
 TYPES = ["string", "integer", "number", "boolean", "array", "object"]
 KEYS = ["name", "description", "function_name", "input_args", "return", "depend"]
-# maxLength bounds each string, so a base model that starts rambling still closes the JSON in time.
+# maxLength bounds each string, so a base model that starts rambling still closes the JSON in time;
+# minLength and the identifier patterns let the grammar, not a later rejection, enforce what Tool checks.
 TYPED = {
     "type": "object",
-    "properties": {"type": {"type": "string", "enum": TYPES}, "description": {"type": "string", "maxLength": 120}},
+    "properties": {"type": {"type": "string", "enum": TYPES}, "description": {"type": "string", "minLength": 3, "maxLength": 100}},
     "required": ["type", "description"],
     "additionalProperties": False,
 }
 ARG = {
     "type": "object",
-    "properties": {"name": {"type": "string", "maxLength": 40}, **TYPED["properties"]},
+    "properties": {"name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,39}$"}, **TYPED["properties"]},
     "required": ["name", "type", "description"],
     "additionalProperties": False,
 }
 SCHEMA = {
     "type": "object",
     "properties": {
-        "name": {"type": "string", "maxLength": 60},
-        "description": {"type": "string", "maxLength": 300},
-        "function_name": {"type": "string", "maxLength": 48},
-        "input_args": {"type": "array", "items": ARG, "maxItems": 5},
+        "name": {"type": "string", "minLength": 3, "maxLength": 60},
+        "description": {"type": "string", "minLength": 10, "maxLength": 240},
+        "function_name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{2,47}$"},
+        "input_args": {"type": "array", "items": ARG, "maxItems": 4},
         "return": TYPED,
-        "depend": {"type": "array", "items": {"type": "string", "maxLength": 48}, "maxItems": 6},
+        "depend": {"type": "array", "items": {"type": "string", "maxLength": 48}, "maxItems": 4},
     },
     "required": KEYS,
     "additionalProperties": False,
@@ -145,9 +146,8 @@ class ToolInterfaces(Synthesizer):
                     f"find useful:\n\n{persona}\n\nReply with a JSON object with the keys name, description, "
                     "function_name, input_args (a list of {name, type, description}), return ({type, description}) "
                     "and depend (a list of the libraries or APIs it needs).",
-            max_tokens=384,
-            stop=["\n\n"],
-            json_schema=SCHEMA,
+            max_tokens=512,  # above the schema's worst case, so the grammar always closes the JSON
+            json_schema=SCHEMA,  # no stop string: strings may hold blank lines, and the grammar ends the answer
         )
 
     def implement_prompt(self, tool: Tool) -> Prompt:
