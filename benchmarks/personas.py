@@ -5,6 +5,7 @@ so the batched path and the `--batch-size 1` baseline are measured the same way 
 Issue target: text-to-persona over two dozen texts at >= 2x the completion tokens/s of --batch-size 1.
 
     python benchmarks/personas.py --docs 24
+    python benchmarks/personas.py --docs 24 --max-chars 300   # shorter texts: less prompt per persona
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=24, help="texts from the sample corpus")
     parser.add_argument("--batch-size", type=int, default=16, help="batched path to compare with 1")
+    parser.add_argument("--max-chars", type=int, default=None,
+                        help="cut each text to this many characters (text-to-persona's --max-chars): shorter texts "
+                             "leave less prompt to read, which batching cannot speed up")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,7 +54,8 @@ def main() -> None:
             work = Path(tmp) / f"b{batch}"
             work.mkdir()
             personahub("ingest", str(corpus), cwd=work)
-            for task, extra in (("text-to-persona", ["--perspectives", "read"]), ("persona-to-persona", ["--hops", "1"])):
+            cut = ["--max-chars", str(args.max_chars)] if args.max_chars else []
+            for task, extra in (("text-to-persona", ["--perspectives", "read", *cut]), ("persona-to-persona", ["--hops", "1"])):
                 summary, wall = timed_run(work, "--plugin", task, "--batch-size", str(batch), "--no-cache", *extra)
                 rows.append((task, batch, summary, wall))
             shutil.rmtree(work)
