@@ -152,10 +152,9 @@ def bootstrap_personas(store: Store, settings: Settings, quiet: bool) -> None:
     if not store.scalar("SELECT count(*) FROM documents"):
         ingest_paths(store, [corpus_path()], quiet=quiet)
     # One persona per text (its writer) keeps the main job under ten minutes on two cores.
-    options = {"text-to-persona": {"perspectives": ["write"]}, "minhash": {}}
-    for name in ("text-to-persona", "minhash"):
+    for name, options in (("text-to-persona", {"perspectives": ["write"]}), ("minhash", {})):
         task_cls = tasks[name]
-        result = run_in_store(task_cls(task_cls.Options(**options[name])), store, settings, quiet=quiet)
+        result = run_in_store(task_cls(task_cls.Options(**options)), store, settings, quiet=quiet)
         if not quiet:
             stderr.print(f"  {name}: {result['items_done']} done, {result['items_failed']} failed, "
                          f"{result['personas_added']} personas added")

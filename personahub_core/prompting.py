@@ -39,6 +39,11 @@ def few_shot_block(demos: list[dict], mode: Mode, render: Callable[[dict, bool],
     return "".join(render(demo, mode == "persona-few-shot").strip() + "\n\n" for demo in demos)
 
 
+def persona_line(demo: dict, shown: bool) -> str:
+    """A demonstration's "Persona: ..." line in persona-enhanced few-shot, else nothing."""
+    return f"Persona: {demo['persona']}\n" if shown else ""
+
+
 def synthesis_prompt(*, header: str, examples: str, query: str, request: str, context: str = "",
                      **prompt_args) -> Prompt:
     """Both forms of one call.

@@ -145,6 +145,7 @@ class _Sampler:
             if not self.grammar:
                 self.free()
                 raise ValueError(f"llama.cpp rejected the grammar built from the JSON schema{_last_error()}")
+            self._one = _Candidates(np.zeros(1, dtype=np.int32), np.zeros(1, dtype=np.float32))  # reused per token
 
     def _add(self, sampler: lc.llama_sampler_p) -> None:
         lc.llama_sampler_chain_add(self.chain, sampler)
@@ -181,7 +182,8 @@ class _Sampler:
         return token
 
     def _allowed(self, token: int) -> bool:
-        one = _Candidates(np.array([token], dtype=np.int32), np.zeros(1, dtype=np.float32))
+        one = self._one
+        one.data["id"], one.data["logit"] = token, 0.0
         lc.llama_sampler_apply(self.grammar, ctypes.byref(one.array))
         return not math.isinf(one.data["logit"][0])
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import SynthesisOptions, answer_text, few_shot_block, reject_copies, synthesis_prompt
+from personahub_core.prompting import (SynthesisOptions, answer_text, few_shot_block, persona_line, reject_copies,
+                                       synthesis_prompt)
 from personahub_core.sample_data import demonstrations
 from personahub_core.tasks import Prompt, Synthesis, Synthesizer, WorkItem
 
@@ -40,7 +41,7 @@ class Instructions(Synthesizer):
     def shots(self) -> str:
         return few_shot_block(
             demonstrations("instructions"), self.options.mode,
-            lambda d, with_persona: (f"Persona: {d['persona']}\n" if with_persona else "") + transcript(d["conversation"]),
+            lambda d, with_persona: persona_line(d, with_persona) + transcript(d["conversation"]),
         )
 
     def user_prompt(self, persona: str, messages: list[dict]) -> Prompt:

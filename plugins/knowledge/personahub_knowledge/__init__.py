@@ -8,7 +8,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import SynthesisOptions, answer_text, few_shot_block, reject_copies, synthesis_prompt
+from personahub_core.prompting import (SynthesisOptions, answer_text, few_shot_block, persona_line, reject_copies,
+                                       synthesis_prompt)
 from personahub_core.sample_data import demonstrations
 from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
 
@@ -34,7 +35,7 @@ class KnowledgeArticles(Synthesizer):
     def prompt(self, persona: str) -> Prompt:
         shots = few_shot_block(
             demonstrations("knowledge"), self.options.mode,
-            lambda d, with_persona: (f"Persona: {d['persona']}\n" if with_persona else "") + article(d["title"], d["body"]),
+            lambda d, with_persona: persona_line(d, with_persona) + article(d["title"], d["body"]),
         )
         return synthesis_prompt(
             header="Each article below was written for a question-and-answer site by the person described above it. "

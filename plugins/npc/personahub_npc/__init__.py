@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import (SynthesisOptions, few_shot_block, reject_copies, repeats_itself, structured_answer,
-                                       synthesis_prompt)
+from personahub_core.prompting import (SynthesisOptions, few_shot_block, persona_line, reject_copies,
+                                       repeats_itself, structured_answer, synthesis_prompt)
 from personahub_core.sample_data import demonstrations
 from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
 
@@ -94,7 +94,7 @@ class GameNPCs(Synthesizer):
         shots = few_shot_block(
             self.demos, self.options.mode,
             lambda d, with_persona: f"World: {self.demo_worlds[d['world']]}\n"
-                                    + (f"Persona: {d['persona']}\n" if with_persona else "")
+                                    + persona_line(d, with_persona)
                                     + f"NPC: {json.dumps(d['npc'], ensure_ascii=False)}",
         )
         keys = "; ".join(f"{key}: {text}" for key, text in FIELDS.items())

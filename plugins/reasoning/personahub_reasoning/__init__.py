@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import Field
 
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import (SynthesisOptions, answer_text, few_shot_block, reject_copies, require_question,
-                                       synthesis_prompt)
+from personahub_core.prompting import (SynthesisOptions, answer_text, few_shot_block, persona_line, reject_copies,
+                                       require_question, synthesis_prompt)
 from personahub_core.sample_data import demonstrations
 from personahub_core.tasks import Prompt, Synthesis, Synthesizer, WorkItem
 
@@ -44,7 +44,7 @@ class ReasoningProblems(Synthesizer):
         definition = STYLES[self.options.style]
         shots = few_shot_block(
             self.demos(), self.options.mode,
-            lambda d, with_persona: (f"Persona: {d['persona']}\n" if with_persona else "") + f"Puzzle: {d['problem']}",
+            lambda d, with_persona: persona_line(d, with_persona) + f"Puzzle: {d['problem']}",
         )
         return synthesis_prompt(
             header=f"Each persona below is followed by a puzzle written for that person: {definition}. "

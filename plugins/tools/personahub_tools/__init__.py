@@ -22,8 +22,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import (SynthesisOptions, few_shot_block, reject_copies, repeats_itself, structured_answer,
-                                       synthesis_prompt)
+from personahub_core.prompting import (SynthesisOptions, few_shot_block, persona_line, reject_copies,
+                                       repeats_itself, structured_answer, synthesis_prompt)
 from personahub_core.sample_data import demonstrations
 from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
 
@@ -134,7 +134,7 @@ class ToolInterfaces(Synthesizer):
     def prompt(self, persona: str) -> Prompt:
         shots = few_shot_block(
             demonstrations("tools"), self.options.mode,
-            lambda d, with_persona: (f"Persona: {d['persona']}\n" if with_persona else "")
+            lambda d, with_persona: persona_line(d, with_persona)
                                     + f"Tool: {json.dumps(as_written(d['tool']), ensure_ascii=False)}",
         )
         return synthesis_prompt(
