@@ -4,7 +4,8 @@ Each row is a whole `personahub run` in a fresh store (process start, model load
 so the batched path and the `--batch-size 1` baseline are measured the same way in the same run.
 Issue target: text-to-persona over two dozen texts at >= 2x the completion tokens/s of --batch-size 1.
 
-    python benchmarks/personas.py --docs 24
+    python benchmarks/personas.py --docs 24                      # the plain `run --plugin text-to-persona`
+    python benchmarks/personas.py --docs 24 --perspectives read  # one persona per text
     python benchmarks/personas.py --docs 24 --max-chars 300   # shorter texts: less prompt per persona
 """
 
@@ -42,6 +43,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=24, help="texts from the sample corpus")
     parser.add_argument("--batch-size", type=int, default=16, help="batched path to compare with 1")
+    parser.add_argument("--perspectives", default=None,
+                        help="text-to-persona's --perspectives, comma separated (default: the plugin's, read,write)")
     parser.add_argument("--max-chars", type=int, default=None,
                         help="cut each text to this many characters (text-to-persona's --max-chars): shorter texts "
                              "leave less prompt to read, which batching cannot speed up")
@@ -54,8 +57,9 @@ def main() -> None:
             work = Path(tmp) / f"b{batch}"
             work.mkdir()
             personahub("ingest", str(corpus), cwd=work)
-            cut = ["--max-chars", str(args.max_chars)] if args.max_chars else []
-            for task, extra in (("text-to-persona", ["--perspectives", "read", *cut]), ("persona-to-persona", ["--hops", "1"])):
+            t2p = ["--max-chars", str(args.max_chars)] if args.max_chars else []
+            t2p += ["--perspectives", args.perspectives] if args.perspectives else []
+            for task, extra in (("text-to-persona", t2p), ("persona-to-persona", ["--hops", "1"])):
                 summary, wall = timed_run(work, "--plugin", task, "--batch-size", str(batch), "--no-cache", *extra)
                 rows.append((task, batch, summary, wall))
             shutil.rmtree(work)

@@ -170,6 +170,8 @@ def test_shared_prefix_changes_nothing_but_speed(backend):
     ]
     shared = run(backend, reqs)
     shared_prompt_tokens = backend.timings.prompt_tokens
+    again = run(backend, reqs)  # the next window of a task: the prefix is still in the cache
+    again_prompt_tokens = backend.timings.prompt_tokens
     backend.share_prefix = False
     try:
         alone = run(backend, reqs)
@@ -178,8 +180,38 @@ def test_shared_prefix_changes_nothing_but_speed(backend):
         backend.share_prefix = True
     expected = {i: " " + " ".join(line.split()[3:]) for i, line in enumerate(LINES)}
     assert {i: r.text for i, r in shared.items()} == expected
+    assert {i: r.text for i, r in again.items()} == expected
     assert {i: r.text for i, r in alone.items()} == expected
     assert shared_prompt_tokens < alone_prompt_tokens / 3  # the ~90-token prefix was evaluated once
+    assert again_prompt_tokens < shared_prompt_tokens / 3  # and not again
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 4])
+def test_requests_with_a_common_head_evaluate_it_once(batch_size):
+    # One notebook, several questions about it: like one text asked about from several perspectives.
+    # Admitted together, the first request's prompt is decoded for all of them; admitted later, they
+    # copy its cells, or take over its slot when it has just finished (the only way at batch size 1).
+    notebooks = [LINES[:3], LINES[3:]]
+    reqs, expected = [], {}
+    for notes in notebooks:
+        head = "Notes from the storeroom:\n" + "".join(f"- {line}\n" for line in notes) + "\nThe same notes, copied:\n"
+        for line in notes:
+            expected[len(reqs)] = " " + " ".join(line.split()[3:])
+            reqs.append(GenerationRequest(prompt=head + "- " + " ".join(line.split()[:3]), max_tokens=12,
+                                          temperature=0.0, stop=["\n"]))
+    backend = LlamaCppBackend(Settings(batch_size=batch_size, n_ctx=1024, threads=1))
+    try:
+        shared = run(backend, reqs)
+        shared_prompt_tokens = backend.timings.prompt_tokens
+        backend.share_prefix = False
+        alone = run(backend, reqs)
+        alone_prompt_tokens = backend.timings.prompt_tokens
+    finally:
+        backend.close()
+    assert {i: r.text for i, r in shared.items()} == expected
+    assert {i: r.text for i, r in alone.items()} == expected
+    assert all(r.prompt_tokens == alone[i].prompt_tokens for i, r in shared.items())
+    assert shared_prompt_tokens < alone_prompt_tokens / 2  # each notebook's head was evaluated once
 
 
 def test_batch_size_one_is_a_plain_stream():

@@ -4,7 +4,9 @@ One llama.cpp context holds up to ``batch_size`` sequences in a unified KV cache
 advances every active sequence by one token and prefills newly admitted ones; a finished sequence is
 yielded at once and its slot refilled from the queue. The few-shot prefix that the prompts of a task
 share is evaluated once into a spare sequence and copied into each new one (in a unified cache the copy
-only tags cells), so each request prefills just its own suffix.
+only tags cells), so each request prefills just its own suffix. Requests that share a longer head among
+themselves (one text asked about from several perspectives) evaluate it once too: in the same decode
+when admitted together, by copying cells when one of them is already evaluated or has just finished.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from personahub_core.models import default_model_path
 from personahub_core.settings import Settings
 
 N_BATCH = 512  # tokens per llama_decode call: all decoding sequences plus prefill chunks
-MIN_SHARED_PREFIX = 16  # a shorter common prefix is not worth a spare sequence
+MIN_SHARED_PREFIX = 16  # a shorter common prefix is not worth sharing
 EMBED_CTX = 256  # tokens per embedding decode (its logits buffer is n_vocab x this); longer texts are truncated
 EMBED_SEQS = 64  # texts per embedding decode
 TAIL_CUTOFF = 1e-5  # a token less likely than this times the likeliest one is never sampled
@@ -65,22 +67,25 @@ class Timings:
 
 
 class _Batch:
-    """A llama_batch with one sequence id per token, filled in place."""
+    """A llama_batch filled in place; a token usually belongs to one sequence, a shared one to several."""
 
-    def __init__(self, capacity: int) -> None:
-        self.raw = lc.llama_batch_init(capacity, 0, 1)
+    def __init__(self, capacity: int, max_seqs: int = 1) -> None:
+        self.raw = lc.llama_batch_init(capacity, 0, max_seqs)
         self.capacity = capacity
         self.n = 0
-        for i in range(capacity):
-            self.raw.n_seq_id[i] = 1
         self._seq_rows = [self.raw.seq_id[i] for i in range(capacity)]
         self._token, self._pos, self._output = self.raw.token, self.raw.pos, self.raw.logits
+        self._n_seq = self.raw.n_seq_id
 
-    def add(self, token: int, pos: int, seq: int, output: bool) -> None:
+    def add(self, token: int, pos: int, seq: int, output: bool, also: list[int] | tuple = ()) -> None:
         n = self.n
         self._token[n] = token
         self._pos[n] = pos
-        self._seq_rows[n][0] = seq
+        row = self._seq_rows[n]
+        row[0] = seq
+        for k, other in enumerate(also, 1):
+            row[k] = other
+        self._n_seq[n] = 1 + len(also)
         self._output[n] = output
         self.n = n + 1
 
@@ -198,9 +203,9 @@ class _Seq:
     index: int  # into the requests
     slot: int  # llama.cpp sequence id
     sampler: _Sampler
+    prompt: list[int]
     pending: list[int]  # tokens to evaluate next: the prompt suffix, then the last sampled token
     pos: int  # position of pending[0]
-    n_prompt: int
     limit: int  # completion tokens allowed
     cells: int  # KV cells reserved: suffix + limit
     stops: list[bytes]
@@ -208,12 +213,15 @@ class _Seq:
     n_out: int = 0
     cut: int = -1  # where a stop string starts in text
     finish: str = ""  # "stop" | "length" once done
+    # Sequences admitted with this one that share the head of its prompt: (slot, end position). Its prompt
+    # tokens before that end are evaluated for them too, then the list is emptied.
+    followers: list[tuple[int, int]] = field(default_factory=list)
 
     def result(self) -> GenerationResult:
         text = self.text[: self.cut] if self.cut >= 0 else self.text
         return GenerationResult(
             text=text.decode("utf-8", "ignore"),  # "ignore": a length cut can split a character
-            prompt_tokens=self.n_prompt,
+            prompt_tokens=len(self.prompt),
             completion_tokens=self.n_out,
             finish_reason=self.finish,
         )
@@ -254,8 +262,9 @@ class LlamaCppBackend(Backend):
 
         params = lc.llama_model_default_params()
         params.n_gpu_layers = settings.n_gpu_layers
-        # Weight repacking selects AMX kernels on CPUs that advertise AMX, and some VMs advertise it but
-        # fault on it (SIGILL). Plain kernels are safe everywhere.
+        # Extra buffer types put weights in AMX or repacked layouts. llama-cpp-python built with GCC 12 on an
+        # AMX CPU loads an empty tile configuration (the compiler drops its row and column stores) and dies
+        # of SIGILL at the first AMX matmul. Plain kernels are safe everywhere.
         params.use_extra_bufts = False
         _errors.clear()
         self._model = lc.llama_model_load_from_file(str(self.path).encode(), params)
@@ -270,11 +279,12 @@ class LlamaCppBackend(Backend):
         self._slots = max(1, min(settings.batch_size, lc.llama_max_parallel_sequences() - 1))
         self._ctx = self._new_context(settings.n_ctx, N_BATCH, self._slots + 1, embeddings=False)
         self._n_ctx = lc.llama_n_ctx(self._ctx)
-        self._batch = _Batch(N_BATCH)
+        self._batch = _Batch(N_BATCH, self._slots + 1)
         self._n_vocab = lc.llama_vocab_n_tokens(self._vocab)
         self._pieces: dict[int, bytes] = {}
         self._grammars: dict[str, str] = {}
         self._generating = False
+        self._prefix: list[int] = []  # the tokens the spare sequence holds
 
     def _new_context(self, n_ctx: int, n_batch: int, n_seq: int, embeddings: bool) -> lc.llama_context_p:
         params = lc.llama_context_default_params()
@@ -329,14 +339,14 @@ class LlamaCppBackend(Backend):
 
         prefix = self._shared_prefix([tokens for _, tokens in queue])
         mem = lc.llama_get_memory(self._ctx)
-        lc.llama_memory_clear(mem, False)
         active: list[_Seq] = []
         try:
-            if prefix:
-                self._prefill(prefix, self._slots)  # the spare sequence id
-            used = len(prefix)  # KV cells taken or reserved
+            self._hold_prefix(prefix)
+            used = len(prefix)  # KV cells reserved: each sequence its whole suffix, shared cells or not
             free = list(range(self._slots - 1, -1, -1))
+            finished: dict[int, list[int]] = {}  # slot -> prompt of a sequence that just ended, cells kept
             while queue or active:
+                settled, fresh = list(active), []
                 while queue and free:
                     i, tokens = queue[0]
                     limit = max(1, min(requests[i].max_tokens, self._n_ctx - len(tokens)))
@@ -345,17 +355,22 @@ class LlamaCppBackend(Backend):
                         break  # wait for running sequences to free cells; FIFO keeps runs reproducible
                     queue.popleft()
                     try:
-                        active.append(self._admit(i, requests[i], tokens, len(prefix), free[-1], limit, cells))
+                        sampler = _Sampler(self._vocab, requests[i], self._grammar(requests[i].json_schema))
                     except ValueError as exc:
                         yield i, _failed(str(exc), len(tokens))
                         continue
-                    free.pop()
+                    slot, shared = self._place(tokens, len(prefix), free, settled, fresh, finished)
+                    fresh.append(self._admit(i, requests[i], sampler, tokens, slot, shared, limit, cells))
                     used += cells
+                for slot in finished:
+                    lc.llama_memory_seq_rm(mem, slot, -1, -1)
+                finished.clear()
+                active += fresh
                 self._step(active)
                 for seq in [s for s in active if s.finish]:
                     active.remove(seq)
                     seq.sampler.free()
-                    lc.llama_memory_seq_rm(mem, seq.slot, -1, -1)
+                    finished[seq.slot] = seq.prompt
                     free.append(seq.slot)
                     used -= seq.cells
                     self.timings.completion_tokens += seq.n_out
@@ -363,18 +378,62 @@ class LlamaCppBackend(Backend):
         finally:
             for seq in active:
                 seq.sampler.free()
-            lc.llama_memory_clear(mem, False)
+            for slot in range(self._slots):  # the spare sequence keeps the prefix for the next call
+                lc.llama_memory_seq_rm(mem, slot, -1, -1)
             self.timings.wall = time.perf_counter() - start
 
+    def _place(
+        self,
+        tokens: list[int],
+        start: int,
+        free: list[int],
+        settled: list[_Seq],
+        fresh: list[_Seq],
+        finished: dict[int, list[int]],
+    ) -> tuple[int, int]:
+        """Take a free slot and give it the cells of the longest prompt head another sequence has or gets.
+
+        Returns the slot and how many prompt tokens it need not evaluate. The first ``start`` tokens (the
+        prefix all requests share) are in the spare sequence. A sequence admitted this round (``fresh``)
+        evaluates its head for this one too; an evaluated one (``settled``) or one that just ended
+        (``finished``: its slot is free, its cells kept until admission is over) lends its cells.
+        """
+        mem = lc.llama_get_memory(self._ctx)
+        shared, source = start, None
+        if self.share_prefix:
+            candidates = [(s.prompt, s) for s in settled] + [(prompt, slot) for slot, prompt in finished.items()]
+            candidates += [(s.prompt[:-1], s) for s in fresh if s.pos == start]  # its last token is its own
+            for prompt, candidate in candidates:
+                common = min(len(os.path.commonprefix([prompt, tokens])), len(tokens) - 1)
+                if common > shared:
+                    shared, source = common, candidate
+            if shared < start + MIN_SHARED_PREFIX:
+                shared, source = start, None
+        if isinstance(source, int):  # a finished sequence's slot: keep the shared head, drop the rest
+            slot = source
+            del finished[slot]
+            lc.llama_memory_seq_rm(mem, slot, shared, -1)
+        else:
+            slot = next((s for s in reversed(free) if s not in finished), free[-1])
+            if finished.pop(slot, None) is not None:
+                lc.llama_memory_seq_rm(mem, slot, -1, -1)
+            if source is not None and source in settled:
+                lc.llama_memory_seq_cp(mem, source.slot, slot, -1, shared)
+            else:
+                if start:
+                    lc.llama_memory_seq_cp(mem, self._slots, slot, -1, -1)
+                if source is not None:
+                    source.followers.append((slot, shared))
+        free.remove(slot)
+        return slot, shared
+
     def _admit(
-        self, index: int, request: GenerationRequest, tokens: list[int], shared: int, slot: int, limit: int, cells: int
+        self, index: int, request: GenerationRequest, sampler: _Sampler, tokens: list[int], slot: int, shared: int,
+        limit: int, cells: int,
     ) -> _Seq:
-        sampler = _Sampler(self._vocab, request, self._grammar(request.json_schema))
-        if shared:
-            lc.llama_memory_seq_cp(lc.llama_get_memory(self._ctx), self._slots, slot, -1, -1)
         self.timings.prompt_tokens += len(tokens) - shared
         stops = [s.encode("utf-8") for s in request.stop if s]
-        return _Seq(index, slot, sampler, tokens[shared:], shared, len(tokens), limit, cells, stops)
+        return _Seq(index, slot, sampler, tokens, tokens[shared:], shared, limit, cells, stops)
 
     def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
         if self._template is None or not request.messages:
@@ -402,20 +461,30 @@ class LlamaCppBackend(Backend):
         prefix = prefix[: min(map(len, prompts)) - 1]  # every sequence needs one token of its own to sample from
         return prefix if len(prefix) >= MIN_SHARED_PREFIX else []
 
-    def _prefill(self, tokens: list[int], slot: int) -> None:
+    def _hold_prefix(self, prefix: list[int]) -> None:
+        """Put the prefix in the spare sequence, reading only what the last call's prefix did not have.
+
+        The runner sends a task's requests in windows, all with the same few-shot prefix: each window
+        after the first finds it already there.
+        """
+        mem = lc.llama_get_memory(self._ctx)
+        kept = len(os.path.commonprefix([self._prefix, prefix]))
+        self._prefix = []  # until the spare sequence holds the new one in full
+        lc.llama_memory_seq_rm(mem, self._slots, kept, -1)
         t = time.perf_counter()
-        for pos, token in enumerate(tokens):
-            self._batch.add(token, pos, slot, False)
-            if self._batch.n == N_BATCH or pos == len(tokens) - 1:
+        for pos in range(kept, len(prefix)):
+            self._batch.add(prefix[pos], pos, self._slots, False)
+            if self._batch.n == N_BATCH or pos == len(prefix) - 1:
                 self._batch.decode(self._ctx)
         self.timings.decode += time.perf_counter() - t
-        self.timings.prompt_tokens += len(tokens)
+        self.timings.prompt_tokens += len(prefix) - kept
+        self._prefix = prefix
 
     def _step(self, active: list[_Seq]) -> None:
         """Evaluate each active sequence's pending tokens and sample its next token."""
         batch = self._batch
         outputs: list[_Seq] = []  # the sequences whose logits the next decode outputs, in batch order
-        for seq in active:
+        for seq in active:  # a sequence comes before its followers, so shared tokens are decoded first
             last = len(seq.pending) - 1
             for j, token in enumerate(seq.pending):
                 if batch.n == N_BATCH:
@@ -423,8 +492,11 @@ class LlamaCppBackend(Backend):
                     outputs = []
                 if j == last:
                     outputs.append(seq)
-                batch.add(token, seq.pos + j, seq.slot, j == last)
+                pos = seq.pos + j
+                also = [slot for slot, end in seq.followers if pos < end] if seq.followers else ()
+                batch.add(token, pos, seq.slot, j == last, also)
             seq.pos += len(seq.pending)
+            seq.followers = []
         if batch.n:
             self._decode_and_sample(outputs)
 
