@@ -57,6 +57,13 @@ def test_unknown_task_option_is_one_line_error(personas_file):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_text_to_persona_without_documents_says_to_ingest(tmp_path):
+    result = cli("run", "--plugin", "text-to-persona", "--backend", "fake", "--db", tmp_path / "empty.duckdb")
+    assert result.returncode == 2
+    assert "has no documents" in result.stderr and "personahub ingest" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_bad_option_value_is_one_line_error():
     result = cli("run", "--plugin", "persona-to-persona", "--backend", "fake", "--hops", "many")
     assert result.returncode == 2

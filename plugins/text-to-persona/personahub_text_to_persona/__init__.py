@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from personahub_core.errors import UsageError
 from personahub_core.hookspecs import hookimpl
 from personahub_core.persona_text import clean_persona
 from personahub_core.sample_data import demonstrations
@@ -35,6 +36,8 @@ class TextToPersona(PersonaSource, GenerativeTask):
     Options = Options
 
     def work_items(self, ctx):
+        if not ctx.store.scalar("SELECT count(*) FROM documents"):
+            raise UsageError(f"{ctx.settings.db} has no documents to read: add texts first (personahub ingest FILE ...)")
         for doc in ctx.store.query_dicts("SELECT id, text FROM documents ORDER BY seq"):
             for perspective in dict.fromkeys(self.options.perspectives):
                 yield WorkItem(
