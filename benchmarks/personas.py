@@ -6,7 +6,7 @@ Issue target: text-to-persona over two dozen texts at >= 2x the completion token
 
     python benchmarks/personas.py --docs 24                      # the plain `run --plugin text-to-persona`
     python benchmarks/personas.py --docs 24 --perspectives read  # one persona per text
-    python benchmarks/personas.py --docs 24 --max-chars 300   # shorter texts: less prompt per persona
+    python benchmarks/personas.py --docs 24 --max-chars 300      # shorter texts: less prompt per persona
 """
 
 from __future__ import annotations
