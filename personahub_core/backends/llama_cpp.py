@@ -19,7 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import llama_cpp as lc
 import numpy as np
@@ -77,7 +77,7 @@ class _Batch:
         self._token, self._pos, self._output = self.raw.token, self.raw.pos, self.raw.logits
         self._n_seq = self.raw.n_seq_id
 
-    def add(self, token: int, pos: int, seq: int, output: bool, also: list[int] | tuple = ()) -> None:
+    def add(self, token: int, pos: int, seq: int, output: bool, also: Sequence[int] = ()) -> None:
         n = self.n
         self._token[n] = token
         self._pos[n] = pos
@@ -346,7 +346,7 @@ class LlamaCppBackend(Backend):
             free = list(range(self._slots - 1, -1, -1))
             finished: dict[int, list[int]] = {}  # slot -> prompt of a sequence that just ended, cells kept
             while queue or active:
-                settled, fresh = list(active), []
+                fresh: list[_Seq] = []  # admitted this round; joins active after admission
                 while queue and free:
                     i, tokens = queue[0]
                     limit = max(1, min(requests[i].max_tokens, self._n_ctx - len(tokens)))
@@ -359,7 +359,7 @@ class LlamaCppBackend(Backend):
                     except ValueError as exc:
                         yield i, _failed(str(exc), len(tokens))
                         continue
-                    slot, shared = self._place(tokens, len(prefix), free, settled, fresh, finished)
+                    slot, shared = self._place(tokens, len(prefix), free, active, fresh, finished)
                     fresh.append(self._admit(i, requests[i], sampler, tokens, slot, shared, limit, cells))
                     used += cells
                 for slot in finished:
@@ -394,22 +394,23 @@ class LlamaCppBackend(Backend):
         """Take a free slot and give it the cells of the longest prompt head another sequence has or gets.
 
         Returns the slot and how many prompt tokens it need not evaluate. The first ``start`` tokens (the
-        prefix all requests share) are in the spare sequence. A sequence admitted this round (``fresh``)
-        evaluates its head for this one too; an evaluated one (``settled``) or one that just ended
-        (``finished``: its slot is free, its cells kept until admission is over) lends its cells.
+        prefix all requests share) are in the spare sequence. An evaluated sequence (``settled``) lends
+        its cells; one that just ended (``finished``: its slot is free, its cells kept until admission is
+        over) hands over its slot; one admitted this round (``fresh``) evaluates its head for this one too.
         """
         mem = lc.llama_get_memory(self._ctx)
-        shared, source = start, None
+        shared, how, source = start, None, None
         if self.share_prefix:
-            candidates = [(s.prompt, s) for s in settled] + [(prompt, slot) for slot, prompt in finished.items()]
-            candidates += [(s.prompt[:-1], s) for s in fresh if s.pos == start]  # its last token is its own
-            for prompt, candidate in candidates:
+            candidates = [(s.prompt, "copy", s) for s in settled]
+            candidates += [(prompt, "take over", slot) for slot, prompt in finished.items()]
+            candidates += [(s.prompt[:-1], "follow", s) for s in fresh if s.pos == start]  # its last token is its own
+            for prompt, kind, candidate in candidates:
                 common = min(len(os.path.commonprefix([prompt, tokens])), len(tokens) - 1)
                 if common > shared:
-                    shared, source = common, candidate
+                    shared, how, source = common, kind, candidate
             if shared < start + MIN_SHARED_PREFIX:
-                shared, source = start, None
-        if isinstance(source, int):  # a finished sequence's slot: keep the shared head, drop the rest
+                shared, how, source = start, None, None
+        if how == "take over":  # keep the shared head, drop the rest
             slot = source
             del finished[slot]
             lc.llama_memory_seq_rm(mem, slot, shared, -1)
@@ -417,12 +418,12 @@ class LlamaCppBackend(Backend):
             slot = next((s for s in reversed(free) if s not in finished), free[-1])
             if finished.pop(slot, None) is not None:
                 lc.llama_memory_seq_rm(mem, slot, -1, -1)
-            if source is not None and source in settled:
+            if how == "copy":
                 lc.llama_memory_seq_cp(mem, source.slot, slot, -1, shared)
             else:
                 if start:
                     lc.llama_memory_seq_cp(mem, self._slots, slot, -1, -1)
-                if source is not None:
+                if how == "follow":
                     source.followers.append((slot, shared))
         free.remove(slot)
         return slot, shared
