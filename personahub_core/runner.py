@@ -216,6 +216,48 @@ def drive(task: GenerativeTask, items: list[WorkItem], backend: Backend, setting
         flying = [d for d in waiting if d.pending is not None]
 
 
+def outcome_records(outcome: Outcome, task: GenerativeTask, model: str, run_id: str, seed: int) -> tuple[dict, list[dict]]:
+    """The generation row an outcome is stored as, and the persona rows it made. Pure, so an executor
+    that writes its own shards (Ray) builds exactly the rows the local writer does."""
+    output = outcome.result
+    personas: list[dict] = []
+    if outcome.status == "ok":
+        if isinstance(output, list):  # personas from a source or an expander
+            personas = [persona_row(outcome.item, task, p, i, model, run_id) for i, p in enumerate(output)]
+            output = {"personas": [p["persona"] for p in personas]}
+        elif isinstance(output, Synthesis):
+            description = output.description or task.row_description or task.name
+            output = {"synthesized text": output.text, "description": description, **output.fields}
+    row = {
+        "key": outcome.item.key, "task": task.name, "input_id": outcome.item.input_id,
+        "status": outcome.status, "output": output, "raw_output": outcome.raw_outputs,
+        "prompt": outcome.prompts, "error": outcome.error, "template": task.template or task.name,
+        "template_version": task.template_version, "options": task.options.model_dump(mode="json"),
+        "model": model, "sampling": outcome.sampling, "seed": seed,
+        "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
+        "seconds": round(outcome.seconds, 3), "run_id": run_id,
+    }
+    return row, personas
+
+
+def persona_row(item: WorkItem, task: GenerativeTask, p: NewPersona, index: int, model: str, run_id: str) -> dict:
+    return {
+        "id": work_key(item.key, index, p.persona),
+        "persona": p.persona,
+        "origin": "text" if task.kind == "source" else "expansion",
+        "source_id": item.data.get("source_id"),
+        "parent_id": item.data.get("parent_id"),
+        "hop": item.data.get("hop", 0),
+        "relation": p.relation,
+        "perspective": p.perspective,
+        "note": p.note,
+        "task": task.name,
+        "model": model,
+        "generation_key": item.key,
+        "run_id": run_id,
+    }
+
+
 class Writer:
     """Buffers outcomes and writes them in small transactions, so a kill loses at most one buffer
     (which a resumed run simply redoes: keys make that safe)."""
@@ -231,48 +273,17 @@ class Writer:
         stats.prompt_tokens += outcome.prompt_tokens
         stats.completion_tokens += outcome.completion_tokens
         stats.cached_calls += outcome.cached_calls
-        output = outcome.result
         if outcome.status == "ok":
             stats.items_done += 1
-            if isinstance(output, list):  # personas from a source or an expander
-                new = [self._persona_row(outcome.item, p, i) for i, p in enumerate(output)]
-                self.personas.extend(new)
-                output = {"personas": [p["persona"] for p in new]}
-            elif isinstance(output, Synthesis):
-                description = output.description or self.task.row_description or self.task.name
-                output = {"synthesized text": output.text, "description": description, **output.fields}
         elif outcome.status == "rejected":
             stats.items_rejected += 1
         else:
             stats.items_failed += 1
-        self.rows.append({
-            "key": outcome.item.key, "task": self.task.name, "input_id": outcome.item.input_id,
-            "status": outcome.status, "output": output, "raw_output": outcome.raw_outputs,
-            "prompt": outcome.prompts, "error": outcome.error, "template": self.task.template or self.task.name,
-            "template_version": self.task.template_version, "options": self.task.options.model_dump(mode="json"),
-            "model": self.model, "sampling": outcome.sampling, "seed": self.ctx.settings.seed,
-            "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
-            "seconds": round(outcome.seconds, 3), "run_id": self.ctx.run_id,
-        })
+        row, personas = outcome_records(outcome, self.task, self.model, self.ctx.run_id, self.ctx.settings.seed)
+        self.rows.append(row)
+        self.personas.extend(personas)
         if len(self.rows) >= FLUSH_EVERY_ROWS or time.monotonic() - self.last_flush > FLUSH_EVERY_SECONDS:
             self.flush()
-
-    def _persona_row(self, item: WorkItem, p: NewPersona, index: int) -> dict:
-        return {
-            "id": work_key(item.key, index, p.persona),
-            "persona": p.persona,
-            "origin": "text" if self.task.kind == "source" else "expansion",
-            "source_id": item.data.get("source_id"),
-            "parent_id": item.data.get("parent_id"),
-            "hop": item.data.get("hop", 0),
-            "relation": p.relation,
-            "perspective": p.perspective,
-            "note": p.note,
-            "task": self.task.name,
-            "model": self.model,
-            "generation_key": item.key,
-            "run_id": self.ctx.run_id,
-        }
 
     def flush(self) -> None:
         before = self.ctx.store.count("personas") if self.personas else 0
