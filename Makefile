@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # llama-cpp-python compiles from source the first time (about 12 minutes on 2 cores); pip caches the wheel.
 $(VENV)/.installed: $(BIN)/python pyproject.toml $(addsuffix pyproject.toml,$(PLUGINS))
-	$(BIN)/pip install --quiet -e '.[ray,test,bench]' $(addprefix -e ,$(PLUGINS))
+	$(BIN)/pip install --quiet -e '.[ray,test,bench,hf]' $(addprefix -e ,$(PLUGINS))
 	touch $@
 
 setup: $(VENV)/.installed

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 import typing
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, ValidationError
 
+from .backends.factory import backend_class
 from .errors import UsageError
+from .executors import executor_class
 from .plugins import OUR_PACKAGES, get_registry
+from .recipes import is_recipe_path, load_recipe
 from .runner import RunStats, TaskContext, new_run_id, stderr
+from .selection import parse_where
 from .settings import Settings, load_settings
 from .store import Store
 from .tasks import Task
@@ -19,7 +26,13 @@ RUN_FLAGS = ("limit", "where", "retry_failed")
 
 
 def resolve_task(name: str) -> type[Task]:
+    """An installed task by name, or the task a recipe file (``*.toml``) describes."""
     tasks = get_registry().tasks
+    if is_recipe_path(name):
+        recipe = load_recipe(name)
+        if recipe.name in tasks:
+            raise UsageError(f"{name}: name: '{recipe.name}' is an installed task; give the recipe another name")
+        return recipe
     if name in tasks:
         return tasks[name]
     installed = ", ".join(sorted(tasks)) or "none"
@@ -80,11 +93,15 @@ def _is_list(annotation) -> bool:
 def run(task_name: str, task_args: list[str], *, quiet: bool = False, limit: int | None = None,
         where: list[str] | None = None, retry_failed: bool = False, **flags: Any) -> dict:
     """Run one task and return its summary (the ``--json`` line of ``personahub run``)."""
+    # Every option is checked before anything is opened or written (the bootstrap makes personas).
     task_cls = resolve_task(task_name)
     options = parse_task_options(task_cls, task_args)
     settings = load_settings(**flags)
+    backend_class(settings)  # a backend or executor no plugin registered is a usage error before any work
+    executor_class(settings)
     if limit is not None and limit < 0:
         raise UsageError("--limit must be 0 or more")
+    parse_where(where or [])
     with Store(settings.db) as store:
         if task_cls.kind == "synthesizer" and not store.scalar("SELECT count(*) FROM personas"):
             bootstrap_personas(store, settings, quiet)
@@ -96,22 +113,66 @@ def run_in_store(task: Task, store: Store, settings: Settings, *, limit: int | N
                  where: list[str] | None = None, retry_failed: bool = False, quiet: bool = False) -> dict:
     run_id = new_run_id()
     ctx = TaskContext(store, settings, task, run_id, limit=limit, where=where, retry_failed=retry_failed, quiet=quiet)
-    store.start_run(run_id, task.name, settings.model_dump(mode="json", exclude={"api_key"}),
-                    task.options.model_dump(mode="json"))
+    store.start_run(run_id, task.name, settings.public(), task.options.model_dump(mode="json"))
     started = time.perf_counter()
     status = "failed"
+    with ctrl_c_remembered(store) as ctx.interrupted:
+        try:
+            task.run(ctx)
+            if ctx.interrupted():  # a Ctrl-C that a library call swallowed still ends the run as interrupted
+                raise KeyboardInterrupt
+            status = "done"
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt) or ctx.interrupted():
+                status = "interrupted"
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            s = ctx.stats
+            store.finish_run(run_id, status, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens, seconds)
+            ctx.close()
+    return summary(task, ctx.stats, seconds, run_id, settings)
+
+
+_ctrl_c = threading.Event()
+_stores: list[Store] = []  # stores whose running query a Ctrl-C must stop
+
+
+def _on_ctrl_c(signum, frame):
+    _ctrl_c.set()
+    for store in _stores:
+        store.con.interrupt()  # DuckDB alone does not reliably stop a query on SIGINT
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def ctrl_c_remembered(store: Store | None = None) -> Iterator[Callable[[], bool]]:
+    """Ctrl-C raises KeyboardInterrupt as usual, stops the store's running query, and is remembered:
+    DuckDB turns a Ctrl-C that lands inside a query into its own RuntimeError ("Query interrupted"),
+    and a caught one would let the run go on and end "done". Inside this block any error after a
+    Ctrl-C becomes a KeyboardInterrupt."""
+    previous = signal.getsignal(signal.SIGINT)
+    ours = previous is _on_ctrl_c  # nested: the outer block already listens
+    if not ours and (threading.current_thread() is not threading.main_thread()
+                     or previous is not signal.default_int_handler):
+        yield lambda: False  # not ours to change: a thread, or a caller with its own handler
+        return
+    if not ours:
+        _ctrl_c.clear()
+        signal.signal(signal.SIGINT, _on_ctrl_c)
+    if store is not None:
+        _stores.append(store)
     try:
-        task.run(ctx)
-        status = "done"
-    except KeyboardInterrupt:
-        status = "interrupted"
+        yield _ctrl_c.is_set
+    except Exception:
+        if _ctrl_c.is_set():
+            raise KeyboardInterrupt from None
         raise
     finally:
-        seconds = time.perf_counter() - started
-        s = ctx.stats
-        store.finish_run(run_id, status, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens, seconds)
-        ctx.close()
-    return summary(task, ctx.stats, seconds, run_id, settings)
+        if store is not None:
+            _stores.remove(store)
+        if not ours:
+            signal.signal(signal.SIGINT, previous)
 
 
 def summary(task: Task, s: RunStats, seconds: float, run_id: str, settings: Settings) -> dict:

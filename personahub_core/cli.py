@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from . import api
 from .dedup_command import dedup_cmd
@@ -24,7 +24,7 @@ app = typer.Typer(
     name="personahub",
     help="Personas from text, synthetic data from personas. Offline by default.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 personas_app = typer.Typer(help="Look at personas: sample, show, search.", no_args_is_help=True)
@@ -35,9 +35,15 @@ err = Console(stderr=True, soft_wrap=True)
 DbOption = typer.Option(None, "--db", help="DuckDB store (default ./personahub.duckdb, or PERSONAHUB_DB)")
 
 
-@app.command("plugins")
-def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="print a JSON array")):
-    """List installed plugins and the tasks they provide."""
+plugins_app = typer.Typer(help="Installed plugins and their tasks; 'plugins show TASK' for one task.")
+app.add_typer(plugins_app, name="plugins")
+
+
+@plugins_app.callback(invoke_without_command=True)
+def plugins_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print a JSON array")):
+    """List installed plugins and the tasks they provide; 'plugins show TASK' for one task."""
+    if ctx.invoked_subcommand is not None:
+        return
     registry = get_registry()
     rows = [p for p in registry.plugins if p.tasks or p.name != "personahub-core"]
     if as_json:
@@ -50,22 +56,43 @@ def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="print a JSON
     out.print(f"backends: {', '.join(sorted(registry.backends))}; executors: {', '.join(sorted(registry.executors))}")
 
 
+@plugins_app.command("show")
+def plugins_show(
+    task: str = typer.Argument(..., help="an installed task, or a recipe file (*.toml)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """One task: its kind, the plugin or recipe it comes from, its description and its options."""
+    from .task_info import options_panel, task_info
+
+    task_cls = api.resolve_task(task)
+    info = task_info(task_cls, get_registry().plugins)
+    if as_json:
+        print(json.dumps(info, default=str))
+        return
+    out.print(f"[bold]{escape(info['name'])}[/bold] ({info['kind']}, from {escape(info['plugin'])})", highlight=False)
+    if info["description"]:
+        out.print(escape(info["description"]), highlight=False)
+    out.print(options_panel(task_cls.Options, "Options"))
+
+
 @app.command(
     "run",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    # --help is ours: with --plugin TASK it also lists that task's options.
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
 )
 def run_cmd(
     ctx: typer.Context,
-    plugin: str = typer.Option(..., "--plugin", "-p", help="task to run (see 'personahub plugins')"),
+    plugin: Optional[str] = typer.Option(None, "--plugin", "-p",
+                                         help="task to run (see 'personahub plugins'), or a recipe file (*.toml)"),
     limit: Optional[int] = typer.Option(None, "--limit", help="at most this many new work items"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="sequences decoded together"),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="completion tokens per call"),
     seed: Optional[int] = typer.Option(None, "--seed", help="base seed"),
     temperature: Optional[float] = typer.Option(None, "--temperature"),
     model: Optional[str] = typer.Option(None, "--model", help="GGUF path, or model name with --backend openai"),
-    backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp | openai | fake"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp | openai | fake | one a plugin registered"),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL"),
-    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray | one a plugin registered"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address"),
     n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="llama.cpp context size"),
     threads: Optional[int] = typer.Option(None, "--threads", help="llama.cpp threads"),
@@ -75,22 +102,94 @@ def run_cmd(
     db: Optional[Path] = DbOption,
     as_json: bool = typer.Option(False, "--json", help="end with a JSON summary line on stdout"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what would run and cost; load no model, write nothing"),
+    show_help: bool = typer.Option(False, "--help", help="show this message; with --plugin TASK, also the task's options"),
 ):
     """Run one task. Task options (e.g. --topic for math) follow the common ones."""
+    if show_help:
+        _print_run_help(ctx, plugin)
+        return
+    if plugin is None:
+        raise UsageError("missing option --plugin TASK (see 'personahub plugins')")
+    if dry_run:
+        from .dry_run import dry_run as plan_run
+
+        plan = plan_run(plugin, list(ctx.args), limit=limit, where=where, retry_failed=retry_failed, db=db,
+                        batch_size=batch_size, max_tokens=max_tokens, seed=seed, temperature=temperature, model=model,
+                        backend=backend, base_url=base_url, executor=executor, n_ctx=n_ctx, threads=threads)
+        if not quiet:
+            _print_plan(plan)
+        if as_json:
+            print(json.dumps(plan))
+        return
+    fresh = _store_is_empty(db)
     try:
-        result = api.run(
-            plugin, list(ctx.args), quiet=quiet, limit=limit, where=where, retry_failed=retry_failed,
-            db=db, batch_size=batch_size, max_tokens=max_tokens, seed=seed, temperature=temperature,
-            model=model, backend=backend, base_url=base_url, executor=executor, ray_address=ray_address,
-            n_ctx=n_ctx, threads=threads, cache=False if no_cache else None,
-        )
+        with api.ctrl_c_remembered():
+            result = api.run(
+                plugin, list(ctx.args), quiet=quiet, limit=limit, where=where, retry_failed=retry_failed,
+                db=db, batch_size=batch_size, max_tokens=max_tokens, seed=seed, temperature=temperature,
+                model=model, backend=backend, base_url=base_url, executor=executor, ray_address=ray_address,
+                n_ctx=n_ctx, threads=threads, cache=False if no_cache else None,
+            )
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]: finished items are stored; run the same command again to resume")
         raise typer.Exit(130)
+    if fresh and result["kind"] == "synthesizer":  # the main job: it built the personas, so show them
+        from .report import write_report
+
+        path = Path(result["db"]).with_name(f"{Path(result['db']).stem}-report.html")
+        with Store(result["db"], read_only=True) as store:
+            result["report"] = str(Path(write_report(store, path, quiet=quiet or as_json)["path"]).resolve())
     if not quiet:
         _print_summary(result)
+        if result.get("report"):
+            err.print(f"Report: {result['report']} (open it in a browser)")
     if as_json:
         print(json.dumps(result))
+    if result["items_failed"] and not result["items_done"] and not result["items_skipped"]:  # nothing to show for it
+        raise PersonaHubError(f"all {result['items_failed']} items failed or were rejected; their errors are stored "
+                              f"(personahub export {result['task']} --all --full)")
+
+
+def _print_run_help(ctx: typer.Context, plugin: Optional[str]) -> None:
+    from .task_info import options_panel
+
+    if plugin is None:
+        typer.echo(ctx.get_help())
+        out.print(" A task's own options: personahub run --plugin TASK --help", highlight=False)
+        return
+    task_cls = api.resolve_task(plugin)  # an unknown task is an error before any help is printed
+    typer.echo(ctx.get_help())
+    out.print(options_panel(task_cls.Options, f"Options of task '{task_cls.name}' ({task_cls.kind}), after the common ones"))
+
+
+def _store_is_empty(db: Optional[Path]) -> bool:
+    path = load_settings(db=db).db
+    if not path.exists():
+        return True
+    with Store(path, read_only=True) as store:
+        return not store.scalar("SELECT count(*) FROM personas")
+
+
+def _print_plan(plan: dict) -> None:
+    table = Table(title=f"personahub run --plugin {plan['task']} --dry-run: nothing runs, nothing is written")
+    for column in ("stage", "new", "done", "retry", "to run", "prompt tok", "completion tok", "max", "seconds"):
+        table.add_column(column, overflow="fold")
+
+    def number(value) -> str:
+        return "" if value is None else f"{value:,}"
+
+    for s in plan["stages"]:
+        seconds = s.get("seconds_expected")
+        table.add_row(s["task"], *(number(s.get(k)) for k in ("items_new", "items_done", "items_to_retry", "items_to_run",
+                                                               "prompt_tokens", "completion_tokens_expected",
+                                                               "completion_tokens_max")),
+                      "unknown" if seconds is None and "items_to_run" in s else number(seconds))
+    err.print(table)
+    for s in plan["stages"]:
+        for key in ("note", "prompt_tokens_from", "completion_tokens_from", "speed_from", "retries_note"):
+            if s.get(key):
+                err.print(f"[dim]{escape(s['task'])}: {escape(str(s[key]))}[/dim]")
 
 
 def _print_summary(result: dict) -> None:
@@ -111,25 +210,30 @@ def _print_summary(result: dict) -> None:
 def ingest_cmd(
     paths: list[Path] = typer.Argument(..., help="files or folders: jsonl, json, csv, parquet, txt (optionally .gz)"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help="field holding the text (default: text/content/body)"),
-    id_field: Optional[str] = typer.Option(None, "--id-field", help="field holding the original id"),
+    id_field: Optional[str] = typer.Option(None, "--id-field", help="field holding the original id (kept as source_id)"),
     lines: bool = typer.Option(False, "--lines", help="a .txt file holds one document per line"),
     db: Optional[Path] = DbOption,
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Load a corpus into the store; exact duplicate texts are collapsed."""
-    from .ingest import ingest_paths
+    from .ingest import expand_paths, ingest_paths
 
     settings = load_settings(db=db)
+    expand_paths(paths)  # a missing or unknown input is reported before the store is created
     with Store(settings.db) as store:
         report = ingest_paths(store, paths, text_field=text_field, id_field=id_field, lines=lines, quiet=as_json)
-    if report.read == 0 and report.bad:
-        raise UsageError(f"no usable records; first problem: {report.problems[0]}")
+    if report.read == 0:  # an empty .jsonl, .csv or .txt alike
+        first = f"; first problem: {report.problems[0]}" if report.problems else " (the input is empty)"
+        raise UsageError(f"no usable records in {', '.join(map(str, paths))}{first}")
+    if report.replaced_utf8:
+        err.print(f"[yellow]{report.replaced_utf8} line(s) had invalid UTF-8, replaced[/yellow]")
     for problem in report.problems:
         err.print(f"[yellow]skipped[/yellow] {problem}")
     if report.bad > len(report.problems):
         err.print(f"[yellow]... and {report.bad - len(report.problems)} more skipped records[/yellow]")
     summary = {"files": report.files, "read": report.read, "added": report.added,
-               "duplicates": report.duplicates, "bad": report.bad, "db": str(settings.db)}
+               "duplicates": report.duplicates, "bad": report.bad, "invalid_utf8_replaced": report.replaced_utf8,
+               "db": str(settings.db)}
     if as_json:
         print(json.dumps(summary))
     else:
@@ -140,19 +244,118 @@ def ingest_cmd(
 @app.command("export")
 def export_cmd(
     what: str = typer.Argument(..., help="a synthesizer task name, or 'personas'"),
-    fmt: str = typer.Option("jsonl", "--format", help="jsonl | parquet | csv"),
-    out_path: Path = typer.Option(..., "--out", help="file to write"),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl | parquet | csv | hf (a Hugging Face dataset folder)"),
+    out_path: Path = typer.Option(..., "--out", help="file to write (a folder for --format hf)"),
     full: bool = typer.Option(False, "--full", help="add provenance and structured fields"),
     include_all: bool = typer.Option(False, "--all", help="include duplicates and rejects"),
     db: Optional[Path] = DbOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ):
     """Write personas or a task's rows in PersonaHub's released schema."""
     from .export import export
 
     settings = load_settings(db=db)
     with Store(settings.db, read_only=True) as store:
-        n = export(store, what, fmt, out_path, full=full, include_all=include_all)
+        n = export(store, what, fmt, out_path, full=full, include_all=include_all, quiet=quiet)
     err.print(f"wrote {n} rows to {out_path}")
+
+
+@app.command("push")
+def push_cmd(
+    what: str = typer.Argument(..., help="a synthesizer task name, or 'personas'"),
+    repo: str = typer.Option(..., "--repo", help="Hugging Face dataset repo, ORG/NAME"),
+    private: bool = typer.Option(False, "--private", help="create the repo private"),
+    full: bool = typer.Option(False, "--full", help="add provenance and structured fields"),
+    include_all: bool = typer.Option(False, "--all", help="include duplicates and rejects"),
+    db: Optional[Path] = DbOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+):
+    """Upload personas or a task's rows to the Hugging Face Hub (token from HF_TOKEN), with a dataset card."""
+    from .hf import push
+
+    settings = load_settings(db=db)
+    with Store(settings.db, read_only=True) as store:
+        url = push(store, what, repo, private=private, full=full, include_all=include_all, quiet=quiet)
+    err.print(f"pushed {what} to {url}")
+
+
+@app.command("report")
+def report_cmd(
+    out_path: Path = typer.Option(Path("personahub-report.html"), "--out", help="HTML file to write"),
+    seed: int = typer.Option(0, "--seed", help="seed for the sampled examples"),
+    db: Optional[Path] = DbOption,
+    as_json: bool = typer.Option(False, "--json", help="end with a JSON summary line on stdout"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+):
+    """One self-contained HTML page about the store: personas, graph, dedup, tasks, diversity."""
+    from .report import write_report
+
+    settings = load_settings(db=db)
+    with Store(settings.db, read_only=True) as store:
+        summary = write_report(store, out_path, seed=seed, quiet=quiet or as_json)
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        err.print(f"wrote {summary['path']} ({summary['bytes'] / 1024:,.0f} KB); open it in a browser")
+
+
+@app.command("diversity")
+def diversity_cmd(
+    task: str = typer.Option(..., "--task", help="a synthesizer task with stored rows"),
+    embedding_model: Optional[str] = typer.Option(None, "--embedding-model", help="GGUF path (or served model name) for the vectors"),
+    bins: str = typer.Option("0.4,0.6,0.8,0.9", "--bins", help="persona similarities to sample pairs at"),
+    width: float = typer.Option(0.05, "--width", help="half-width of each bin"),
+    baseline: Optional[int] = typer.Option(None, "--baseline", help="make this many no-persona samples first"),
+    pairs: int = typer.Option(1000, "--pairs", help="at most this many pairs per bin"),
+    seed: int = typer.Option(0, "--seed", help="seed for the sampled pairs"),
+    model: Optional[str] = typer.Option(None, "--model", help="generation model for --baseline"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp | openai | fake"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL"),
+    db: Optional[Path] = DbOption,
+    as_json: bool = typer.Option(False, "--json", help="end with the table as one JSON line on stdout"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+):
+    """The paper's study: persona pairs by similarity against the similarity of their outputs."""
+    from .diversity import run_study
+
+    try:
+        centres = tuple(float(b) for b in bins.split(",") if b.strip())
+    except ValueError:
+        raise UsageError(f"--bins {bins!r}: expected comma-separated numbers, e.g. 0.4,0.6,0.8,0.9") from None
+    if pairs < 1:
+        raise UsageError("--pairs must be 1 or more")
+    result = run_study(task, db=db, embedding_model=embedding_model, bins=centres, width=width, baseline=baseline,
+                       seed=seed, max_pairs=pairs, quiet=quiet or as_json, model=model, backend=backend,
+                       base_url=base_url)
+    if not quiet:
+        _print_study(result)
+    if as_json:
+        print(json.dumps(result))
+
+
+def _print_study(result: dict) -> None:
+    table = Table("persona similarity", "pairs", "output similarity mean", "std",
+                  title=f"diversity of {result['task']} ({result['rows']} rows, {result['model']})")
+    for b in result["bins"]:
+        o = b["output_similarity"]
+        table.add_row(f"{b['persona_similarity']:.2f} ± {result['width']}", str(b["pairs"]),
+                      "–" if o["mean"] is None else f"{o['mean']:.3f}", "–" if o["std"] is None else f"{o['std']:.3f}")
+    err.print(table)
+    p = result["personas"]
+    if p["mean_pairwise_similarity"] is not None:
+        nn = p["nearest_neighbour"]
+        err.print(f"persona set: {p['count']} personas, mean pairwise similarity {p['mean_pairwise_similarity']:.3f}, "
+                  f"nearest neighbour median {nn['p50']:.3f} (10th-90th percentile {nn['p10']:.3f}-{nn['p90']:.3f})")
+    base = result["baseline"]
+    if base:
+        compare = Table("outputs", "mean pairwise similarity", "distinct-1", "distinct-2", "near-duplicate share",
+                        title=f"with personas against without ({base['samples']} each)")
+        for label, s in (("with personas", base["with_personas"]), ("without (baseline)", base["without_personas"])):
+            compare.add_row(label, *(("–" if s[k] is None else f"{s[k]:.3f}") for k in
+                                     ("mean_pairwise_similarity", "distinct_1", "distinct_2", "near_duplicate_share")))
+        err.print(compare)
+    else:
+        err.print(f"[dim]no baseline yet: personahub diversity --task {escape(result['task'])} --baseline N[/dim]")
 
 
 @app.command("stats")
@@ -172,13 +375,34 @@ def stats_cmd(db: Optional[Path] = DbOption, as_json: bool = typer.Option(False,
     for origin, n in stats["personas_by_origin"].items():
         table.add_row(f"  origin {origin}", str(n))
     table.add_row("personas marked (duplicate/reject)", str(stats["personas_marked"]))
-    for task, by_status in stats["generations"].items():
-        table.add_row(f"generations {task}", ", ".join(f"{s} {n}" for s, n in by_status.items()))
-    table.add_row("runs", str(stats["runs"]))
+    for task, by_model in stats["generations_by_model"].items():
+        for model, by_status in by_model.items():
+            table.add_row(f"generations {task} ({model})", ", ".join(f"{s} {n}" for s, n in by_status.items()))
+    table.add_row("runs", ", ".join(f"{s} {n}" for s, n in stats["runs_by_status"].items()) or "0")
     out.print(table)
 
 
 app.command("dedup")(dedup_cmd)
+
+
+@app.command("runs")
+def runs_cmd(
+    n: int = typer.Option(20, "--n", min=1, help="how many, newest first"),
+    db: Optional[Path] = DbOption,
+    as_json: bool = typer.Option(False, "--json", help="print a JSON array"),
+):
+    """Recent runs with their status (running, done, interrupted, failed, died) and counts."""
+    settings = load_settings(db=db)
+    with Store(settings.db, read_only=True) as store:
+        runs = store.runs(limit=n)
+    if as_json:
+        print(json.dumps(runs, default=str))
+        return
+    table = Table(Column("run", no_wrap=True), "task", "status", "done", "failed", "tokens", "seconds", "started")
+    for r in runs:
+        table.add_row(r["id"], r["task"], r["status"], str(r["items_done"]), str(r["items_failed"]),
+                      str(r["completion_tokens"]), f"{r['seconds'] or 0:.1f}", str(r["started_at"])[:19])
+    out.print(table)
 
 
 @app.command("config")
@@ -189,9 +413,7 @@ def config_cmd(
     """Show the effective settings and where each came from (flag, environment, personahub.toml, default)."""
     settings = load_settings(db=db)
     origins = settings_origins(db=db)
-    values = settings.model_dump(mode="json")
-    if values.get("api_key"):
-        values["api_key"] = "***"
+    values = settings.public()
     if as_json:
         print(json.dumps({k: {"value": values[k], "from": origins[k]} for k in values}))
         return
@@ -259,9 +481,16 @@ def _register_extra_commands() -> None:
     registry.manager.hook.register_commands(cli=app)
 
 
+def _builtin_command(argv: list[str]) -> bool:
+    """The command is one of ours, so plugins' commands need not be loaded (a faster start)."""
+    ours = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    return bool(argv) and argv[0] in ours
+
+
 def main() -> None:
     try:
-        _register_extra_commands()
+        if not _builtin_command(sys.argv[1:]):
+            _register_extra_commands()
         app()  # standalone: typer prints its own usage errors and exits 2
     except PersonaHubError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)

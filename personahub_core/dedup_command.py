@@ -62,9 +62,15 @@ def dedup_cmd(
             except ValueError as exc:
                 raise UsageError(f"dedup {step}: {str(exc).splitlines()[-1].strip()}") from None
             before = store.scalar("SELECT count(*) FROM dedup_marks WHERE method = ?", [step])
+            if not (quiet or as_json):
+                err.print(f"[bold]dedup {len(results) + 1}/{len(steps)}: {step}[/bold]")
             result = run_in_store(task_cls(options), store, settings, quiet=quiet or as_json)
             result["marked"] = store.scalar("SELECT count(*) FROM dedup_marks WHERE method = ?", [step]) - before
             results.append(result)
+            if not (quiet or as_json):
+                rate = result["items_done"] / result["seconds"] if result["seconds"] else 0.0
+                err.print(f"  {step}: checked {result['items_done']:,} personas in {result['seconds']} s "
+                          f"({rate:,.0f}/s), marked {result['marked']:,}")
         personas = store.count("personas")
         kept = store.scalar("SELECT count(*) FROM personas p WHERE NOT EXISTS "
                             "(SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id)")

@@ -34,10 +34,15 @@ class LocalExecutor(Executor):
             yield from drive(task, items[start : start + window], ctx.backend, self.settings)
 
 
-def make_executor(settings: Settings) -> Executor:
+def executor_class(settings: Settings) -> type[Executor]:
+    """The registered executor the settings name, or a usage error listing the installed ones."""
     from .plugins import get_registry
 
     executors = get_registry().executors
     if settings.executor not in executors:
         raise UsageError(f"unknown executor '{settings.executor}'; installed: {', '.join(sorted(executors))}")
-    return executors[settings.executor](settings)
+    return executors[settings.executor]
+
+
+def make_executor(settings: Settings) -> Executor:
+    return executor_class(settings)(settings)

@@ -6,10 +6,12 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UsageError
+import duckdb
+
+from .errors import PersonaHubError, UsageError
 from .store import Store
 
-FORMATS = ("jsonl", "parquet", "csv")
+FORMATS = ("jsonl", "parquet", "csv", "hf")
 KEPT = "NOT EXISTS (SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id)"
 
 
@@ -34,55 +36,100 @@ def _task_query(full: bool, include_all: bool) -> str:
     if full:
         cols += ["g.key", "g.input_id AS persona_id", "g.task", "g.status", "g.error", "g.template",
                  "g.template_version", "g.options", "g.model", "g.sampling", "g.seed", "g.prompt_tokens",
-                 "g.completion_tokens", "g.run_id", "g.created_at", "g.output"]
+                 "g.completion_tokens", "g.run_id", "g.created_at", "g.output",
+                 # Rebuilt from the item's input and raw outputs, checked against the stored hash.
+                 "json_extract(g.rebuilt, '$.prompts') AS prompt", "json_extract_string(g.rebuilt, '$.check') AS prompt_check"]
     status = "TRUE" if include_all else "g.status = 'ok'"
-    return (f"SELECT {', '.join(cols)} FROM generations g LEFT JOIN personas p ON p.id = g.input_id "
+    source = ("(SELECT *, rebuilt_prompts(task, key, input_id, options, raw_output, item_data, prompt_hash, prompt) "
+              "AS rebuilt FROM generations)" if full else "generations")
+    return (f"SELECT {', '.join(cols)} FROM {source} g LEFT JOIN personas p ON p.id = g.input_id "
             f"WHERE g.task = ? AND {status} ORDER BY g.created_at, g.key")
 
 
-def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False, include_all: bool = False) -> int:
+def export_query(store: Store, what: str, full: bool, include_all: bool) -> tuple[str, list]:
+    """The SQL and parameters of an export: personas, or one task's rows."""
+    if what == "personas":
+        return _persona_query(full, include_all), []
+    tasks = [r[0] for r in store.query("SELECT DISTINCT task FROM generations ORDER BY 1")]
+    if what not in tasks:
+        raise UsageError(f"nothing stored for '{what}'; export 'personas' or one of: {', '.join(tasks) or 'none yet'}")
+    return _task_query(full, include_all), [what]
+
+
+def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False, include_all: bool = False,
+           quiet: bool = True) -> int:
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if full and what != "personas":
+        from .replay import register_sql_function
+
+        register_sql_function(store.con)
+    if fmt == "hf":  # a folder, not a file: a Hugging Face dataset with its card
+        from .hf import export_hf
+
+        return export_hf(store, what, out_path, full=full, include_all=include_all, quiet=quiet)
     out_path = Path(out_path)
-    if not out_path.parent.exists():
-        raise UsageError(f"--out {out_path}: directory {out_path.parent} does not exist")
-    if what == "personas":
-        sql, params = _persona_query(full, include_all), []
-    else:
-        tasks = [r[0] for r in store.query("SELECT DISTINCT task FROM generations ORDER BY 1")]
-        if what not in tasks:
-            raise UsageError(f"nothing stored for '{what}'; export 'personas' or one of: {', '.join(tasks) or 'none yet'}")
-        sql, params = _task_query(full, include_all), [what]
+    if out_path.is_dir():
+        raise UsageError(f"--out {out_path}: is a directory; give a file name, e.g. {out_path / ('out.' + fmt)}")
+    if not out_path.parent.is_dir():
+        problem = "is not a directory" if out_path.parent.exists() else "does not exist"
+        raise UsageError(f"--out {out_path}: {out_path.parent} {problem}")
+    if not os.access(out_path.parent, os.W_OK):
+        raise UsageError(f"--out {out_path}: directory {out_path.parent} is not writable")
+    sql, params = export_query(store, what, full, include_all)
     # Write beside the target and rename, so a failed export never leaves half a file.
     tmp = out_path.with_name(f".{out_path.name}.partial")
+    try:
+        n = _write(store, sql, params, fmt, tmp, quiet)
+        os.replace(tmp, out_path)
+    except (OSError, duckdb.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise PersonaHubError(f"--out {out_path}: cannot write: {reason}") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; after a failure, no half file is left
+    return n
+
+
+def _write(store: Store, sql: str, params: list, fmt: str, tmp: Path, quiet: bool = True) -> int:
+    from .progress import progress_bar
+
     n = 0
-    if fmt == "jsonl":
+    total = store.scalar(f"SELECT count(*) FROM ({sql})", params)
+    with progress_bar(f"export {fmt}", total=total, quiet=quiet) as progress:
+        if fmt != "jsonl":  # DuckDB writes these in one call
+            relation = store.con.sql(sql, params=params)
+            if fmt == "csv":
+                relation.write_csv(str(tmp), header=True)
+            else:
+                relation.write_parquet(str(tmp))
+            progress.update(progress.task_ids[0], completed=total)
+            return total
         rel = store.con.execute(sql, params)
         names = [d[0] for d in rel.description]
         with tmp.open("w", encoding="utf-8") as f:
             while rows := rel.fetchmany(10_000):
+                progress.update(progress.task_ids[0], advance=len(rows))
                 for row in rows:
                     record = dict(zip(names, row))
-                    for key in ("options", "sampling", "output"):
+                    for key in ("options", "sampling", "output", "prompt"):
                         if isinstance(record.get(key), str):
                             record[key] = json.loads(record[key])
                     f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
                     n += 1
-    else:
-        n = store.scalar(f"SELECT count(*) FROM ({sql})", params)
-        relation = store.con.sql(sql, params=params)
-        if fmt == "csv":
-            relation.write_csv(str(tmp), header=True)
-        else:
-            relation.write_parquet(str(tmp))
-    os.replace(tmp, out_path)
     return n
 
 
 def store_stats(store: Store) -> dict:
     generations: dict[str, dict[str, int]] = {}
-    for task, status, n in store.query("SELECT task, status, count(*) FROM generations GROUP BY 1, 2 ORDER BY 1, 2"):
-        generations.setdefault(task, {})[status] = n
+    by_model: dict[str, dict[str, dict[str, int]]] = {}
+    rows = store.query("SELECT task, coalesce(model, '?'), status, count(*) FROM generations GROUP BY ALL ORDER BY ALL")
+    for task, model, status, n in rows:
+        generations.setdefault(task, {}).setdefault(status, 0)
+        generations[task][status] += n
+        by_model.setdefault(task, {}).setdefault(model, {})[status] = n
+    runs_by_status: dict[str, int] = {}
+    for run in store.runs():
+        runs_by_status[run["status"]] = runs_by_status.get(run["status"], 0) + 1
     return {
         "documents": store.count("documents"),
         "personas": store.count("personas"),
@@ -90,7 +137,9 @@ def store_stats(store: Store) -> dict:
         "personas_marked": store.scalar("SELECT count(DISTINCT persona_id) FROM dedup_marks"),
         "marks_by_method": dict(store.query("SELECT method, count(*) FROM dedup_marks GROUP BY 1 ORDER BY 1")),
         "generations": generations,
+        "generations_by_model": by_model,
         "runs": store.count("runs"),
+        "runs_by_status": runs_by_status,
     }
 
 
@@ -100,6 +149,17 @@ def persona_details(store: Store, persona_id: str) -> dict:
         raise UsageError(f"no persona with id '{persona_id}'")
     details = rows[0]
     details["marks"] = store.query_dicts("SELECT method, cluster_id, duplicate_of, similarity, reason FROM dedup_marks WHERE persona_id = ?", [persona_id])
-    details["generations"] = store.query_dicts(
-        "SELECT key, task, status, output, error FROM generations WHERE input_id = ? ORDER BY created_at", [persona_id])
+    # The generation that made this persona, then those made from it, each with its prompts rebuilt.
+    rows = store.query_dicts(
+        "SELECT key, task, status, output, error, input_id, options, raw_output, item_data, prompt_hash, prompt, "
+        "template_version, key = ? AS made_this FROM generations WHERE key = ? OR input_id = ? "
+        "ORDER BY made_this DESC, created_at", [details.get("generation_key"), details.get("generation_key"), persona_id])
+    from .replay import rebuild
+
+    details["generations"] = []
+    for row in rows:
+        prompts, check = rebuild(row)
+        shown = {k: row[k] for k in ("key", "task", "status", "output", "error")}
+        shown["role"] = "made this persona" if row["made_this"] else "made from this persona"
+        details["generations"].append({**shown, "prompts": prompts, "prompt_check": check})
     return details

@@ -1,28 +1,46 @@
-"""Loading a corpus into the store: streamed in batches, exact duplicates collapsed by content hash.
+"""Loading a corpus into the store with DuckDB's own readers; exact duplicates collapsed by content hash.
 
 Formats by file name: .jsonl, .json, .csv, .parquet, .txt (one document per file; per line with
 ``lines=True``), each optionally gzipped (.gz). Folders are walked for those files.
+
+Each file is one ``INSERT ... SELECT`` from DuckDB's reader: hashing, the anti-join against stored
+hashes and the collapse of duplicates inside the file are set operations, never a Python loop per row.
+A document's id is its content hash; an id found in the corpus is kept as ``source_id`` only, so two
+different texts under one source id are both kept. Lines DuckDB rejects (bad JSON, invalid UTF-8, a line
+over the size limit) come back from its reject table with their line numbers. Records that parse but
+have no usable text are counted in SQL and, only when there are some, located by a short Python pass
+for the message.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import duckdb
+
 from .errors import UsageError
 from .store import Store
 
-BATCH = 50_000
 TEXT_FIELDS = ("text", "content", "body", "document", "persona")
 ID_FIELDS = ("id", "doc_id", "document_id")
 FORMATS = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".txt", ".md")
 MAX_REPORTED = 5
+MAX_LINE_BYTES = 8 * 1024 * 1024  # DuckDB rejects (and we report) a longer line; its buffers scale with this
+
+# Python's str.split() whitespace: the content hash has always been taken of " ".join(text.split()).
+PY_WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
+# One JSON document per line, read as a one-column CSV: valid JSON never holds a raw \x01, and casting
+# the column to JSON makes DuckDB reject malformed lines with their line numbers.
+LINES_AS = ("read_csv(?, columns = {{'v': '{type}'}}, delim = '\\x01', quote = '', escape = '', header = false, "
+            "auto_detect = false, max_line_size = %d, store_rejects = true, rejects_table = '_rejected', "
+            "rejects_scan = '_rejected_scans')" % MAX_LINE_BYTES)
 
 
 @dataclass
@@ -32,6 +50,7 @@ class IngestReport:
     added: int = 0
     duplicates: int = 0
     bad: int = 0
+    replaced_utf8: int = 0  # lines whose invalid UTF-8 bytes were replaced
     problems: list[str] = field(default_factory=list)
 
     def problem(self, where: str, what: str) -> None:
@@ -77,6 +96,37 @@ def open_text(path: Path) -> io.TextIOBase:
     return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
 
 
+def file_error(path: Path, exc: Exception) -> UsageError:
+    """A reader's failure on a whole file (truncated or fake gzip, unreadable) as one line naming it."""
+    if isinstance(exc, (EOFError, zlib.error)) or "gzip" in str(exc).lower() or "GZIP" in str(exc):
+        what = "truncated gzip stream" if ("end of" in str(exc).lower() or isinstance(exc, EOFError)) \
+            else "not a gzip file"
+    else:
+        what = str(exc).splitlines()[0].removeprefix("IO Error: ").removeprefix("Invalid Input Error: ")
+    return UsageError(f"{path}: {what}")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def normalised(sql: str) -> str:
+    """SQL for " ".join(text.split()). Most texts (ASCII, single spaces) need nothing done, and cheap
+    string tests find them, so only the others pay for the split and join."""
+    other = PY_WHITESPACE.replace(" ", "")
+    fix = (f"array_to_string(list_filter(string_split(translate({sql}, {_literal(other)}, {_literal(' ' * len(other))}), ' '), "
+           "lambda w: w <> ''), ' ')")
+    needs = (f"strlen({sql}) <> length({sql}) OR contains({sql}, '  ') OR starts_with({sql}, ' ') OR ends_with({sql}, ' ') "
+             f"OR regexp_matches({sql}, '[\\t\\n\\x{{0b}}\\f\\r\\x{{1c}}-\\x{{1f}}]')")
+    return f"CASE WHEN {needs} THEN {fix} ELSE {sql} END"
+
+
+def stripped(sql: str) -> str:
+    """SQL for text.strip(); trimming a set of characters is slow, so only texts that need it pay."""
+    ws = _literal(PY_WHITESPACE)
+    return f"CASE WHEN contains({ws}, {sql}[1]) OR contains({ws}, {sql}[-1]) THEN trim({sql}, {ws}) ELSE {sql} END"
+
+
 def _pick(record: dict, wanted: str | None, candidates: tuple[str, ...]) -> str | None:
     if wanted:
         return wanted if wanted in record else None
@@ -97,7 +147,204 @@ def _from_mapping(row: dict, where: str, text_field: str | None, id_field: str |
     return Record(text.strip(), None if original is None else str(original), where)
 
 
+def json_records_sql(source: str, text_field: str | None, id_field: str | None) -> str:
+    """(text, source_id, bad) for each JSON value ``v`` of ``source``: the text is the first of the
+    candidate fields that holds non-blank text; one JSON parse per record (``from_json`` to a struct)."""
+    texts = [text_field] if text_field else list(TEXT_FIELDS)
+    ids = [id_field] if id_field else list(ID_FIELDS)
+    names = list(dict.fromkeys(texts + ids))
+    spec = _literal(json.dumps({n: "VARCHAR" for n in names}))
+    field_sql = lambda n: 'r."' + n.replace('"', '""') + '"'
+    text = "coalesce(" + ", ".join(f"nullif({stripped(field_sql(n))}, '')" for n in texts) + ")"
+    source_id = "coalesce(" + ", ".join(field_sql(n) for n in ids) + ")"
+    return f"""
+        SELECT CASE WHEN obj THEN text END AS text, source_id, NOT obj OR text IS NULL AS bad
+        FROM (SELECT obj, {text} AS text, {source_id} AS source_id
+              FROM (SELECT starts_with(ltrim(v::VARCHAR, ' \t'), '{{') AS obj, from_json(v, {spec}) AS r
+                    FROM {source} WHERE v IS NOT NULL))
+    """
+
+
+class FileIngest:
+    """One file into the store: a records query over DuckDB's reader, then one set-based insert."""
+
+    def __init__(self, store: Store, path: Path, text_field: str | None, id_field: str | None, lines: bool,
+                 report: IngestReport):
+        self.store, self.con, self.path = store, store.con, path
+        self.text_field, self.id_field, self.lines = text_field, id_field, lines
+        self.report = report
+        self.fmt = _format(path)
+        self.params: list = []
+        self.fixed: list[Record] = []  # lines with invalid UTF-8, parsed again from DuckDB's rejects
+
+    # -- the records each format yields: SELECT text, source_id, bad ---------------------------
+    def records_sql(self) -> str:
+        p = str(self.path)
+        if self.fmt in (".jsonl", ".ndjson"):
+            self.params = [p]
+            return json_records_sql(LINES_AS.format(type="JSON"), self.text_field, self.id_field)
+        if self.fmt == ".json":
+            return self._json_array_sql()
+        if self.fmt == ".csv":
+            return self._csv_sql()
+        if self.fmt == ".parquet":
+            return self._parquet_sql()
+        if self.lines:
+            self.params = [p]
+            return (f"SELECT {stripped('v')} AS text, CAST(NULL AS VARCHAR) AS source_id, false AS bad FROM {LINES_AS.format(type='VARCHAR')} "
+                    f"WHERE v IS NOT NULL AND {stripped('v')} <> ''")
+        return self._whole_text_sql()
+
+    def _json_array_sql(self) -> str:
+        with open_text(self.path) as f:
+            head = f.read(4096).lstrip()[:1]
+        if head not in ("[", "{"):
+            raise UsageError(f"{self.path}: expected a JSON array of objects (or {{\"data\": [...]}})")
+        self.params = [str(self.path)]
+        source = ("(SELECT unnest(json_extract(json, '$[*]')) AS v FROM read_json_objects(?, format = 'unstructured'))"
+                  if head == "[" else
+                  "(SELECT unnest(json_extract(json, '$.data[*]')) AS v FROM read_json_objects(?, format = 'unstructured'))")
+        # A bare string in the array is a text of its own.
+        source = f"(SELECT CASE WHEN json_type(v) = 'VARCHAR' THEN json_object('text', v->>'$') ELSE v END AS v FROM {source})"
+        return json_records_sql(source, self.text_field, self.id_field)
+
+    def _csv_sql(self) -> str:
+        csv.field_size_limit(MAX_LINE_BYTES)
+        with open_text(self.path) as f:
+            header = next(csv.reader(f), None)
+        if not header:
+            return "SELECT CAST(NULL AS VARCHAR) AS text, CAST(NULL AS VARCHAR) AS source_id, false AS bad WHERE false"
+        self.header = header
+        key, id_key = _pick(dict.fromkeys(header), self.text_field, TEXT_FIELDS), _pick(dict.fromkeys(header), self.id_field, ID_FIELDS)
+        if key is None:
+            raise UsageError(f"{self.path}: no text column ({self.text_field or ' / '.join(TEXT_FIELDS)}); "
+                             f"columns: {', '.join(header)}")
+        columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(header))) + "}"
+        self.params = [str(self.path)]
+        text, source_id = f"c{header.index(key)}", f"c{header.index(id_key)}" if id_key else "CAST(NULL AS VARCHAR)"
+        reader = (f"read_csv(?, columns = {columns}, header = true, delim = ',', quote = '\"', escape = '\"', "
+                  f"auto_detect = false, max_line_size = {MAX_LINE_BYTES}, store_rejects = true, "
+                  "rejects_table = '_rejected', rejects_scan = '_rejected_scans')")
+        return (f"SELECT nullif({stripped(text)}, '') AS text, {source_id} AS source_id, "
+                f"coalesce({stripped(text)}, '') = '' AS bad FROM {reader}")
+
+    def _parquet_sql(self) -> str:
+        p = str(self.path)
+        try:
+            schema = dict(self.con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))", [p]).fetchall())
+        except duckdb.Error as exc:
+            raise UsageError(f"{self.path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+        key, id_key = _pick(schema, self.text_field, TEXT_FIELDS), _pick(schema, self.id_field, ID_FIELDS)
+        if key is None:
+            raise UsageError(f"{self.path}: no text column ({self.text_field or ' / '.join(TEXT_FIELDS)}); "
+                             f"columns: {', '.join(schema)}")
+        if schema[key] != "VARCHAR":
+            raise UsageError(f"{self.path}: column '{key}' holds {schema[key]}, not text")
+        self.params = [p]
+        text = stripped(f'"{key}"')
+        source_id = f'CAST("{id_key}" AS VARCHAR)' if id_key else "CAST(NULL AS VARCHAR)"
+        return (f"SELECT nullif({text}, '') AS text, {source_id} AS source_id, coalesce({text}, '') = '' AS bad "
+                f"FROM read_parquet(?)")
+
+    def _whole_text_sql(self) -> str:
+        with open_text(self.path) as f:
+            text = f.read().strip()
+        self.params = [text or None, not text]
+        return "SELECT CAST(? AS VARCHAR) AS text, CAST(NULL AS VARCHAR) AS source_id, CAST(? AS BOOLEAN) AS bad"
+
+    # -- the insert ----------------------------------------------------------------------------
+    def run(self) -> None:
+        report, con = self.report, self.con
+        try:
+            # Staged in a table of its own, outside the transaction, so DuckDB can spill it to disk;
+            # the documents table changes only in the transaction below.
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _incoming AS {self.records_sql()}", self.params)
+            self._take_rejects()
+            with self.store.transaction():
+                read, bad = con.execute("SELECT count(text), count(*) FILTER (WHERE bad) FROM _incoming").fetchone()
+                before = self.store.count("documents")
+                con.execute(
+                    f"""
+                    INSERT INTO documents (id, content_hash, text, source_file, source_id)
+                    SELECT g.h[:16], g.h, i.text, ?, i.source_id
+                    -- the first record of each text (the hash table holds no text), then its row
+                    FROM (SELECT sha256({normalised('text')}) AS h, min(rowid) AS n
+                          FROM _incoming WHERE text IS NOT NULL GROUP BY 1) g
+                    JOIN _incoming i ON i.rowid = g.n
+                    WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.content_hash = g.h)
+                    ORDER BY g.n  -- the file's order: text-to-persona reads documents in it
+                    """,
+                    [str(self.path)],
+                )
+                added = self.store.count("documents") - before
+        except duckdb.Error as exc:
+            raise file_error(self.path, exc) from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise file_error(self.path, exc) from None
+        finally:
+            con.execute("DROP TABLE IF EXISTS _incoming")
+        report.read += read
+        report.added += added
+        report.duplicates += read - added
+        if bad:
+            self._locate_problems(bad)
+
+    def _take_rejects(self) -> None:
+        """Lines DuckDB refused: invalid UTF-8 ones are parsed again with the bad bytes replaced (and
+        counted); the others are reported with their line numbers."""
+        con = self.con
+        if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = '_rejected'").fetchone()[0]:
+            return
+        for line, kind, text in con.execute(
+                "SELECT line, error_type, csv_line FROM _rejected ORDER BY line").fetchall():
+            where = f"{self.path}:{line}"
+            if kind == "INVALID ENCODING":
+                self.report.replaced_utf8 += 1
+                self._fix(text, where)
+            elif kind == "CAST" and self.fmt in (".jsonl", ".ndjson"):
+                self.report.problem(where, "invalid JSON")
+            elif kind == "LINE SIZE OVER MAXIMUM":
+                self.report.problem(where, f"line longer than {MAX_LINE_BYTES // 2**20} MiB")
+            else:
+                self.report.problem(where, kind.lower())
+        con.execute("DROP TABLE _rejected; DROP TABLE _rejected_scans")
+        if self.fixed:
+            con.execute("INSERT INTO _incoming SELECT unnest(?), unnest(?), false",
+                        [[r.text for r in self.fixed], [r.original_id for r in self.fixed]])
+
+    def _fix(self, line: str, where: str) -> None:
+        scratch = IngestReport()
+        if self.fmt in (".jsonl", ".ndjson"):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                self.report.problem(where, "invalid JSON")
+                return
+            rec = _from_mapping(row, where, self.text_field, self.id_field, scratch) if isinstance(row, dict) else None
+        elif self.fmt == ".csv":
+            values = next(csv.reader([line]), [])
+            rec = _from_mapping(dict(zip(self.header, values)), where, self.text_field, self.id_field, scratch)
+        else:
+            rec = Record(line.strip(), None, where) if line.strip() else None
+        if rec is not None:
+            self.fixed.append(rec)
+        elif scratch.problems:
+            self.report.problem(where, scratch.problems[0].split(": ", 1)[1])
+
+    def _locate_problems(self, bad: int) -> None:
+        """Name where the first few unusable records are (SQL counted them; only this pass knows lines)."""
+        scratch = IngestReport()
+        for _ in read_records(self.path, self.text_field, self.id_field, self.lines, scratch):
+            if len(scratch.problems) >= MAX_REPORTED:
+                break
+        found = [p for p in scratch.problems if ": invalid JSON" not in p]  # those came from DuckDB already
+        self.report.bad += bad
+        room = MAX_REPORTED - len(self.report.problems)
+        self.report.problems.extend(found[:max(room, 0)])
+
+
 def read_records(path: Path, text_field: str | None, id_field: str | None, lines: bool, report: IngestReport) -> Iterator[Record]:
+    """Records one by one, in Python: used only to say where unusable records are."""
     fmt = _format(path)
     if fmt in (".jsonl", ".ndjson"):
         with open_text(path) as f:
@@ -116,14 +363,9 @@ def read_records(path: Path, text_field: str | None, id_field: str | None, lines
                     yield rec
     elif fmt == ".json":
         with open_text(path) as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+            data = json.load(f)
         rows = data if isinstance(data, list) else data.get("data") if isinstance(data, dict) else None
-        if not isinstance(rows, list):
-            raise UsageError(f"{path}: expected a JSON array of objects (or {{\"data\": [...]}})")
-        for n, row in enumerate(rows, start=1):
+        for n, row in enumerate(rows or [], start=1):
             if isinstance(row, str):
                 row = {"text": row}
             if not isinstance(row, dict):
@@ -132,111 +374,52 @@ def read_records(path: Path, text_field: str | None, id_field: str | None, lines
             if (rec := _from_mapping(row, f"{path}[{n}]", text_field, id_field, report)) is not None:
                 yield rec
     elif fmt == ".csv":
+        csv.field_size_limit(MAX_LINE_BYTES)  # DuckDB read these fields; Python's default stops at 128 KiB
         with open_text(path) as f:
             for n, row in enumerate(csv.DictReader(f), start=2):
                 if (rec := _from_mapping(row, f"{path}:{n}", text_field, id_field, report)) is not None:
                     yield rec
     elif fmt == ".parquet":
-        yield from _parquet_records(path, text_field, id_field, report)
-    else:  # .txt / .md
-        with open_text(path) as f:
-            if lines:
-                for n, line in enumerate(f, start=1):
-                    if line.strip():
-                        yield Record(line.strip(), None, f"{path}:{n}")
-            else:
-                text = f.read().strip()
-                if text:
-                    yield Record(text, None, str(path))
-                else:
-                    report.problem(str(path), "empty file")
+        import pyarrow.parquet as pq
+
+        key = text_field or next(c for c in TEXT_FIELDS if c in pq.read_schema(path).names)
+        n = 0
+        for batch in pq.ParquetFile(path).iter_batches(columns=[key]):
+            for text in batch.column(0).to_pylist():
+                n += 1
+                if not isinstance(text, str) or not text.strip():
+                    report.problem(f"{path} row {n}", f"column '{key}' is empty or not text")
+                    continue
+                yield Record(text.strip(), None, f"{path} row {n}")
+    else:
+        report.problem(str(path), "empty file")
 
 
-def _parquet_records(path: Path, text_field: str | None, id_field: str | None, report: IngestReport) -> Iterator[Record]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def file_progress(description: str, files: int, quiet: bool):
+    """Files done, with a running count; transient, so an error after it is still the only line."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise UsageError(f"{path}: not a readable Parquet file ({exc})") from None
-    names = pf.schema_arrow.names
-    key = _pick(dict.fromkeys(names), text_field, TEXT_FIELDS)
-    if key is None:
-        raise UsageError(f"{path}: no text column ({text_field or ' / '.join(TEXT_FIELDS)}); columns: {', '.join(names)}")
-    id_key = _pick(dict.fromkeys(names), id_field, ID_FIELDS)
-    columns = [key] + ([id_key] if id_key else [])
-    n = 0
-    for batch in pf.iter_batches(batch_size=BATCH, columns=columns):
-        texts = batch.column(0).to_pylist()
-        ids = batch.column(1).to_pylist() if id_key else [None] * len(texts)
-        for text, original in zip(texts, ids):
-            n += 1
-            if not isinstance(text, str) or not text.strip():
-                report.problem(f"{path} row {n}", f"column '{key}' is empty or not text")
-                continue
-            yield Record(text.strip(), None if original is None else str(original), f"{path} row {n}")
+    from .progress import stderr
 
-
-def content_hash(text: str) -> str:
-    return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
+    progress = Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("files {task.fields[extra]}"), TimeElapsedColumn(), console=stderr,
+                        disable=quiet, transient=True)
+    progress.add_task(description, total=files, extra="")
+    return progress
 
 
 def ingest_paths(store: Store, paths: list[Path], text_field: str | None = None, id_field: str | None = None,
                  lines: bool = False, quiet: bool = False) -> IngestReport:
     files = expand_paths([Path(p) for p in paths])
     report = IngestReport(files=len(files))
-    from .runner import stderr
-
-    # Appending needs little memory; without a cap DuckDB keeps the whole table cached as it grows.
+    # Bounded memory: DuckDB spills the collapse of a large file to disk instead of growing.
     store.con.execute("SET memory_limit = '256MB'")
     try:
-        for path in files:
-            _ingest_file(store, path, text_field, id_field, lines, report)
-            if not quiet:
-                stderr.print(f"[dim]{path}: {report.read} read so far, {report.added} new[/dim]")
+        with file_progress("ingest", len(files), quiet) as progress:
+            bar = progress.task_ids[0]
+            for path in files:
+                FileIngest(store, path, text_field, id_field, lines, report).run()
+                progress.update(bar, advance=1, extra=f"{report.read:,} read, {report.added:,} new")
     finally:
         store.con.execute("RESET memory_limit")
     return report
-
-
-def _ingest_file(store: Store, path: Path, text_field: str | None, id_field: str | None, lines: bool,
-                 report: IngestReport) -> None:
-    batch: dict[str, tuple] = {}  # by id: the first text under an id wins
-    hashes: set[str] = set()
-    for rec in read_records(path, text_field, id_field, lines, report):
-        report.read += 1
-        digest = content_hash(rec.text)
-        doc_id = rec.original_id or digest[:16]
-        if digest in hashes or doc_id in batch:
-            report.duplicates += 1
-            continue
-        hashes.add(digest)
-        batch[doc_id] = (doc_id, digest, rec.text, str(path))
-        if len(batch) >= BATCH:
-            _insert(store, batch, report)
-            batch, hashes = {}, set()
-    _insert(store, batch, report)
-
-
-def _insert(store: Store, batch: dict[str, tuple], report: IngestReport) -> None:
-    if not batch:
-        return
-    ids, hashes, texts, files = (list(column) for column in zip(*batch.values()))
-    before = store.count("documents")
-    with store.transaction():
-        # Lists go in as parameters (no pyarrow/pandas: they would double the memory of a big ingest).
-        # Texts already stored (by hash) and ids already taken are skipped.
-        store.con.execute(
-            """
-            INSERT INTO documents (id, content_hash, text, source_file)
-            SELECT * FROM (SELECT unnest(?) AS id, unnest(?) AS content_hash, unnest(?) AS text,
-                                  unnest(?) AS source_file) i
-            WHERE i.content_hash NOT IN (SELECT content_hash FROM documents)
-              AND i.id NOT IN (SELECT id FROM documents)
-            """,
-            [ids, hashes, texts, files],
-        )
-    added = store.count("documents") - before
-    report.added += added
-    report.duplicates += len(ids) - added

@@ -50,13 +50,30 @@ class PluginInfo:
 @dataclass
 class Registry:
     tasks: dict[str, type] = field(default_factory=dict)
-    backends: dict[str, type] = field(default_factory=dict)
-    executors: dict[str, type] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     manager: pluggy.PluginManager | None = None
+    _components: dict[str, dict[str, type]] = field(default_factory=dict, repr=False)
 
     def task(self, name: str) -> type:
         return self.tasks[name]
+
+    # Backends and executors are collected when first asked for: registering them imports their modules
+    # (HTTP clients, llama.cpp, Ray), which --help, stats or export never need.
+    @property
+    def backends(self) -> dict[str, type]:
+        return self._collected("register_backends")
+
+    @property
+    def executors(self) -> dict[str, type]:
+        return self._collected("register_executors")
+
+    def _collected(self, hook_name: str) -> dict[str, type]:
+        if hook_name not in self._components:
+            found: dict[str, type] = {}
+            for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
+                _collect(impl, found, _check_named)
+            self._components[hook_name] = found
+        return self._components[hook_name]
 
 
 _registry: Registry | None = None
@@ -107,15 +124,8 @@ def load_plugins(extra: list[object] | None = None) -> Registry:
 
     registry = Registry(manager=pm)
     owned: dict[str, list[type]] = {}
-    for hook_name, into, check in (
-        ("register_tasks", registry.tasks, _check_task),
-        ("register_backends", registry.backends, _check_named),
-        ("register_executors", registry.executors, _check_named),
-    ):
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            found = _collect(impl, into, check)
-            if hook_name == "register_tasks":
-                owned.setdefault(impl.plugin_name, []).extend(found)
+    for impl in pm.hook.register_tasks.get_hookimpls():
+        owned.setdefault(impl.plugin_name, []).extend(_collect(impl, registry.tasks, _check_task))
     for plugin_name, _ in pm.list_name_plugin():
         dist = dists.get(plugin_name)
         registry.plugins.append(

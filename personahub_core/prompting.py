@@ -13,6 +13,7 @@ The persona comes last in both, so a batch of prompts shares one long prefix the
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Callable, Literal
@@ -100,16 +101,22 @@ def repeats_itself(text: str) -> bool:
 
 def reject_copies(text: str, *, persona: str, demos: list[str]) -> None:
     """Small base models often echo the persona or a demonstration instead of writing something new."""
-    if _copied_from(text, persona):
+    grams = _trigrams(text)
+    if _copied_from(grams, persona):
         raise Rejected("repeats the persona instead of answering")
-    if any(_copied_from(text, demo) for demo in demos):
+    if any(_copied_from(grams, demo) for demo in demos):
         raise Rejected("copies a demonstration")
 
 
-def _copied_from(text: str, source: str, share: float = 0.6) -> bool:
-    """Most of the text's word trigrams also occur in the source."""
-    grams = _trigrams(text)
-    return bool(grams) and len(grams & _trigrams(source)) >= share * len(grams)
+def _copied_from(grams: set[tuple[str, ...]], source: str, share: float = 0.6) -> bool:
+    """Most of the text's word trigrams (``grams``) also occur in the source."""
+    return bool(grams) and len(grams & _source_trigrams(source)) >= share * len(grams)
+
+
+@functools.lru_cache(maxsize=1024)
+def _source_trigrams(source: str) -> frozenset[tuple[str, ...]]:
+    """The same demonstrations are checked against every answer of a run: split them once."""
+    return frozenset(_trigrams(source))
 
 
 def _trigrams(text: str) -> set[tuple[str, ...]]:

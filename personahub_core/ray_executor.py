@@ -1,13 +1,18 @@
-"""The Ray executor: a task's work items run on a pool of Ray actors, each holding its own backend.
+"""The Ray executor: a task's work items run on a pool of Ray actors, each holding its own backend and
+writing its rows as Parquet shards (personahub_core/shards.py).
 
-    driver (runner)                             Ray actors (ActorPoolStrategy)
-    pending items ──> rows {key, input_id, data} ──> map_batches(_DriveActor): drive() with a backend
-    Writer <── Outcome <── rows {outcome: JSON} <───── built from the settings (llama.cpp model per
-                                                       actor, or HTTP to a vLLM / OpenAI fleet)
+    driver (runner)                              Ray actors (ActorPoolStrategy)
+    merge shards a killed run left
+    pending items ──> Arrow {key, input_id, data} ──> map_batches(_DriveActor): drive() with a backend
+                                                      (llama.cpp per actor, or HTTP to a vLLM fleet)
+                                                      outcome_records() ──> <db>.shards/<run>/*.parquet
+    progress bar <── tallies {done, failed, tokens} <──┘
+    merge this run's shards: INSERT ... SELECT FROM read_parquet(...), keyed as the local Writer
 
-The runner still selects the items (skipping stored keys) and writes every outcome, so resume and
-no-duplicates hold exactly as with the local executor. Rows cross the process boundary as JSON strings:
-Arrow needs one schema per column, and work item data and results differ between tasks.
+The driver selects the items (skipping stored keys), then only counts: the rows go from the actors to
+Parquet to the store, never through the driver. The rows are built by the same pure function the
+local Writer uses, and merged with the same keys, so resume and no-duplicates hold as with the local
+executor. Item data differs between tasks, so it travels as JSON text (Arrow needs one type per column).
 
 Ray is imported only when this executor is built, so the core never needs it otherwise.
 """
@@ -20,21 +25,30 @@ import math
 import os
 import socket
 import sys
+import time
 import warnings
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import pyarrow as pa
 
 from .errors import PersonaHubError, UsageError
 from .executors import Executor
+from .runner import WINDOW_PER_SLOT, RunStats, TaskContext, drive, outcome_records, pending_items
 from .settings import Settings
-from .tasks import GenerativeTask, NewPersona, Synthesis, WorkItem
-
-if TYPE_CHECKING:
-    from .runner import Outcome
+from .shards import ShardSpec, ShardWriter, Tally, merge_shards, shard_root
+from .store import Store
+from .tasks import GenerativeTask, WorkItem
 
 INSTALL_HINT = "pip install 'personahub[ray]'"
-# A local Ray only ships work item rows and outcomes through its object store: keep it small.
+# A local Ray only ships work items and small tallies through its object store: keep it small.
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
+# An actor writes a shard after this many rows or seconds (and at the end of each batch): files big
+# enough to read fast, and a killed run loses at most half a minute of each actor's work.
+ROWS_PER_SHARD = 10_000
+SECONDS_PER_SHARD = 30.0
+ITEMS_PER_BATCH = 10_000
+MERGE_EVERY_SECONDS = 10.0
 
 
 class RayExecutorError(PersonaHubError):
@@ -96,101 +110,97 @@ def quiet_ray_data() -> None:
             handler.setLevel(logging.CRITICAL)
 
 
-# -- rows: work items and outcomes as JSON-safe dicts
+# -- work items in, tallies out
 
 
-def item_to_row(item: WorkItem) -> dict:
-    try:
-        data = json.dumps(item.data, ensure_ascii=False)
-    except TypeError as exc:
-        raise RayExecutorError(f"work item {item.key}: data cannot travel to a Ray actor as JSON: {exc}") from None
-    return {"key": item.key, "input_id": item.input_id, "data": data}
+def items_table(items: list[WorkItem]) -> pa.Table:
+    """Work items as one Arrow table (columns, not a dict per item). Item data differs between tasks,
+    and Arrow needs one type per column, so it travels as JSON text."""
+    data = []
+    for item in items:
+        try:
+            data.append(json.dumps(item.data, ensure_ascii=False))
+        except TypeError as exc:
+            raise RayExecutorError(f"work item {item.key}: data cannot travel to a Ray actor as JSON: {exc}") from None
+    return pa.table({"key": [i.key for i in items], "input_id": [i.input_id for i in items], "data": data,
+                     "earlier_runs": [i.earlier_runs for i in items]})
 
 
-def row_to_item(row: dict) -> WorkItem:
-    return WorkItem(key=row["key"], input_id=row["input_id"], data=json.loads(row["data"]))
+def rows_to_items(batch: dict) -> list[WorkItem]:
+    return [WorkItem(key=str(key), input_id=None if input_id is None else str(input_id), data=json.loads(data),
+                     earlier_runs=int(earlier))
+            for key, input_id, data, earlier in zip(batch["key"], batch["input_id"], batch["data"], batch["earlier_runs"])]
 
 
-def _result_to_json(result: Any) -> dict:
-    if isinstance(result, Synthesis):
-        return {"synthesis": asdict(result)}
-    if isinstance(result, list) and all(isinstance(p, NewPersona) for p in result):
-        return {"personas": [asdict(p) for p in result]}
-    return {"value": result}
+def tally_row(tally: Tally, fatal: str = "", exit_code: int = 0) -> dict:
+    """What an actor sends the driver: counts for the progress bar, or the error that stops the run."""
+    return {"done": [tally.done], "rejected": [tally.rejected], "failed": [tally.failed],
+            "prompt_tokens": [tally.prompt_tokens], "completion_tokens": [tally.completion_tokens],
+            "fatal": [fatal], "exit_code": [exit_code]}
 
 
-def _result_from_json(encoded: dict) -> Any:
-    if "synthesis" in encoded:
-        return Synthesis(**encoded["synthesis"])
-    if "personas" in encoded:
-        return [NewPersona(**p) for p in encoded["personas"]]
-    return encoded["value"]
-
-
-def outcome_to_json(outcome: "Outcome") -> str:
-    fields = {k: v for k, v in vars(outcome).items() if k not in ("item", "result")}
-    record = {**fields, "item": item_to_row(outcome.item), "result": _result_to_json(outcome.result)}
-    try:
-        return json.dumps(record, ensure_ascii=False)
-    except TypeError as exc:  # a plugin returned something the store could not hold either
-        record.update(status="failed", result={"value": None},
-                      error=f"result of {outcome.item.key} is not JSON-serializable: {exc}")
-        return json.dumps(record, ensure_ascii=False)
-
-
-def outcome_from_json(text: str) -> "Outcome":
-    from .runner import Outcome
-
-    record = json.loads(text)
-    if "fatal" in record:
-        error = RayExecutorError(record["fatal"])
-        error.exit_code = record["exit_code"]
+def tally_from_row(row: dict) -> Tally:
+    if row["fatal"]:
+        error = RayExecutorError(row["fatal"])
+        error.exit_code = int(row["exit_code"])
         raise error
-    record["item"] = row_to_item(record["item"])
-    record["result"] = _result_from_json(record["result"])
-    return Outcome(**record)
+    return Tally(done=row["done"], rejected=row["rejected"], failed=row["failed"],
+                 prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"])
 
 
 # -- the actor
 
 
 class _DriveActor:
-    """One per Ray actor: builds the backend on first use, then drives each batch of items through it.
+    """One per Ray actor: builds the backend on first use, drives each batch of items through it in
+    windows, and writes the rows as Parquet shards. Only small tallies go back to the driver.
 
     An error that stops the backend (bad model, unreachable server) comes back as a row, not as an
     exception: Ray keeps an exception's type and message only inside a traceback text.
     """
 
-    def __init__(self, task: GenerativeTask, settings: Settings, flush_every: int):
+    def __init__(self, task: GenerativeTask, settings: Settings, spec: ShardSpec, model: str, window: int):
         self.task = task
         self.settings = settings
-        self.flush_every = flush_every
+        self.model = model
+        self.window = window
+        self.shards = ShardWriter(spec)
         self.backend = None
 
     def __call__(self, batch: dict) -> Iterator[dict]:
         from .backends.factory import make_backend
-        from .runner import drive
 
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        done: list[str] = []
+        items = rows_to_items(batch)
+        rows: list[dict] = []
+        personas: list[dict] = []
+        progress, written = Tally(), time.monotonic()
         try:
             if self.backend is None:
                 self.backend = make_backend(self.settings)  # no store here: the cache lives with the driver
-            # Yield outcomes in small groups, so the driver stores them while the rest of the batch decodes.
-            for outcome in drive(self.task, [row_to_item(r) for r in rows], self.backend, self.settings):
-                done.append(outcome_to_json(outcome))
-                if len(done) >= self.flush_every:
-                    yield {"outcome": done}
-                    done = []
+            for start in range(0, len(items), self.window):
+                for outcome in drive(self.task, items[start : start + self.window], self.backend, self.settings):
+                    row, made = outcome_records(outcome, self.task, self.model, self.shards.spec.run_id,
+                                                self.settings.seed)
+                    rows.append(row)
+                    personas.extend(made)
+                    progress.count(outcome.status, outcome.prompt_tokens, outcome.completion_tokens)
+                    if len(rows) >= ROWS_PER_SHARD or time.monotonic() - written > SECONDS_PER_SHARD:
+                        self.shards.write(rows, personas)
+                        rows, personas, written = [], [], time.monotonic()
+                    if progress.items >= self.settings.batch_size:
+                        yield tally_row(progress)
+                        progress = Tally()
+            self.shards.write(rows, personas)
         except Exception as exc:
             message = str(exc) if isinstance(exc, PersonaHubError) else f"{type(exc).__name__}: {_first_line(exc)}"
-            done.append(json.dumps({"fatal": message, "exit_code": getattr(exc, "exit_code", 1)}))
-        if done:
-            yield {"outcome": done}
+            yield tally_row(progress, fatal=message, exit_code=getattr(exc, "exit_code", 1))
+            return
+        yield tally_row(progress)
 
 
 class RayExecutor(Executor):
-    """Work items through Ray Data ``map_batches`` on a pool of actors, each with its own backend."""
+    """Work items through Ray Data ``map_batches`` on a pool of actors, each with its own backend,
+    writing its rows as Parquet shards that the store then merges."""
 
     name = "ray"
 
@@ -198,7 +208,50 @@ class RayExecutor(Executor):
         super().__init__(settings)
         import_ray()  # fail at once, with the install hint, when the extra is missing
 
-    def execute(self, task, items, ctx, window):
+    def run_items(self, task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None) -> None:
+        """What ``run_generative`` does, with the actors writing the rows: merge the shards a killed run
+        left (so their items count as done), select the missing items, run them while merging this
+        run's shards as they come. The run's counts are what its shards added to the store."""
+        root = shard_root(self.settings)
+        for run_id, tally in merge_shards(ctx.store, root).items():
+            record_leftover(ctx.store, run_id, tally)
+        todo = pending_items(ctx, items)
+        if ctx.limit is not None:
+            ctx.limit -= len(todo)  # a multi-stage task (hops) shares one budget
+        if not todo:
+            return
+        total, spec = len(todo), ShardSpec.for_run(ctx.store, root, ctx.run_id)
+        live, finished = Tally(), False
+        with ctx.progress(label or task.name, total=total) as progress:
+            bar = progress.task_ids[0]
+            started = merged_at = time.perf_counter()
+            tallies = self.start(task, todo, ctx, spec)
+            del todo  # the items are in Ray's object store now: the driver keeps none while the run lasts
+            try:
+                for tally in tallies:
+                    live += tally
+                    if ctx.interrupted():
+                        raise KeyboardInterrupt
+                    now = time.perf_counter()
+                    progress.update(bar, advance=tally.items,
+                                    extra=f"{live.completion_tokens / max(now - started, 1e-6):5.1f} tok/s")
+                    if now - merged_at > MERGE_EVERY_SECONDS:  # the store (and the run's counts) keep up
+                        self.merge_run(ctx, root, writing=True)
+                        merged_at = now
+                finished = True
+            finally:
+                # After an error or Ctrl-C, actors may still be writing: what they add is merged next time.
+                self.merge_run(ctx, root, writing=not finished)
+
+    @staticmethod
+    def merge_run(ctx: TaskContext, root: str, writing: bool) -> None:
+        merged = merge_shards(ctx.store, root, ctx.run_id, writing=writing)
+        add_to_stats(ctx.stats, merged.get(ctx.run_id, Tally()))
+        s = ctx.stats
+        ctx.store.update_run(ctx.run_id, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens)
+
+    def start(self, task: GenerativeTask, items: list[WorkItem], ctx: TaskContext, spec: ShardSpec) -> Iterator[Tally]:
+        """Hand the items to a pool of actors; the tallies they send back, as they come."""
         ray = ensure_ray(self.settings)
         plan = actor_plan(self.settings, ray.nodes())
         # Ray Data's default restarts a dead actor and retries its batch forever, so a crash that repeats
@@ -206,16 +259,18 @@ class RayExecutor(Executor):
         # a lost node; one machine fails at once.
         retries = 3 if self.settings.ray_address else 0
         restarts = {"max_restarts": retries, "max_task_retries": retries}
-        # Batches of at most one window, and at least one batch per actor when there are enough items.
-        per_batch = max(1, min(window, math.ceil(len(items) / plan.actors)))
-        dataset = ray.data.from_items([item_to_row(i) for i in items],
-                                      override_num_blocks=math.ceil(len(items) / per_batch))
+        # At least one batch per actor; a batch ends with a shard, so batches are not small either.
+        per_batch = max(1, min(ITEMS_PER_BATCH, math.ceil(len(items) / plan.actors)))
+        window = max(self.settings.batch_size * WINDOW_PER_SLOT, 8)
+        dataset = ray.data.from_arrow([items_table(items[start : start + per_batch])
+                                       for start in range(0, len(items), per_batch)])
         with warnings.catch_warnings():
             # Actor restart limits have no named parameter yet, only the deprecated **ray_remote_args.
             warnings.simplefilter("ignore", category=DeprecationWarning)
-            outcomes = dataset.map_batches(
+            tallies = dataset.map_batches(
                 _DriveActor,
-                fn_constructor_kwargs={"task": task, "settings": plan.settings, "flush_every": self.settings.batch_size},
+                fn_constructor_kwargs={"task": task, "settings": plan.settings, "spec": spec,
+                                       "model": ctx.model_label(), "window": window},
                 batch_size=per_batch,
                 compute=ray.data.ActorPoolStrategy(size=plan.actors),
                 batch_format="numpy",
@@ -223,12 +278,34 @@ class RayExecutor(Executor):
                 **restarts,
             )
         ctx.note(f"ray: {len(items)} items on {plan.actors} actor(s), each reserving {plan.resources}")
-        try:
-            for row in outcomes.iter_rows():
-                yield outcome_from_json(row["outcome"])
-        except ray.exceptions.RayError as exc:  # an actor died, or Ray itself failed
-            cause = _root_cause(exc)
-            raise RayExecutorError(f"ray executor: {type(cause).__name__}: {_first_line(cause)}") from None
+        return _tallies(ray, tallies)
+
+
+def _tallies(ray, dataset) -> Iterator[Tally]:
+    try:
+        for row in dataset.iter_rows():
+            yield tally_from_row(row)
+    except ray.exceptions.RayError as exc:  # an actor died, or Ray itself failed
+        cause = _root_cause(exc)
+        raise RayExecutorError(f"ray executor: {type(cause).__name__}: {_first_line(cause)}") from None
+
+
+def record_leftover(store: Store, run_id: str, tally: Tally) -> None:
+    """A killed run's counts grow by what its leftover shards added: ``runs`` then agrees with the rows."""
+    counts = store.query("SELECT items_done, items_failed, completion_tokens FROM runs WHERE id = ?", [run_id])
+    if counts:
+        done, failed, tokens = counts[0]
+        store.update_run(run_id, done + tally.done, failed + tally.failed + tally.rejected,
+                         tokens + tally.completion_tokens)
+
+
+def add_to_stats(stats: RunStats, tally: Tally) -> None:
+    stats.items_done += tally.done
+    stats.items_rejected += tally.rejected
+    stats.items_failed += tally.failed
+    stats.prompt_tokens += tally.prompt_tokens
+    stats.completion_tokens += tally.completion_tokens
+    stats.personas_added += tally.personas
 
 
 @dataclass

@@ -10,10 +10,11 @@ backend in batches, and writes their results in small transactions as they finis
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -29,8 +30,10 @@ stderr = Console(stderr=True, soft_wrap=True)  # one message per line, never har
 
 # How many items are in flight per batch slot: enough that the backend refills slots from a queue.
 WINDOW_PER_SLOT = 4
-FLUSH_EVERY_ROWS = 32
-FLUSH_EVERY_SECONDS = 5.0
+# A flush is one columnar insert: its cost hardly depends on its size, so flush often enough that a kill
+# loses little (a resumed run redoes it) and rarely enough that the insert is not the bottleneck.
+FLUSH_EVERY_ROWS = 1000
+FLUSH_EVERY_SECONDS = 1.0
 CHECK_CHUNK = 5000
 
 
@@ -62,7 +65,10 @@ class TaskContext:
         self.retry_failed = retry_failed
         self.quiet = quiet
         self.stats = RunStats()
+        self.interrupted: Callable[[], bool] = lambda: False  # Ctrl-C seen, even if a library swallowed it
         self._backend: Backend | None = None
+        if isinstance(task, GenerativeTask):
+            task.model_identity = self.model_identity()
 
     @property
     def backend(self) -> Backend:
@@ -70,7 +76,7 @@ class TaskContext:
         if self._backend is None:
             from .backends.factory import make_backend
 
-            self._backend = make_backend(self.settings, store=self.store)
+            self._backend = make_backend(self.settings, store=self.store, on_note=self.note)
         return self._backend
 
     def model_label(self) -> str:
@@ -78,6 +84,10 @@ class TaskContext:
         from .backends.factory import backend_class
 
         return backend_class(self.settings).model_label(self.settings)
+
+    def model_identity(self) -> str:
+        """Backend and model, as work keys carry them: another model's answers are other work."""
+        return f"{self.settings.backend}:{self.model_label()}"
 
     def close(self) -> None:
         if self._backend is not None:
@@ -116,6 +126,7 @@ class Outcome:
     seconds: float = 0.0
     sampling: dict = field(default_factory=dict)
     cached_calls: int = 0
+    finish_reasons: list[str] = field(default_factory=list)
 
 
 def request_for(prompt: Prompt, settings: Settings, seed: int) -> GenerationRequest:
@@ -173,6 +184,7 @@ class _Driving:
     def receive(self, result: GenerationResult) -> None:
         out = self.outcome
         out.raw_outputs.append(result.text)
+        out.finish_reasons.append(result.finish_reason)
         out.prompt_tokens += result.prompt_tokens
         out.completion_tokens += result.completion_tokens
         out.cached_calls += int(result.cached)
@@ -231,13 +243,29 @@ def outcome_records(outcome: Outcome, task: GenerativeTask, model: str, run_id: 
     row = {
         "key": outcome.item.key, "task": task.name, "input_id": outcome.item.input_id,
         "status": outcome.status, "output": output, "raw_output": outcome.raw_outputs,
-        "prompt": outcome.prompts, "error": outcome.error, "template": task.template or task.name,
+        # Not the prompts themselves (mostly a task's shared few-shot prefix): what they are rebuilt
+        # from (the item's input; the raw outputs above) and a hash to check the rebuilt ones against.
+        "item_data": {"input": outcome.item.data, "finish_reasons": outcome.finish_reasons},
+        "prompt_hash": prompt_hash(outcome.prompts), "error": outcome.error, "template": task.template or task.name,
         "template_version": task.template_version, "options": task.options.model_dump(mode="json"),
         "model": model, "sampling": outcome.sampling, "seed": seed,
         "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
         "seconds": round(outcome.seconds, 3), "run_id": run_id,
     }
     return row, personas
+
+
+def prompt_hash(prompts: list[dict]) -> str:
+    """A short hash of the prompts an item sent (completion and chat forms, every step). The texts go
+    in as they are, with separators, rather than JSON-escaped: this runs for every item."""
+    h = hashlib.sha256()
+    for p in prompts:
+        h.update(p["prompt"].encode())
+        for message in p.get("messages") or ():
+            h.update(f"\x1e{message.get('role')}\x1f".encode())
+            h.update(str(message.get("content")).encode())
+        h.update(b"\x1d")
+    return h.hexdigest()[:24]
 
 
 def persona_row(item: WorkItem, task: GenerativeTask, p: NewPersona, index: int, model: str, run_id: str) -> dict:
@@ -266,6 +294,7 @@ class Writer:
         self.ctx, self.task, self.model = ctx, task, model
         self.rows: list[dict] = []
         self.personas: list[dict] = []
+        self.retried: set[str] = set()  # keys with a stored failed row (pending_items found them)
         self.last_flush = time.monotonic()
 
     def add(self, outcome: Outcome) -> None:
@@ -280,16 +309,18 @@ class Writer:
         else:
             stats.items_failed += 1
         row, personas = outcome_records(outcome, self.task, self.model, self.ctx.run_id, self.ctx.settings.seed)
+        if outcome.item.earlier_runs:
+            self.retried.add(outcome.item.key)
         self.rows.append(row)
         self.personas.extend(personas)
         if len(self.rows) >= FLUSH_EVERY_ROWS or time.monotonic() - self.last_flush > FLUSH_EVERY_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        before = self.ctx.store.count("personas") if self.personas else 0
-        self.ctx.store.write_generations(self.rows, self.personas)
-        if self.personas:
-            self.ctx.stats.personas_added += self.ctx.store.count("personas") - before
+        self.ctx.stats.personas_added += self.ctx.store.write_generations(self.rows, self.personas, self.retried)
+        self.retried = set()
+        s = self.ctx.stats
+        self.ctx.store.update_run(self.ctx.run_id, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens)
         self.rows, self.personas = [], []
         self.last_flush = time.monotonic()
 
@@ -322,14 +353,16 @@ def pending_items(ctx: TaskContext, items: Iterable[WorkItem]) -> list[WorkItem]
 
 def run_generative(task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None = None) -> None:
     """Drive the task's missing work items through the executor and store every outcome."""
+    from .executors import make_executor
+
+    executor = make_executor(ctx.settings)
+    if hasattr(executor, "run_items"):  # Ray: the actors write the rows as Parquet shards, the store merges them
+        return executor.run_items(task, ctx, items, label)
     todo = pending_items(ctx, items)
     if ctx.limit is not None:
         ctx.limit -= len(todo)  # a multi-stage task (hops) shares one budget
     if not todo:
         return
-    from .executors import make_executor
-
-    executor = make_executor(ctx.settings)
     writer = Writer(ctx, task, ctx.model_label())
     window = max(ctx.settings.batch_size * WINDOW_PER_SLOT, 8)
     with ctx.progress(label or task.name, total=len(todo)) as progress:
@@ -338,6 +371,8 @@ def run_generative(task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkI
         try:
             for outcome in executor.execute(task, todo, ctx, window):
                 writer.add(outcome)
+                if ctx.interrupted():
+                    raise KeyboardInterrupt
                 rate = ctx.stats.completion_tokens / max(time.perf_counter() - started, 1e-6)
                 progress.update(bar, advance=1, extra=f"{rate:5.1f} tok/s")
         finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +17,10 @@ from typing import Any, Iterable, Iterator
 import duckdb
 
 from .errors import PersonaHubError
+
+
+# Runs started by this process and not yet finished: any other run marked 'running' has lost its process.
+_LIVE_RUNS: set[str] = set()
 
 
 class StoreError(PersonaHubError):
@@ -138,6 +143,41 @@ migration(
     """
 )
 
+# The diversity study: vectors of synthesized outputs (personas' vectors are in ``embeddings``).
+migration(
+    """
+    CREATE TABLE output_embeddings (
+        generation_key VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,           -- backend:model that made the vector
+        dim INTEGER NOT NULL,
+        vector BLOB NOT NULL,             -- dim little-endian float32, L2-normalised
+        created_at TIMESTAMP DEFAULT current_timestamp
+    );
+    """
+)
+
+# Runs record their process and keep their counts current, so a run killed with kill -9 shows what it
+# did, and a later command can see that its process is gone.
+migration(
+    """
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    ALTER TABLE runs ADD COLUMN host VARCHAR;
+    ALTER TABLE runs ADD COLUMN updated_at TIMESTAMP;
+    """
+)
+
+# A document's id is its content hash; the id it had in the corpus is kept beside it, so different
+# texts that share a source id are all kept. Generations stop storing whole prompts (mostly a task's
+# shared few-shot prefix): the item's input is kept instead, the prompts are rebuilt from it and the raw
+# outputs on request, and prompt_hash says whether the rebuilt prompts are the ones that were sent.
+migration(
+    """
+    ALTER TABLE documents ADD COLUMN source_id VARCHAR;
+    ALTER TABLE generations ADD COLUMN item_data JSON;
+    ALTER TABLE generations ADD COLUMN prompt_hash VARCHAR;
+    """
+)
+
 
 def now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -231,17 +271,75 @@ class Store:
 
     # -- runs ----------------------------------------------------------------------------------
     def start_run(self, run_id: str, task: str, settings: dict, options: dict) -> None:
+        self.mark_dead_runs()
         self.con.execute(
-            "INSERT INTO runs (id, task, status, settings, options, started_at) VALUES (?, ?, 'running', ?, ?, ?)",
-            [run_id, task, json.dumps(settings, default=str), json.dumps(options, default=str), now()],
+            "INSERT INTO runs (id, task, status, settings, options, started_at, pid, host, updated_at) "
+            "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+            [run_id, task, json.dumps(settings, default=str), json.dumps(options, default=str), now(),
+             os.getpid(), socket.gethostname(), now()],
+        )
+        _LIVE_RUNS.add(run_id)
+
+    def update_run(self, run_id: str, done: int, failed: int, tokens: int) -> None:
+        """Counts so far, written as the run goes (at each writer flush)."""
+        self.con.execute(
+            "UPDATE runs SET items_done = ?, items_failed = ?, completion_tokens = ?, updated_at = ? WHERE id = ?",
+            [done, failed, tokens, now(), run_id],
         )
 
     def finish_run(self, run_id: str, status: str, done: int, failed: int, tokens: int, seconds: float) -> None:
         self.con.execute(
             "UPDATE runs SET status = ?, items_done = ?, items_failed = ?, completion_tokens = ?, seconds = ?, "
-            "finished_at = ? WHERE id = ?",
-            [status, done, failed, tokens, seconds, now(), run_id],
+            "finished_at = ?, updated_at = ? WHERE id = ?",
+            [status, done, failed, tokens, seconds, now(), now(), run_id],
         )
+        _LIVE_RUNS.discard(run_id)
+
+    def mark_dead_runs(self) -> int:
+        """Mark runs left 'running' by a process that is gone as 'died', with counts taken from the rows
+        they wrote (a kill can land between a batch and its count); returns how many.
+
+        DuckDB lets one process write a store, and we hold it: every 'running' run that is not this
+        process's own has lost its process (killed, crashed, machine restarted)."""
+        dead = [r[0] for r in self.query("SELECT id FROM runs WHERE status = 'running' "
+                                         "AND NOT list_contains(?::VARCHAR[], id)", [sorted(_LIVE_RUNS)])]
+        if not dead:
+            return 0
+        counts = self.rows_written(dead)
+        done, failed = ([counts.get(i, (None, None))[k] for i in dead] for k in (0, 1))
+        self.con.execute(
+            "UPDATE runs SET status = 'died', finished_at = coalesce(updated_at, started_at), "
+            "items_done = coalesce(c.done, items_done), items_failed = coalesce(c.failed, items_failed) "
+            "FROM (SELECT unnest(?::VARCHAR[]) AS id, unnest(?::BIGINT[]) AS done, unnest(?::BIGINT[]) AS failed) c "
+            "WHERE runs.id = c.id",
+            [dead, done, failed],
+        )
+        return len(dead)
+
+    def rows_written(self, run_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """(done, failed) per run as its rows tell: generations, else imported personas, else dedup checks."""
+        sql = """
+            SELECT run_id, count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status <> 'ok'), 1 AS kind
+            FROM generations WHERE list_contains(?::VARCHAR[], run_id) GROUP BY 1
+            UNION ALL
+            SELECT run_id, count(*), 0, 2 FROM personas
+            WHERE list_contains(?::VARCHAR[], run_id) AND generation_key IS NULL GROUP BY 1
+            UNION ALL
+            SELECT run_id, count(*), 0, 3 FROM dedup_checked WHERE list_contains(?::VARCHAR[], run_id) GROUP BY 1
+            ORDER BY kind DESC
+        """
+        return {run_id: (done, failed) for run_id, done, failed, _ in self.query(sql, [run_ids] * 3)}
+
+    def runs(self, limit: int | None = None) -> list[dict]:
+        """Runs, newest first, as they really are: a 'running' run of a process that no longer holds the
+        store shows as 'died' with the counts of its rows, even when read without write access."""
+        runs = self.query_dicts(f"SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT {int(limit or 2**62)}")
+        dead = [r for r in runs if r["status"] == "running" and r["id"] not in _LIVE_RUNS]
+        counts = self.rows_written([r["id"] for r in dead]) if dead else {}
+        for run in dead:
+            run["status"] = "died"
+            run["items_done"], run["items_failed"] = counts.get(run["id"], (run["items_done"], run["items_failed"]))
+        return runs
 
     # -- generations ---------------------------------------------------------------------------
     def existing_keys(self, keys: list[str], retry_failed: bool = False) -> set[str]:
@@ -260,36 +358,38 @@ class Store:
         ).fetchall()
         return dict(rows)
 
-    def write_generations(self, rows: list[dict], personas: list[dict]) -> None:
-        """Write one batch of finished work items and the personas they made, atomically."""
+    def write_generations(self, rows: list[dict], personas: list[dict], stored_keys: set[str] | None = None) -> int:
+        """Write one batch of finished work items and the personas they made, atomically, as columnar
+        inserts. Returns how many personas were new.
+
+        A row whose key is stored (a retried failure) replaces it. ``stored_keys``, when the caller
+        knows them, lets every other row go in by a plain insert, several times cheaper than the
+        upsert; a key wrongly left out of it fails the batch on the primary key, never doubles a row."""
         if not rows and not personas:
-            return
+            return 0
         with self.transaction():
-            for row in rows:
-                # A retried failure replaces its row in place (attempts counts the tries).
-                self.con.execute(
-                    """
-                    INSERT INTO generations (key, task, input_id, status, output, raw_output, prompt, error,
-                        template, template_version, options, model, sampling, seed, prompt_tokens,
-                        completion_tokens, seconds, run_id, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (key) DO UPDATE SET status = excluded.status, output = excluded.output,
-                        raw_output = excluded.raw_output, prompt = excluded.prompt, error = excluded.error,
-                        prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
-                        seconds = excluded.seconds, run_id = excluded.run_id,
-                        attempts = generations.attempts + 1
-                    """,
-                    [
-                        row["key"], row["task"], row.get("input_id"), row["status"],
-                        _json(row.get("output")), _json(row.get("raw_output")), _json(row.get("prompt")),
-                        row.get("error"), row.get("template"), row.get("template_version"),
-                        _json(row.get("options")), row.get("model"), _json(row.get("sampling")),
-                        row.get("seed"), row.get("prompt_tokens"), row.get("completion_tokens"),
-                        row.get("seconds"), row.get("run_id"), now(),
-                    ],
-                )
-            if personas:
-                self._insert_personas(personas)
+            if stored_keys is None:
+                self._insert_generations(rows, upsert=True)
+            else:
+                self._insert_generations([r for r in rows if r["key"] not in stored_keys], upsert=False)
+                self._insert_generations([r for r in rows if r["key"] in stored_keys], upsert=True)
+            return self._insert_personas(personas) if personas else 0
+
+    def _insert_generations(self, rows: list[dict], upsert: bool) -> None:
+        if not rows:
+            return
+        stamp = now()
+        table = _arrow({
+            name: [_json(r.get(name)) for r in rows] if kind == "json" else
+                  [stamp] * len(rows) if name == "created_at" else [r.get(name) for r in rows]
+            for name, kind in GENERATION_COLUMNS.items()
+        }, GENERATION_COLUMNS)
+        names = ", ".join(GENERATION_COLUMNS)
+        replaced = ", ".join(f"{c} = excluded.{c}" for c in REPLACED_ON_RETRY)
+        conflict = f" ON CONFLICT (key) DO UPDATE SET {replaced}, attempts = generations.attempts + 1" if upsert else ""
+        with self._registered("_generations_batch", table):
+            # A retried failure replaces its row in place (attempts counts the tries).
+            self.con.execute(f"INSERT INTO generations ({names}) SELECT {names} FROM _generations_batch{conflict}")
 
     def insert_personas(self, personas: list[dict]) -> int:
         """Insert personas whose id is new; returns how many were added."""
@@ -297,14 +397,25 @@ class Store:
             return self._insert_personas(personas)
 
     def _insert_personas(self, personas: list[dict]) -> int:
+        if not personas:
+            return 0
+        unique = list({p["id"]: p for p in reversed(personas)}.values())[::-1]  # the first of an id wins
+        table = _arrow({c: [p.get(c, 0 if c == "hop" else None) for p in unique] for c in PERSONA_COLUMNS},
+                       PERSONA_COLUMNS)
+        names = ", ".join(PERSONA_COLUMNS)
         before = self.count("personas")
-        cols = ["id", "persona", "origin", "source_id", "parent_id", "hop", "relation", "perspective",
-                "note", "task", "model", "generation_key", "run_id"]
-        self.con.executemany(
-            f"INSERT INTO personas ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) ON CONFLICT (id) DO NOTHING",
-            [[p.get(c, 0 if c == "hop" else None) for c in cols] for p in personas],
-        )
+        with self._registered("_personas_batch", table):
+            # ON CONFLICT probes the key index per row; an anti-join would scan the whole table per batch.
+            self.con.execute(f"INSERT INTO personas ({names}) SELECT {names} FROM _personas_batch ON CONFLICT (id) DO NOTHING")
         return self.count("personas") - before
+
+    @contextmanager
+    def _registered(self, name: str, table) -> Iterator[None]:
+        self.con.register(name, table)
+        try:
+            yield
+        finally:
+            self.con.unregister(name)
 
     # -- cache ---------------------------------------------------------------------------------
     def cache_get(self, keys: list[str]) -> dict[str, tuple]:
@@ -318,8 +429,41 @@ class Store:
         return {r[0]: r[1:] for r in rows}
 
     def cache_put(self, rows: list[tuple]) -> None:
-        if rows:
-            self.con.executemany("INSERT INTO llm_cache VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING", rows)
+        """Store completions (key, text, prompt_tokens, completion_tokens, finish_reason) in one insert."""
+        if not rows:
+            return
+        unique = list({r[0]: r for r in rows}.values())
+        table = _arrow(dict(zip(CACHE_COLUMNS, zip(*unique))), CACHE_COLUMNS)
+        with self._registered("_cache_batch", table):
+            self.con.execute("INSERT INTO llm_cache SELECT * FROM _cache_batch ON CONFLICT (key) DO NOTHING")
+
+
+# Columns written in bulk, with the Arrow type of each ("json": encoded here, stored as JSON).
+GENERATION_COLUMNS = {
+    "key": "string", "task": "string", "input_id": "string", "status": "string", "output": "json",
+    "raw_output": "json", "prompt": "json", "error": "string", "template": "string",
+    "template_version": "string", "options": "json", "model": "string", "sampling": "json", "seed": "int64",
+    "prompt_tokens": "int32", "completion_tokens": "int32", "seconds": "float64", "run_id": "string",
+    "created_at": "timestamp", "item_data": "json", "prompt_hash": "string",
+}
+# What a retried failure's new row replaces (key, task, template, options and model are the same by the key).
+REPLACED_ON_RETRY = ("status", "output", "raw_output", "prompt", "error", "prompt_tokens", "completion_tokens",
+                     "seconds", "run_id", "item_data", "prompt_hash")
+PERSONA_COLUMNS = {
+    "id": "string", "persona": "string", "origin": "string", "source_id": "string", "parent_id": "string",
+    "hop": "int32", "relation": "string", "perspective": "string", "note": "string", "task": "string",
+    "model": "string", "generation_key": "string", "run_id": "string",
+}
+CACHE_COLUMNS = {"key": "string", "text": "string", "prompt_tokens": "int32", "completion_tokens": "int32",
+                 "finish_reason": "string"}
+
+
+def _arrow(columns: dict[str, list], types: dict[str, str]):
+    import pyarrow as pa
+
+    kinds = {"string": pa.string(), "json": pa.string(), "int32": pa.int32(), "int64": pa.int64(),
+             "float64": pa.float64(), "timestamp": pa.timestamp("us")}
+    return pa.table({name: pa.array(list(values), type=kinds[types[name]]) for name, values in columns.items()})
 
 
 def _json(value: Any) -> str | None:

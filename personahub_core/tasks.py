@@ -103,6 +103,9 @@ class GenerativeTask(Task):
     template: ClassVar[str] = ""
     template_version: ClassVar[str] = "1"
     attempts: ClassVar[int] = 2  # a Rejected answer is retried with a fresh seed this many times in all
+    # "backend:model" of the run, set by the core (TaskContext) before any work item is made, so every
+    # key carries it: the same work done by another model is new work.
+    model_identity: str | None = None
 
     def work_items(self, ctx: "TaskContext") -> Iterable[WorkItem]:
         raise NotImplementedError
@@ -121,8 +124,15 @@ class GenerativeTask(Task):
         run_generative(self, ctx, self.work_items(ctx))
 
     def item_key(self, *parts: Any) -> str:
-        """Key for a work item: task, template version, options and the item's own parts."""
-        return work_key(self.name, self.template_version, self.options.model_dump(mode="json"), *parts)
+        """Key for a work item: task, template version, options, model and the item's own parts."""
+        if self.model_identity is None:
+            raise RuntimeError(f"{self.name}: item_key() before the run set the model (make keys inside work_items)")
+        # The task's own parts are hashed once per model, not once per item (a rerun makes 10^5 keys).
+        cached = getattr(self, "_key_head", None)
+        if cached is None or cached[0] != self.model_identity:
+            head = work_key(self.name, self.template_version, self.options.model_dump(mode="json"), self.model_identity)
+            self._key_head = cached = (self.model_identity, head)
+        return work_key(cached[1], *parts)
 
 
 class PersonaSource(Task):

@@ -39,6 +39,9 @@ def example_for_schema(schema: dict, seed: str = "x") -> object:
     return f"{seed} value"
 
 
+KEEP_CALLS = 2_000  # FakeBackend.calls keeps the latest requests, for tests to inspect
+
+
 class FakeBackend(Backend):
     """Deterministic answers without a model: the same request always gets the same text.
 
@@ -63,8 +66,11 @@ class FakeBackend(Backend):
         return ModelInfo(name="fake", context_length=4096, has_chat_template=False)
 
     def generate(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
+        calls = FakeBackend.calls
+        if len(calls) > KEEP_CALLS:  # a long benchmark run must not keep every prompt it sent
+            del calls[: len(calls) - KEEP_CALLS // 2]
         for i, req in enumerate(requests):
-            FakeBackend.calls.append(req)
+            calls.append(req)
             if FakeBackend.responder is not None:
                 text = FakeBackend.responder(req)
             elif "PERSONAHUB_FAKE_ANSWER" in os.environ:

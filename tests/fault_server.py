@@ -6,6 +6,9 @@ a key to the faults its 1st, 2nd, ... attempts suffer; later attempts succeed. F
 - ``"500"``: HTTP 500 with an OpenAI-style error body
 - ``"400"``: HTTP 400, as for a prompt longer than the context
 - ``"429"`` / ``"429:N"``: HTTP 429 with ``Retry-After: N`` (default 0)
+- ``"429-date:N"``: HTTP 429 with ``Retry-After`` an HTTP date at least N seconds ahead
+- ``"429-ms:N"``: HTTP 429 with ``retry-after-ms: N`` and ``Retry-After: 0`` (as OpenAI sends both)
+- ``"500-secret"``: HTTP 500 whose error body quotes an API key and a bearer token
 - ``"drop"``: close the connection without answering
 - ``"slow"``: answer after ``slow_seconds`` (longer than the client's timeout)
 - ``"garbage"``: HTTP 200 with a body that is not JSON
@@ -14,11 +17,13 @@ a key to the faults its 1st, 2nd, ... attempts suffer; later attempts succeed. F
 from __future__ import annotations
 
 import json
+import math
 import socket
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -39,8 +44,10 @@ class FaultServer:
         has_models: bool = True,
         max_model_len: int | None = None,
         slow_seconds: float = 1.0,
+        every: list[str] | None = None,
     ) -> None:
         self.faults = faults or {}
+        self.every = every or []  # the faults of every key not in ``faults``
         self.api_key = api_key
         self.has_models = has_models
         self.max_model_len = max_model_len
@@ -72,7 +79,7 @@ class FaultServer:
             self.received.append(Received(path, body, key, time.monotonic()))
             attempt = self.attempts[key]
             self.attempts[key] += 1
-        planned = self.faults.get(key, [])
+        planned = self.faults.get(key, self.every)
         return planned[attempt] if attempt < len(planned) else None
 
 
@@ -155,6 +162,16 @@ def _handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(500, {"error": {"message": "Internal server error", "type": "server_error"}})
             elif fault == "400":
                 self._send_json(400, {"error": {"message": "This model's maximum context length is 2048 tokens"}})
+            elif fault == "500-secret":
+                message = "upstream rejected api_key=sk-live-0123456789abcdef (Authorization: Bearer tok-SECRET-42)"
+                self._send_json(500, {"error": {"message": message}})
+            elif fault is not None and fault.startswith("429-date:"):
+                # Rounded up, so the date is never sooner than N seconds after this request arrived.
+                when = math.ceil(time.time() + float(fault.partition(":")[2]))
+                self._send_json(429, {"error": {"message": "Rate limit reached"}}, {"Retry-After": formatdate(when, usegmt=True)})
+            elif fault is not None and fault.startswith("429-ms:"):
+                headers = {"Retry-After": "0", "retry-after-ms": fault.partition(":")[2]}
+                self._send_json(429, {"error": {"message": "Rate limit reached"}}, headers)
             elif fault is not None and fault.startswith("429"):
                 wait = fault.partition(":")[2] or "0"
                 self._send_json(429, {"error": {"message": "Rate limit reached"}}, {"Retry-After": wait})

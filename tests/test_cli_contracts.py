@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import resource
+import subprocess
 
 import duckdb
+import pytest
 
-from conftest import cli, last_json
+from conftest import PERSONAHUB, cli, last_json, write_jsonl
+from fault_server import FaultServer
 
 
 def test_plugins_json_lists_every_task_with_its_kind():
@@ -81,7 +85,8 @@ def test_corrupt_store_file_is_refused_and_left_untouched(tmp_path):
 
 
 def test_missing_store_directory_is_one_line_error(tmp_path):
-    result = cli("ingest", tmp_path, "--db", tmp_path / "nowhere" / "x.duckdb")
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": "A short text about bees."}])
+    result = cli("ingest", corpus, "--db", tmp_path / "nowhere" / "x.duckdb")
     assert result.returncode != 0 and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -142,3 +147,114 @@ def test_stats_json_counts(personas_file):
     cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
     stats = json.loads(cli("stats", "--json", check=True).stdout)
     assert stats["personas"] == 6 and stats["personas_by_origin"] == {"import": 6}
+
+
+# -- exit codes: 2 usage or input errors, 1 runtime failures (README "Exit codes and runs") ---------------
+
+@pytest.mark.parametrize("args", [
+    ["--batch-size", "0"],
+    ["--limit", "-1"],
+    ["--backend", "openai", "--model", "m", "--base-url", "http://"],
+    ["--where", "hopp<=2"],
+    ["--bogus-flag"],
+])
+def test_usage_errors_exit_2_before_anything_is_written(tmp_path, args):
+    # On an empty store a synthesizer would first build personas (the bootstrap): a bad option must stop it.
+    result = cli("run", "--plugin", "math", "--backend", "fake", *args)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "personahub.duckdb").exists()
+
+
+def test_bad_setting_in_environment_exits_2_naming_the_variable():
+    result = cli("config", env={"personahub_batch_size": "0"})
+    assert result.returncode == 2 and "personahub_batch_size" in result.stderr
+
+
+def test_run_in_which_every_item_failed_exits_1(personas_file):
+    cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
+    with FaultServer(every=["500"] * 10) as server:
+        result = cli("run", "--plugin", "math", "--backend", "openai", "--base-url", server.url, "--model", "test-model",
+                     "--limit", "3", "--json", "-q", env={"PERSONAHUB_MAX_RETRIES": "0"})
+    assert result.returncode == 1, result.stderr
+    summary = last_json(result)
+    assert summary["items_done"] == 0 and summary["items_failed"] == 3
+    assert "all 3 items failed" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ingest_of_a_missing_path_creates_no_store(tmp_path):
+    result = cli("ingest", "nowhere.jsonl")
+    assert result.returncode == 2 and "nowhere.jsonl" in result.stderr
+    assert not (tmp_path / "personahub.duckdb").exists()
+
+
+# -- export: clear errors naming the requested path, never a temp file left behind -------------------------
+
+def _leftovers(folder):
+    return [p.name for p in folder.rglob("*.partial")]
+
+
+def test_export_to_a_directory_or_under_a_file_is_a_usage_error(tmp_path, personas_file):
+    cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
+    (tmp_path / "outdir").mkdir()
+    result = cli("export", "personas", "--out", "outdir")
+    assert result.returncode == 2 and "--out outdir: is a directory" in result.stderr
+    result = cli("export", "personas", "--out", f"{personas_file.name}/p.jsonl")
+    assert result.returncode == 2 and f"{personas_file.name} is not a directory" in result.stderr
+    assert "internal error" not in result.stderr and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_export_that_fails_while_writing_names_the_path_and_leaves_no_partial_file(tmp_path, fmt):
+    rows = [{"persona": f"Persona number {i} who writes long descriptions of {i} things."} for i in range(300)]
+    write_jsonl(tmp_path / "many.jsonl", rows)
+    cli("run", "--plugin", "import", "--input", "many.jsonl", "-q", check=True)
+    # A file size limit of 4 KiB makes the write fail half way, as a full disk would.
+    limited = subprocess.run(
+        [PERSONAHUB, "export", "personas", "--format", fmt, "--out", f"out.{fmt}"], capture_output=True, text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)), timeout=120,
+    )
+    assert limited.returncode == 1 and f"--out out.{fmt}: cannot write" in limited.stderr, limited.stderr
+    assert not (tmp_path / f"out.{fmt}").exists() and _leftovers(tmp_path) == []
+
+
+# -- settings layering and what `config` says ---------------------------------------------------------------
+
+def test_config_tells_where_each_value_came_from_in_any_case(tmp_path):
+    (tmp_path / "personahub.toml").write_text("batch_size = 8\nseed = 3\n")
+    cfg = json.loads(cli("config", "--json", env={"personahub_batch_size": "4"}, check=True).stdout)
+    assert cfg["batch_size"] == {"value": 4, "from": "env personahub_batch_size"}  # env beats the file
+    assert cfg["seed"] == {"value": 3, "from": "personahub.toml"}
+    flagged = json.loads(cli("config", "--json", "--db", "x.duckdb", env={"PERSONAHUB_DB": "y.duckdb"}, check=True).stdout)
+    assert flagged["db"] == {"value": "x.duckdb", "from": "flag"}  # a flag beats the environment
+
+
+def test_credentials_in_the_base_url_are_masked_in_config_runs_and_errors(tmp_path, personas_file):
+    env = {"PERSONAHUB_BASE_URL": "http://user:hunter2@127.0.0.1:1/v1", "PERSONAHUB_API_KEY": "sk-abcdef123456"}
+    shown = cli("config", "--json", env=env, check=True).stdout
+    assert "hunter2" not in shown and "sk-abcdef123456" not in shown and "http://***@127.0.0.1:1/v1" in shown
+    cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
+    with FaultServer() as server:
+        url = server.url.replace("http://", "http://user:hunter2@")
+        cli("run", "--plugin", "math", "--backend", "openai", "--base-url", url, "--model", "test-model",
+            "--limit", "1", "-q", env={"PERSONAHUB_API_KEY": "sk-abcdef123456"})
+    failed = cli("run", "--plugin", "math", "--backend", "openai", "--model", "test-model", "--limit", "1", env=env)
+    assert failed.returncode == 1 and "cannot reach http://***@127.0.0.1:1/v1" in failed.stderr
+    assert "hunter2" not in failed.stderr
+    with duckdb.connect("personahub.duckdb", read_only=True) as con:
+        settings = [r[0] for r in con.execute("SELECT settings FROM runs WHERE task = 'math'").fetchall()]
+    assert settings and all("hunter2" not in s and "sk-abcdef123456" not in s for s in settings)
+    assert any("http://***@127.0.0.1" in s for s in settings)
+
+
+# -- runs and stats tell the truth ---------------------------------------------------------------------------
+
+def test_runs_lists_counts_and_stats_splits_generations_by_model(personas_file):
+    cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
+    cli("run", "--plugin", "persona-to-persona", "--backend", "fake", "--hops", "1", "-q", check=True)
+    runs = json.loads(cli("runs", "--json", check=True).stdout)
+    assert [(r["task"], r["status"], r["items_done"]) for r in runs] == [
+        ("persona-to-persona", "done", 6), ("import", "done", 6)]
+    stats = json.loads(cli("stats", "--json", check=True).stdout)
+    assert stats["generations_by_model"] == {"persona-to-persona": {"fake": {"ok": 6}}}
+    assert stats["runs_by_status"] == {"done": 2}

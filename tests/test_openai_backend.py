@@ -103,6 +103,35 @@ def test_retry_after_is_honoured() -> None:
     assert second - first >= 1.0  # the server asked for 1 s; jittered backoff alone would be ~0.01 s
 
 
+@pytest.mark.parametrize("fault, wait", [("429-date:1", 1.0), ("429-ms:1200", 1.2)])
+def test_retry_after_as_http_date_or_milliseconds_is_honoured(fault: str, wait: float) -> None:
+    with FaultServer({"wait": [fault]}) as server:
+        results = run(make_backend(server.url, request_timeout=5), [chat("wait")])
+        first, second = server.arrivals("wait")
+    assert results[0].text == "echo: wait"
+    # The date is rounded up and retry-after-ms wins over its "Retry-After: 0": never sooner than asked.
+    assert second - first >= wait
+
+
+def test_keys_and_tokens_in_server_errors_are_masked() -> None:
+    with FaultServer({"leak": ["500-secret"] * 3}) as server:
+        results = run(make_backend(server.url, max_retries=1, api_key="sk-live-0123456789abcdef"), [chat("leak")])
+    error = results[0].error
+    assert error.startswith("HTTP 500 after 2 attempts: upstream rejected api_key=***")
+    assert "0123456789abcdef" not in error and "tok-SECRET-42" not in error
+
+
+def test_credentials_in_the_url_are_never_shown() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    backend = make_backend(f"http://user:hunter2@127.0.0.1:{port}/v1")
+    with pytest.raises(BackendError) as caught:
+        list(backend.generate([chat("hello")]))
+    assert f"cannot reach http://***@127.0.0.1:{port}/v1" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
 def test_unreachable_server_is_backend_error() -> None:
     with socket.socket() as sock:  # a port nobody listens on once closed
         sock.bind(("127.0.0.1", 0))

@@ -23,7 +23,7 @@ TEXTS = [
 
 def documents():
     with Store("personahub.duckdb", read_only=True) as store:
-        return store.query_dicts("SELECT id, text, source_file FROM documents ORDER BY seq")
+        return store.query_dicts("SELECT id, text, source_id, source_file FROM documents ORDER BY seq")
 
 
 def test_ingest_reads_every_format_and_collapses_exact_duplicates(tmp_path):
@@ -41,8 +41,8 @@ def test_ingest_reads_every_format_and_collapses_exact_duplicates(tmp_path):
                             tmp_path / "d.parquet", tmp_path / "e.jsonl.gz", folder, "--json", check=True))
     assert summary["added"] == 6 and summary["duplicates"] == 1 and summary["bad"] == 1
     docs = {d["text"]: d for d in documents()}
-    assert docs[TEXTS[0]]["id"] == "n1"  # original id kept
-    assert docs[TEXTS[2]]["id"] == "r9" and docs[TEXTS[2]]["source_file"].endswith("c.csv")
+    assert docs[TEXTS[0]]["source_id"] == "n1"  # original id kept beside the content-hash id
+    assert docs[TEXTS[2]]["source_id"] == "r9" and docs[TEXTS[2]]["source_file"].endswith("c.csv")
     # Ingesting again adds nothing.
     again = last_json(cli("ingest", tmp_path / "a.jsonl", folder, "--json", check=True))
     assert again["added"] == 0 and len(documents()) == 6
@@ -90,7 +90,7 @@ def test_import_keeps_ids_reports_bad_lines_and_is_idempotent(tmp_path):
     again = last_json(cli("run", "--plugin", "import", "--input", path, "--json", "-q", check=True))
     assert again["items_done"] == 0 and again["items_skipped"] == 2
     with Store("personahub.duckdb", read_only=True) as store:
-        assert store.scalar("SELECT id FROM personas WHERE persona = ?", [PERSONAS[0]]) == "p-1"
+        assert store.scalar("SELECT source_id FROM personas WHERE persona = ?", [PERSONAS[0]]) == "p-1"
 
 
 def test_import_plain_text_one_persona_per_line(tmp_path):
@@ -120,7 +120,8 @@ def test_text_to_persona_records_source_and_perspective_and_rerun_does_nothing(t
     again = run_task("text-to-persona", backend="fake")
     assert again["items_done"] == 0 and again["items_skipped"] == 6
     with Store("personahub.duckdb", read_only=True) as store:
-        rows = store.query_dicts("SELECT source_id, perspective, origin, hop, persona FROM personas ORDER BY seq")
+        rows = store.query_dicts("SELECT d.source_id, perspective, origin, hop, persona FROM personas p "
+                                 "JOIN documents d ON d.id = p.source_id ORDER BY p.seq")
     assert {(r["source_id"], r["perspective"]) for r in rows} == {(f"d{i}", p) for i in range(3) for p in ("read", "write")}
     assert all(r["origin"] == "text" and r["hop"] == 0 and r["persona"].startswith("A person") for r in rows)
 

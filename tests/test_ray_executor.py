@@ -1,7 +1,8 @@
 """The Ray executor and MinHash on Ray, on one local Ray session shared by the whole module.
 
 The executor must be a drop-in for the local one: the same work items give the same keys, personas
-and rows, a resumed run does only what is missing, and the summary comes back through the same writer.
+and rows, a resumed run does only what is missing. The rows travel as Parquet shards written by the
+actors and merged by the store; the driver only counts.
 """
 
 from __future__ import annotations
@@ -9,24 +10,27 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import ray
 import ray.data
 from ray import cloudpickle
 
+from personahub_core import ray_executor, shards
 from personahub_core.hookspecs import hookimpl
 from personahub_core.ingest import ingest_paths
 from personahub_core.plugins import get_registry
-from personahub_core.ray_executor import (RayExecutorError, actor_plan, check_reachable, outcome_from_json,
-                                          outcome_to_json)
-from personahub_core.runner import Outcome
+from personahub_core.ray_executor import RayExecutorError, actor_plan, check_reachable, items_table, rows_to_items
+from personahub_core.runner import Writer
 from personahub_core.sample_data import corpus_path
 from personahub_core.settings import Settings
+from personahub_core.shards import ShardSpec, ShardWriter, merge_shards
 from personahub_core.store import Store
-from personahub_core.tasks import NewPersona, Prompt, Synthesis, Synthesizer, WorkItem
+from personahub_core.tasks import Prompt, Synthesis, Synthesizer, WorkItem
 from personahub_core.testing import plugins_registered, run_task
 
 from conftest import cli, write_jsonl
@@ -55,38 +59,140 @@ def new_store(name: str) -> str:
 
 
 def stored(db: str) -> dict:
+    """Every generation and persona by key, with what a run may not lose: raw output, error, attempts."""
     with Store(db, read_only=True) as store:
         return {
-            "generations": {r["key"]: (r["task"], r["status"], r["output"], r["input_id"]) for r in store.query_dicts(
-                "SELECT key, task, status, output, input_id FROM generations")},
+            "generations": {r.pop("key"): r for r in store.query_dicts(
+                "SELECT key, task, status, output, raw_output, error, attempts, input_id, prompt_tokens, "
+                "completion_tokens FROM generations")},
             "personas": {r["id"]: (r["persona"], r["generation_key"]) for r in store.query_dicts(
                 "SELECT id, persona, generation_key FROM personas")},
         }
 
 
-def test_ray_gives_the_same_keys_personas_and_rows_as_local_and_resumes():
+def test_ray_gives_the_same_keys_personas_and_rows_as_local_and_resumes(personas_file):
     local, distributed = new_store("local"), new_store("ray")
     run_task("text-to-persona", backend="fake", limit=8, db=local, executor="local")
     # An interrupted ray run (3 items), then the rest: the keys make the two runs add up to one.
     first = run_task("text-to-persona", backend="fake", limit=3, db=distributed, executor="ray")
     rest = run_task("text-to-persona", backend="fake", limit=5, db=distributed, executor="ray")
     assert (first["items_done"], rest["items_done"], rest["items_skipped"]) == (3, 5, 3)
+    assert (first["personas_added"], rest["personas_added"]) == (3, 5)
     assert any(n.startswith("ray: 5 items on") for n in rest["notes"])
 
+    # Math over the 8 fake personas is rejected (the fake answer repeats the persona); over the 6
+    # imported ones it is done. Both kinds of row must come through the shards as they do locally.
+    for db in (local, distributed):
+        run_task("import", ["--input", str(personas_file)], db=db)
     run_task("math", backend="fake", db=local, executor="local")
     math = run_task("math", backend="fake", db=distributed, executor="ray")
-    assert math["items_done"] + math["items_failed"] == 8  # one problem per persona
+    assert (math["items_done"], math["items_rejected"]) == (6, 8)
+    assert math["completion_tokens"] > 0
 
     a, b = stored(local), stored(distributed)
-    assert len(a["personas"]) == 8 and len(a["generations"]) == 16
+    assert len(a["personas"]) == 14 and len(a["generations"]) == 22
     assert a == b
+    rejected = [g for g in b["generations"].values() if g["status"] == "rejected"]
+    assert len(rejected) == 8 and all(g["error"] and json.loads(g["raw_output"]) for g in rejected)
 
     again = run_task("math", backend="fake", db=distributed, executor="ray")
-    assert (again["items_done"], again["items_failed"], again["items_skipped"]) == (0, 0, 8)
+    assert (again["items_done"], again["items_failed"], again["items_skipped"]) == (0, 0, 14)
     assert stored(distributed) == b
+    assert not Path(f"{distributed}.shards").exists()  # every shard merged, and nothing left behind
 
 
-class Tally(Synthesizer):
+def test_the_driver_writes_no_rows_and_counts_what_the_shards_added(personas_file, monkeypatch):
+    run_task("import", ["--input", str(personas_file)])
+
+    def no_rows_in_the_driver(*args, **kwargs):
+        raise AssertionError("the driver wrote rows; under Ray only the actors write them (as shards)")
+
+    monkeypatch.setattr(Writer, "add", no_rows_in_the_driver)
+    monkeypatch.setattr(Store, "write_generations", no_rows_in_the_driver)
+    summary = run_task("math", backend="fake", executor="ray", batch_size=2)
+    with Store("personahub.duckdb", read_only=True) as store:
+        rows = store.query("SELECT status, count(*), sum(completion_tokens) FROM generations GROUP BY status")
+        run = store.query("SELECT items_done, items_failed, completion_tokens FROM runs WHERE id = ?",
+                          [summary["run_id"]])
+    assert rows == [("ok", 6, summary["completion_tokens"])]
+    assert summary["items_done"] == 6 and run == [(6, 0, summary["completion_tokens"])]
+
+
+def test_shards_left_by_a_driver_that_died_are_merged_before_work_is_chosen(personas_file, monkeypatch, tmp_path):
+    """The driver dies after the actors wrote their shards and before it merged any of them. The shards
+    go to a folder named by a URI, as an object store would be."""
+    run_task("import", ["--input", str(personas_file)])
+    elsewhere = tmp_path / "elsewhere"
+    real_merge = ray_executor.merge_shards
+    monkeypatch.setattr(ray_executor, "merge_shards", lambda *args, **kwargs: {})
+    died = run_task("math", backend="fake", executor="ray", limit=4, ray_shards=elsewhere.as_uri())
+    assert died["items_done"] == 0 and len(list(elsewhere.rglob("*.parquet"))) >= 1
+    assert not Path("personahub.duckdb.shards").exists()
+    with Store("personahub.duckdb", read_only=True) as store:
+        assert store.count("generations") == 0
+
+    monkeypatch.setattr(ray_executor, "merge_shards", real_merge)
+    resumed = run_task("math", backend="fake", executor="ray", ray_shards=elsewhere.as_uri())
+    assert (resumed["items_skipped"], resumed["items_done"]) == (4, 2)  # the dead run's 4, then the rest
+    with Store("personahub.duckdb", read_only=True) as store:
+        keys = store.query("SELECT count(*), count(DISTINCT key) FROM generations")
+        counts = dict(store.query("SELECT id, items_done FROM runs WHERE task = 'math'"))
+    assert keys == [(6, 6)]
+    assert counts == {died["run_id"]: 4, resumed["run_id"]: 2}  # the dead run's count came from its shards
+    assert not elsewhere.exists()
+
+
+def row(key: str, status: str, run_id: str, output: dict | None = None) -> dict:
+    return {"key": key, "task": "t", "input_id": "p", "status": status, "output": output, "raw_output": ["raw " + key],
+            "error": None if status == "ok" else "bad", "template": "t",
+            "template_version": "1", "options": {}, "model": "fake", "sampling": {"seed": 1}, "seed": 0,
+            "prompt_tokens": 3, "completion_tokens": 5, "seconds": 0.1, "run_id": run_id}
+
+
+def write_shard(store: Store, root: str, run_id: str, rows: list[dict], personas: list[dict] = ()) -> None:
+    ShardWriter(ShardSpec.for_run(store, root, run_id)).write(rows, list(personas))
+
+
+def test_a_shard_merged_twice_adds_nothing_and_a_retried_failure_replaces_its_row(tmp_path):
+    """No Ray here: the store's side of the shards, keyed as Store.write_generations keys its rows."""
+    root = str(tmp_path / "shards")
+    with Store("personahub.duckdb") as store:
+        store.write_generations([row("a", "ok", "r0", {"x": 1}), row("b", "failed", "r0")], [])
+        persona = {"id": "pc", "persona": "A nurse", "origin": "expansion", "generation_key": "c", "run_id": "r1",
+                   "hop": 1, "task": "t", "model": "fake"}
+        write_shard(store, root, "r1", [row("a", "failed", "r1"), row("b", "ok", "r1", {"x": 2}),
+                                        row("c", "ok", "r1", {"x": 3}), row("c", "ok", "r1", {"x": 3})], [persona])
+        kept = tmp_path / "copy"
+        shutil.copytree(root, kept)
+        added = merge_shards(store, root)["r1"]
+        assert (added.done, added.failed, added.personas) == (2, 0, 1)
+        assert not Path(root, "r1").exists()
+        # The driver died after the commit and before the delete: the same files come back.
+        shutil.copytree(kept, root, dirs_exist_ok=True)
+        assert merge_shards(store, root)["r1"].items == 0
+        rows = {r["key"]: (r["status"], r["run_id"], r["attempts"], json.loads(r["output"] or "null"))
+                for r in store.query_dicts("SELECT * FROM generations")}
+        personas = store.query("SELECT id, persona, hop, generation_key FROM personas")
+    assert rows == {"a": ("ok", "r0", 1, {"x": 1}),  # a done row is never replaced
+                    "b": ("ok", "r1", 2, {"x": 2}),  # a failure is, by another run, once
+                    "c": ("ok", "r1", 1, {"x": 3})}  # a key written twice goes in once
+    assert personas == [("pc", "A nurse", 1, "c")]
+
+
+def test_personas_of_a_part_whose_rows_were_never_written_are_left_out(tmp_path):
+    """An actor killed between a part's persona file and its generation file did not finish the item."""
+    root = str(tmp_path / "shards")
+    with Store("personahub.duckdb") as store:
+        persona = {"id": "pz", "persona": "A pilot", "origin": "expansion", "generation_key": "z", "run_id": "r1"}
+        write_shard(store, root, "r1", [row("z", "ok", "r1")], [persona])
+        for part in Path(root, "r1", "generations").iterdir():
+            part.unlink()
+        assert merge_shards(store, root) == {"r1": shards.Tally()}
+        assert (store.count("generations"), store.count("personas")) == (0, 0)
+    assert not Path(root, "r1").exists()
+
+
+class WordCount(Synthesizer):
     """A synthesizer defined outside any installed plugin, with options that change its prompt."""
 
     name = "tally"
@@ -99,7 +205,7 @@ class Tally(Synthesizer):
         return Synthesis(text=str(len(persona.split())), fields={"raw": text, "pid": os.getpid()})
 
 
-class Crash(Tally):
+class Crash(WordCount):
     """Kills the process that runs it, as a native crash in a backend would."""
 
     name = "crash"
@@ -108,11 +214,24 @@ class Crash(Tally):
         os._exit(3)
 
 
+class FirstTryFails(WordCount):
+    """Fails on an item's first run and works on its retry (the retry's item knows its earlier runs)."""
+
+    name = "first-try-fails"
+
+    def run_item(self, item):
+        completion = yield self.prompt(item.data["persona"])
+        if not item.earlier_runs:
+            raise ValueError("the first try fails")
+        return self.parse(completion.text, item.data["persona"])
+
+
 class TestPlugin:
     @hookimpl
     def register_tasks(self, register):
-        register(Tally)
+        register(WordCount)
         register(Crash)
+        register(FirstTryFails)
 
 
 def test_task_instances_travel_to_actors_and_results_come_back(personas_file):
@@ -128,6 +247,20 @@ def test_task_instances_travel_to_actors_and_results_come_back(personas_file):
             assert output["pid"] != os.getpid()  # parsed in an actor, not here
 
 
+def test_failed_items_are_kept_with_their_raw_output_and_a_retry_replaces_them(personas_file):
+    with plugins_registered(TestPlugin()):
+        run_task("import", ["--input", str(personas_file)])
+        first = run_task("first-try-fails", backend="fake", executor="ray")
+        assert (first["items_done"], first["items_failed"]) == (0, 6)
+        failed = stored("personahub.duckdb")["generations"].values()
+        assert all(g["status"] == "failed" and "the first try fails" in g["error"] and json.loads(g["raw_output"])
+                   for g in failed)
+        retry = run_task("first-try-fails", backend="fake", executor="ray", retry_failed=True)
+        assert (retry["items_done"], retry["items_failed"]) == (6, 0)
+    after = stored("personahub.duckdb")["generations"].values()
+    assert len(after) == 6 and all(g["status"] == "ok" and g["attempts"] == 2 and g["error"] is None for g in after)
+
+
 def test_a_crashing_actor_fails_the_run_with_one_line(personas_file):
     with plugins_registered(TestPlugin()):
         run_task("import", ["--input", str(personas_file)])
@@ -136,21 +269,12 @@ def test_a_crashing_actor_fails_the_run_with_one_line(personas_file):
         assert "\n" not in str(exc.value)
 
 
-def test_outcomes_round_trip_through_json():
-    item = WorkItem(key="k1", input_id="p1", data={"persona": "A nurse", "hop": 2, "tags": ["x"]})
-    for result in (Synthesis("text", {"solution": "4", "steps": [1, 2]}, "math problem"),
-                   [NewPersona("A doctor", relation="colleague", perspective=None, note="n")],
-                   {"anything": [1, "json"]}):
-        outcome = Outcome(item=item, status="ok", result=result, prompts=[{"prompt": "p", "messages": None}],
-                          raw_outputs=["raw"], prompt_tokens=3, completion_tokens=5, seconds=0.5,
-                          sampling={"seed": 7}, cached_calls=1)
-        assert outcome_from_json(outcome_to_json(outcome)) == outcome
-
-
-def test_an_unserialisable_result_fails_its_item_not_the_run():
-    outcome = Outcome(item=WorkItem("k", None, {}), status="ok", result={"when": object()})
-    back = outcome_from_json(outcome_to_json(outcome))
-    assert back.status == "failed" and "not JSON-serializable" in back.error
+def test_work_items_travel_as_columns_with_their_earlier_runs():
+    items = [WorkItem(key="k1", input_id="p1", data={"persona": "A nurse", "hop": 2, "tags": ["x"]}, earlier_runs=2),
+             WorkItem(key="k2", input_id=None, data={})]
+    assert rows_to_items(items_table(items).to_pydict()) == items
+    with pytest.raises(RayExecutorError, match="k3: data cannot travel"):
+        items_table([WorkItem(key="k3", input_id=None, data={"when": object()})])
 
 
 def test_plugin_tasks_pickle_with_their_options():
@@ -258,7 +382,7 @@ def test_minhash_on_ray_marks_what_the_local_task_marks(tmp_path, monkeypatch):
 
 
 def test_math_on_the_bundled_model_lands_four_rows(personas_file, monkeypatch):
-    """The real thing: llama.cpp loaded inside a Ray actor, rows written by the driver."""
+    """The real thing: llama.cpp loaded inside a Ray actor, its rows written by the actor as shards."""
     run_task("import", ["--input", str(personas_file)])
     from typer.testing import CliRunner
 
@@ -271,13 +395,15 @@ def test_math_on_the_bundled_model_lands_four_rows(personas_file, monkeypatch):
     monkeypatch.setattr(LlamaCppBackend, "__init__", no_model_in_the_driver)
 
     result = CliRunner().invoke(app, ["run", "--plugin", "math", "--limit", "4", "--executor", "ray",
-                                      "--max-tokens", "32", "--quiet", "--json"])
+                                      "--quiet", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["items_done"] + summary["items_failed"] == 4 and summary["completion_tokens"] > 0
     with Store("personahub.duckdb", read_only=True) as store:
-        rows = store.query_dicts("SELECT model, raw_output, status FROM generations WHERE task = 'math'")
-    assert len(rows) == 4
-    for row in rows:  # each row holds what the model said (text may be empty: a completion can stop at once)
-        raw = json.loads(row["raw_output"]) if isinstance(row["raw_output"], str) else row["raw_output"]
-        assert row["model"].lower().startswith("gemma") and len(raw) >= 1
+        rows = store.query_dicts("SELECT model, output, raw_output, status, error FROM generations WHERE task = 'math'")
+    assert len(rows) == 4 and summary["items_done"] + summary["items_failed"] == 4
+    # Every answer rejected would mean the path (or the prompt) is broken, not a bad draw of the model.
+    done = [r for r in rows if r["status"] == "ok"]
+    assert summary["items_done"] == len(done) >= 2, [r["error"] for r in rows]
+    for row in done:
+        assert row["model"].lower().startswith("gemma")
+        assert json.loads(row["output"])["synthesized text"] in json.loads(row["raw_output"])[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from personahub_core.tasks import Prompt, Rejected, Synthesis, Synthesizer
 from personahub_core.testing import FakeBackend, plugins_registered, run_task
 
 from conftest import PERSONAS, cli
+from fault_server import FaultServer
 
 
 class Echo(Synthesizer):
@@ -84,15 +86,32 @@ def test_plugin_exception_fails_the_item_not_the_run(echo):
     assert "parser exploded" in failed[0]["error"]
 
 
-def test_retry_failed_reattempts_in_place(echo):
+def test_retry_failed_reattempts_in_place_with_fresh_seeds(echo):
     FakeBackend.responder = lambda req: "BAD"
     run_task("echo", backend="fake", limit=2)
+    first = {(c.prompt, c.seed) for c in FakeBackend.calls}
+    FakeBackend.calls.clear()
     FakeBackend.responder = lambda req: "good now"
     summary = run_task("echo", backend="fake", retry_failed=True)
     rows = generations()
     assert all(r["status"] == "ok" for r in rows) and len(rows) == len(PERSONAS)
     retried = [r for r in rows if r["attempts"] == 2]
     assert len(retried) == 2 and summary["items_done"] == len(PERSONAS)  # 2 retried + 4 new
+    # The same prompts again, but never with a seed they already failed with.
+    again = [(c.prompt, c.seed) for c in FakeBackend.calls if c.prompt in {p for p, _ in first}]
+    assert len(again) == 2 and not first & set(again)
+
+
+def test_another_backend_or_model_does_the_work_again(echo):
+    n = len(PERSONAS)
+    assert run_task("echo", backend="fake")["items_done"] == n
+    assert run_task("echo", backend="fake")["items_skipped"] == n  # the same model: already stored
+    with FaultServer() as server:
+        other = run_task("echo", backend="openai", base_url=server.url, model="test-model")
+    assert other["items_done"] == n and other["items_skipped"] == 0
+    rows = generations()
+    assert sorted(r["model"] for r in rows) == ["fake"] * n + ["test-model"] * n
+    assert len({r["key"] for r in rows}) == 2 * n
 
 
 def test_same_seed_same_requests_and_seed_changes_them(echo, personas_file):
@@ -145,7 +164,7 @@ def test_where_rejects_unknown_fields_and_operators(echo):
 
 
 SLOW_TASK = r'''
-import time, sys
+import os, time, sys
 from personahub_core.hookspecs import hookimpl
 from personahub_core.tasks import Prompt, Synthesis, Synthesizer
 from personahub_core.testing import FakeBackend
@@ -160,7 +179,10 @@ class Slow(Synthesizer):
 def slow_answer(req):
     with open("calls.log", "a") as log:  # lets the test see progress without the store's lock
         log.write("call\n")
-    time.sleep(0.4)
+    with open("calls.log") as log:
+        calls = len(log.read().splitlines())
+    if calls > int(os.environ.get("BLOCK_AFTER", "1000")):
+        time.sleep(600)  # the item in flight when the signal comes: the run cannot finish before it
     return "slow answer"
 
 FakeBackend.responder = slow_answer
@@ -185,24 +207,71 @@ def test_interrupted_run_keeps_finished_items_and_resumes_without_duplicates(tmp
     cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
     script = tmp_path / "slow.py"
     script.write_text(SLOW_TASK)
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Items are written one by one; the 4th call blocks, so exactly 3 are stored when the signal comes.
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "BLOCK_AFTER": "3"})
     log = tmp_path / "calls.log"
-    deadline = time.time() + 60
-    while time.time() < deadline:  # three calls started: at least two items are written
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 4):
         time.sleep(0.1)
-        if log.exists() and len(log.read_text().splitlines()) >= 3:
-            break
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
-    with Store("personahub.duckdb") as store:
-        kept = store.scalar("SELECT count(*) FROM generations")
-        assert 1 <= kept < len(PERSONAS)
-        if sig == signal.SIGINT:
-            assert store.scalar("SELECT status FROM runs WHERE task = 'slow'") == "interrupted"
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    with Store("personahub.duckdb", read_only=True) as store:
+        assert store.scalar("SELECT count(*) FROM generations") == 3
+        (run,) = [r for r in store.runs() if r["task"] == "slow"]
+    # Counts are written as the run goes; a killed run's process is gone, and the store says so.
+    assert (run["status"], run["items_done"]) == ("interrupted" if sig == signal.SIGINT else "died", 3)
     rerun = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     with Store("personahub.duckdb", read_only=True) as store:
         keys = [r[0] for r in store.query("SELECT key FROM generations")]
+        statuses = store.query("SELECT status, items_done FROM runs WHERE task = 'slow' ORDER BY started_at")
     assert len(keys) == len(set(keys)) == len(PERSONAS)
+    first = "interrupted" if sig == signal.SIGINT else "died"  # the rerun marked the dead run as it started
+    assert statuses == [(first, 3), ("done", len(PERSONAS) - 3)]
+
+
+LONG_QUERY_TASK = r'''
+import sys
+from personahub_core.hookspecs import hookimpl
+from personahub_core.tasks import PersonaSource
+
+class LongQuery(PersonaSource):
+    name = "long-query"
+    uses_backend = False
+
+    def run(self, ctx):
+        open("ready", "w").close()
+        ctx.store.scalar("SELECT sum(i % 7) FROM range(100000000000) r(i)")  # minutes: Ctrl-C lands inside it
+
+class P:
+    @hookimpl
+    def register_tasks(self, register):
+        register(LongQuery)
+
+from personahub_core import plugins
+plugins._registry = plugins.load_plugins(extra=[P()])
+from personahub_core.cli import main
+sys.argv = ["personahub", "run", "--plugin", "long-query", "-q"]
+main()
+'''
+
+
+def test_ctrl_c_inside_a_duckdb_query_ends_the_run_as_interrupted(tmp_path):
+    # DuckDB reports a Ctrl-C during a query as RuntimeError("Query interrupted"), not KeyboardInterrupt.
+    script = tmp_path / "long.py"
+    script.write_text(LONG_QUERY_TASK)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "ready").exists():
+        time.sleep(0.05)
+    time.sleep(0.5)  # well inside the query (it runs for minutes); earlier would end the same way
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "internal error" not in err, err
+    with Store("personahub.duckdb", read_only=True) as store:
+        assert store.scalar("SELECT status FROM runs WHERE task = 'long-query'") == "interrupted"

@@ -1,5 +1,5 @@
 """The six synthesizers against the real default model (Gemma 3 270M base through llama.cpp), two
-personas each: the prompts' completion forms work end to end, nothing crashes, and the tools
+personas each (four for tools, whose quality checks reject about a quarter of this model's answers): the prompts' completion forms work end to end, nothing crashes, and the tools
 interfaces decoded under their JSON schema are valid JSON of PersonaHub's released form."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from personahub_core.testing import run_task
 from conftest import PERSONAS
 
 TOOL_KEYS = ["name", "description", "function_name", "input_args", "return", "depend"]
+LIMITS = {"tools": 4}
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def db(tmp_path_factory):
     """One store for the module, so the model's answers to one task do not depend on another's."""
     folder = tmp_path_factory.mktemp("real")
     personas = folder / "personas.jsonl"
-    personas.write_text("".join(json.dumps({"persona": p}) + "\n" for p in PERSONAS[:2]), encoding="utf-8")
+    personas.write_text("".join(json.dumps({"persona": p}) + "\n" for p in PERSONAS[:4]), encoding="utf-8")
     path = folder / "store.duckdb"
     run_task("import", ["--input", str(personas)], db=path)
     return path
@@ -34,14 +35,17 @@ def generations(db, task: str) -> list[dict]:
 
 @pytest.mark.parametrize("task", ["math", "reasoning", "instructions", "knowledge", "npc", "tools"])
 def test_each_synthesizer_runs_on_the_default_model(db, task):
-    summary = run_task(task, db=db, backend="llama-cpp", limit=2)
-    assert summary["items_done"] + summary["items_failed"] == 2
+    limit = LIMITS.get(task, 2)
+    summary = run_task(task, db=db, backend="llama-cpp", limit=limit)
+    assert summary["items_done"] + summary["items_failed"] == limit
     assert summary["completion_tokens"] > 0
     rows = generations(db, task)
-    assert len(rows) == 2
+    assert len(rows) == limit
     # Rejected answers are the model's fault and are kept with a reason; "failed" would be ours.
     assert all(r["status"] in ("ok", "rejected") for r in rows), [r["error"] for r in rows]
     assert all(r["error"] for r in rows if r["status"] == "rejected")
+    # Every answer rejected would mean the prompt or the parser no longer works with this model.
+    assert any(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
     for row in rows:
         if row["status"] == "ok":
             assert json.loads(row["output"])["synthesized text"].strip()
@@ -49,7 +53,7 @@ def test_each_synthesizer_runs_on_the_default_model(db, task):
 
 def test_tools_are_valid_json_of_the_released_form(db):
     if not generations(db, "tools"):
-        run_task("tools", db=db, backend="llama-cpp", limit=2)
+        run_task("tools", db=db, backend="llama-cpp", limit=LIMITS["tools"])
     rows = generations(db, "tools")
     assert any(row["status"] == "ok" for row in rows), [row["error"] for row in rows]
     for row in rows:

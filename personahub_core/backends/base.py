@@ -8,7 +8,7 @@ carries both prompt forms; the backend uses ``messages`` when its model has a ch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterator
+from typing import Callable, ClassVar, Iterator
 
 from ..errors import PersonaHubError
 
@@ -61,6 +61,13 @@ class Backend:
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    # Where notes to the user go: a run sets it to its context's note (stderr and the run's notes).
+    on_note: Callable[[str], None] | None = None
+
+    def note(self, message: str) -> None:
+        """Tell the user about something that changes the run, such as a setting this backend lowered."""
+        if self.on_note is not None:
+            self.on_note(message)
 
     @classmethod
     def model_label(cls, settings) -> str:

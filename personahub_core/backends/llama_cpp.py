@@ -19,16 +19,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
-
-import llama_cpp as lc
-import numpy as np
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-from llama_cpp.llama_grammar import json_schema_to_gbnf
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from personahub_core.backends.base import Backend, BackendError, GenerationRequest, GenerationResult, ModelInfo
 from personahub_core.models import default_model_path
 from personahub_core.settings import Settings
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 N_BATCH = 512  # tokens per llama_decode call: all decoding sequences plus prefill chunks
 MIN_SHARED_PREFIX = 16  # a shorter common prefix is not worth sharing
@@ -39,16 +37,31 @@ GREEDY_SHORTLIST = 64  # greedy decoding: tokens the grammar vets before a full 
 
 _errors: deque[str] = deque(maxlen=3)
 
+# llama_cpp (it loads the llama.cpp library) and numpy are imported when the first backend is built, so
+# that listing plugins, --help and commands that never generate start without them.
+lc = np = None
+_log_callback = None  # the C callback wrapping _log, kept alive while llama.cpp holds it
+_TOKEN_DATA = None  # numpy's view of llama_token_data
 
-@lc.llama_log_callback
+
+def _load_llama() -> None:
+    global lc, np, _log_callback, _TOKEN_DATA
+    if lc is not None:
+        return
+    import llama_cpp
+    import numpy
+
+    lc, np = llama_cpp, numpy
+    _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+    _log_callback = lc.llama_log_callback(_log)
+    lc.llama_log_set(_log_callback, ctypes.c_void_p(0))
+    lc.llama_backend_init()
+
+
 def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     # llama.cpp narrates every load step on stderr; keep only errors, to explain a failure in one line.
     if level == 3:  # GGML_LOG_LEVEL_ERROR
         _errors.append(text.decode("utf-8", "replace").strip())
-
-
-lc.llama_log_set(_log, ctypes.c_void_p(0))
-lc.llama_backend_init()
 
 
 def _last_error() -> str:
@@ -100,7 +113,6 @@ class _Batch:
         lc.llama_batch_free(self.raw)
 
 
-_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 _LOG_TAIL_CUTOFF = math.log(TAIL_CUTOFF)
 
 
@@ -252,6 +264,7 @@ class LlamaCppBackend(Backend):
     description = "GGUF models through llama.cpp, many sequences per decode (default: bundled Gemma 3 270M)"
 
     def __init__(self, settings: Settings, share_prefix: bool = True) -> None:
+        _load_llama()
         self.share_prefix = share_prefix
         self.path = _model_path(settings)
         _check_gguf(self.path)
@@ -276,7 +289,13 @@ class LlamaCppBackend(Backend):
         self._chat_formatter: Jinja2ChatFormatter | None = None
 
         # One slot per parallel sequence, plus a spare sequence id that holds the shared prefix.
+        self._requested = settings.batch_size
         self._slots = max(1, min(settings.batch_size, lc.llama_max_parallel_sequences() - 1))
+        self._unsaid: list[str] = []  # notes for the user, said at the first generate() (on_note is set by then)
+        if self._slots < settings.batch_size:
+            self._unsaid.append(f"llama-cpp: --batch-size {settings.batch_size} lowered to {self._slots}: llama.cpp "
+                                f"decodes at most {lc.llama_max_parallel_sequences()} sequences in one context, "
+                                "one of which holds the shared prompt prefix")
         self._ctx = self._new_context(settings.n_ctx, N_BATCH, self._slots + 1, embeddings=False)
         self._n_ctx = lc.llama_n_ctx(self._ctx)
         self._batch = _Batch(N_BATCH, self._slots + 1)
@@ -284,6 +303,7 @@ class LlamaCppBackend(Backend):
         self._pieces: dict[int, bytes] = {}
         self._grammars: dict[str, str] = {}
         self._generating = False
+        self._said_kv = False  # the KV-cache note is said once per backend
         self._prefix: list[int] = []  # the tokens the spare sequence holds
 
     def _new_context(self, n_ctx: int, n_batch: int, n_seq: int, embeddings: bool) -> lc.llama_context_p:
@@ -316,6 +336,9 @@ class LlamaCppBackend(Backend):
         if self._generating:  # both would share (and clear) the one KV cache
             raise BackendError("a llama-cpp backend runs one generate() at a time; use one backend per thread")
         self._generating = True
+        for message in self._unsaid:
+            self.note(message)
+        self._unsaid = []
         try:
             yield from self._generate(requests)
         finally:
@@ -345,6 +368,7 @@ class LlamaCppBackend(Backend):
             used = len(prefix)  # KV cells reserved: each sequence its whole suffix, shared cells or not
             free = list(range(self._slots - 1, -1, -1))
             finished: dict[int, list[int]] = {}  # slot -> prompt of a sequence that just ended, cells kept
+            peak, kv_bound = 0, False  # most sequences decoded together; whether free slots waited for cells
             while queue or active:
                 fresh: list[_Seq] = []  # admitted this round; joins active after admission
                 while queue and free:
@@ -352,6 +376,7 @@ class LlamaCppBackend(Backend):
                     limit = max(1, min(requests[i].max_tokens, self._n_ctx - len(tokens)))
                     cells = len(tokens) - len(prefix) + limit
                     if used + cells > self._n_ctx:
+                        kv_bound = True
                         break  # wait for running sequences to free cells; FIFO keeps runs reproducible
                     queue.popleft()
                     try:
@@ -366,6 +391,7 @@ class LlamaCppBackend(Backend):
                     lc.llama_memory_seq_rm(mem, slot, -1, -1)
                 finished.clear()
                 active += fresh
+                peak = max(peak, len(active))
                 self._step(active)
                 for seq in [s for s in active if s.finish]:
                     active.remove(seq)
@@ -375,6 +401,10 @@ class LlamaCppBackend(Backend):
                     used -= seq.cells
                     self.timings.completion_tokens += seq.n_out
                     yield seq.index, seq.result()
+            if kv_bound and peak < self._slots and not self._said_kv:
+                self._said_kv = True
+                self.note(f"llama-cpp: decoded at most {peak} sequences together, not --batch-size {self._requested}: "
+                          f"their prompts and answers fill the {self._n_ctx}-token context (raise --n-ctx for more)")
         finally:
             for seq in active:
                 seq.sampler.free()
@@ -447,6 +477,8 @@ class LlamaCppBackend(Backend):
 
     def _render_chat(self, messages: list[dict]) -> str:
         if self._chat_formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
             self._chat_formatter = Jinja2ChatFormatter(
                 template=self._template,
                 eos_token=self._special_piece(lc.llama_vocab_eos(self._vocab)),
@@ -535,6 +567,8 @@ class LlamaCppBackend(Backend):
             return None
         key = json.dumps(schema)  # not sorted: property order is the order the grammar makes the model write
         if key not in self._grammars:
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
+
             try:
                 self._grammars[key] = json_schema_to_gbnf(key)
             except Exception as exc:  # the converter raises bare Exceptions for unsupported schemas

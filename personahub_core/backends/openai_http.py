@@ -13,6 +13,8 @@ import random
 import re
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 import httpx
@@ -24,7 +26,7 @@ from personahub_core.backends.base import (
     GenerationResult,
     ModelInfo,
 )
-from personahub_core.settings import Settings
+from personahub_core.settings import Settings, redact, redact_url
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -50,16 +52,18 @@ class OpenAIBackend(Backend):
         if not settings.base_url:
             raise BackendError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         if not re.match(r"https?://", settings.base_url):
-            raise BackendError(f"--base-url must start with http:// or https:// (got {settings.base_url!r})")
+            raise BackendError(f"--base-url must start with http:// or https:// (got {redact_url(settings.base_url)!r})")
         if not settings.model:
             raise BackendError("--backend openai needs --model NAME (the model name the server serves)")
         self.base_url = settings.base_url.rstrip("/")
+        self.public_url = redact_url(self.base_url)  # what messages show: no user or password
         self.model = settings.model
         self.embedding_model = settings.embedding_model or settings.model
         self.settings = settings
         self.chat = settings.openai_chat
         key = settings.api_key or os.environ.get("PERSONAHUB_API_KEY") or os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._key = key
         self.client = httpx.Client(
             headers=headers,
             timeout=settings.request_timeout,
@@ -151,6 +155,7 @@ class OpenAIBackend(Backend):
         ``stop`` is set when the caller has gone away; a sleeping retry then gives up at once.
         """
         url = self.base_url + path
+        shown = self.public_url + path
         attempts = self.settings.max_retries + 1
         for attempt in range(attempts):
             retry_after: float | None = None
@@ -163,11 +168,11 @@ class OpenAIBackend(Backend):
                 reason, detail = "connection error", _describe(exc)
             else:
                 if resp.status_code in (401, 403):
-                    raise BackendError(f"authentication failed (HTTP {resp.status_code}) at {url}: {_server_message(resp)}")
+                    raise BackendError(f"authentication failed (HTTP {resp.status_code}) at {shown}: {self._message(resp)}")
                 if resp.status_code == 404:  # wrong model name or an endpoint the server lacks
-                    raise BackendError(f"HTTP 404 at {url}: {_server_message(resp)}")
+                    raise BackendError(f"HTTP 404 at {shown}: {self._message(resp)}")
                 if resp.status_code >= 400:
-                    reason, detail = f"HTTP {resp.status_code}", _server_message(resp)
+                    reason, detail = f"HTTP {resp.status_code}", self._message(resp)
                     if resp.status_code < 500 and resp.status_code not in RETRYABLE_STATUS:
                         raise RequestFailed(f"{reason}: {detail}")  # the request itself is bad; retrying won't help
                     retry_after = _retry_after(resp)
@@ -181,7 +186,12 @@ class OpenAIBackend(Backend):
             if attempt + 1 < attempts and stop.wait(self._delay(attempt, retry_after)):
                 raise RequestFailed("cancelled")
         suffix = f" after {attempts} attempts" if attempts > 1 else ""
-        raise RequestFailed(_one_line(f"{reason}{suffix}: {detail}" if detail else f"{reason}{suffix}"))
+        message = f"{reason}{suffix}: {detail}" if detail else f"{reason}{suffix}"
+        raise RequestFailed(_one_line(redact(message, self._key)))
+
+    def _message(self, resp: httpx.Response) -> str:
+        """The server's error message with keys and tokens masked: it is shown and stored with the row."""
+        return redact(_server_message(resp), self._key)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -199,12 +209,13 @@ class OpenAIBackend(Backend):
         try:
             resp = self.client.get(url)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise BackendError(f"cannot reach {self.base_url}: {_describe(exc)}") from None
+            raise BackendError(f"cannot reach {self.public_url}: {redact(_describe(exc), self._key)}") from None
         except httpx.HTTPError:
             resp = None  # a slow or flaky /models is not fatal; requests have their own retries
         if resp is not None:
             if resp.status_code in (401, 403):
-                raise BackendError(f"authentication failed (HTTP {resp.status_code}) at {url}: {_server_message(resp)}")
+                raise BackendError(f"authentication failed (HTTP {resp.status_code}) at {self.public_url}/models: "
+                                   f"{self._message(resp)}")
             if resp.status_code == 200:
                 self._context_length = self._max_model_len(resp)
         self._checked = True
@@ -242,10 +253,24 @@ class OpenAIBackend(Backend):
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds the server asked us to wait: ``retry-after-ms`` (OpenAI's, more precise), else
+    ``Retry-After`` as seconds or as an HTTP date. None when absent or unreadable: back off instead."""
     try:
-        return max(0.0, float(resp.headers["retry-after"]))
+        return max(0.0, float(resp.headers["retry-after-ms"]) / 1000)
     except (KeyError, ValueError):
-        return None  # absent, or an HTTP date: fall back to backoff
+        pass
+    value = resp.headers.get("retry-after", "").strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def _server_message(resp: httpx.Response) -> str:

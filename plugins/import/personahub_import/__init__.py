@@ -1,19 +1,25 @@
 """Import personas: PersonaHub's released ``{"persona": ...}`` jsonl (optionally with an id), or plain
-text with one persona per line. Invalid lines are reported with their line numbers and skipped."""
+text with one persona per line. Invalid lines are reported with their line numbers and skipped.
+
+The file goes through DuckDB's own reader and one ``INSERT ... SELECT``: a persona's id is a hash of
+its text and the id the file gives it (kept as ``source_id``), so a different text under a repeated id
+is never lost, and the same line imported twice is one persona. Exact duplicates under different ids
+are all kept, for dedup to mark. Personas already stored are left out by an anti-join.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import duckdb
 from pydantic import BaseModel, ConfigDict, Field
 
 from personahub_core.errors import UsageError
 from personahub_core.hookspecs import hookimpl
-from personahub_core.ingest import open_text
-from personahub_core.tasks import PersonaSource, work_key
+from personahub_core.ingest import LINES_AS, file_error, file_progress, json_records_sql, normalised, open_text, stripped
+from personahub_core.tasks import PersonaSource
 
-BATCH = 10_000
 MAX_REPORTED = 5
 
 
@@ -30,67 +36,111 @@ class ImportPersonas(PersonaSource):
     Options = Options
     uses_backend = False
 
-    def records(self, ctx):
+    def as_json(self) -> bool:
+        return ".jsonl" in self.options.input.suffixes or ".json" in self.options.input.suffixes
+
+    def records_sql(self) -> str:
+        """(text, source_id, bad) per non-blank line."""
+        if self.as_json():
+            return json_records_sql(LINES_AS.format(type="JSON"), self.options.field, self.options.id_field)
+        return (f"SELECT {stripped('v')} AS text, CAST(NULL AS VARCHAR) AS source_id, false AS bad "
+                f"FROM {LINES_AS.format(type='VARCHAR')} WHERE v IS NOT NULL AND {stripped('v')} <> ''")
+
+    def run(self, ctx) -> None:
         path = self.options.input
         if not path.is_file():
             raise UsageError(f"--input {path}: no such file")
-        as_json = ".jsonl" in path.suffixes or ".json" in path.suffixes
-        bad = 0
-        with open_text(path) as f:
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                problem, persona, original_id = self.parse_line(line, as_json)
-                if problem:
-                    bad += 1
-                    if bad <= MAX_REPORTED:
-                        ctx.note(f"{path}:{n}: {problem}; skipped")
-                    continue
-                yield {
-                    # Original ids are kept; without one, the text itself names the persona.
-                    "id": original_id or "imp-" + work_key(persona),
-                    "persona": persona, "origin": "import", "source_id": f"{path.name}:{n}",
-                    "hop": 0, "task": self.name, "run_id": ctx.run_id,
-                }
-        ctx.stats.items_failed += bad
-        if bad > MAX_REPORTED:
-            ctx.note(f"... {bad} invalid lines in all")
+        con, stats = ctx.store.con, ctx.stats
+        limit = "" if ctx.limit is None else f"LIMIT {max(int(ctx.limit), 0)}"
+        with file_progress("import", 1, ctx.quiet):
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _incoming AS {self.records_sql()}", [str(path)])
+                rejected = self.rejects(ctx)
+                read, bad = con.execute("SELECT count(text), count(*) FILTER (WHERE bad) FROM _incoming").fetchone()
+                # The id is work_key(persona), or work_key(source id, persona) when the file gives
+                # one (the JSON work_key hashes, written in SQL), as earlier versions made it.
+                new = f"""
+                    SELECT id, persona, source_id, n
+                    FROM (SELECT 'imp-' || sha256('[' || CASE WHEN source_id IS NULL THEN '' ELSE
+                                     to_json(source_id)::VARCHAR || ', ' END || to_json(persona)::VARCHAR || ']')[:24] AS id, *
+                          FROM (SELECT {normalised('text')} AS persona, source_id, min(rowid) AS n
+                                FROM _incoming WHERE text IS NOT NULL GROUP BY 1, 2)) i
+                    WHERE NOT EXISTS (SELECT 1 FROM personas p WHERE p.id = i.id)
+                """
+                # Under --limit, what the limit leaves out is neither done nor skipped.
+                candidates = con.execute(f"SELECT count(*) FROM ({new})").fetchone()[0] if limit else None
+                before = ctx.store.count("personas")
+                with ctx.store.transaction():
+                    con.execute(
+                        f"INSERT INTO personas (id, persona, origin, source_id, hop, task, run_id) "
+                        f"SELECT id, persona, 'import', coalesce(source_id, ?), 0, ?, ? FROM ({new}) ORDER BY n {limit}",
+                        [path.name, self.name, ctx.run_id],
+                    )
+                added = ctx.store.count("personas") - before
+            except duckdb.Error as exc:
+                raise file_error(path, exc) from None
+            except (OSError, EOFError) as exc:
+                raise file_error(path, exc) from None
+            finally:
+                con.execute("DROP TABLE IF EXISTS _incoming")
+        stats.items_done += added
+        stats.personas_added += added
+        stats.items_skipped += read - (added if candidates is None else candidates)
+        stats.items_failed += bad + len(rejected)
+        self.report(ctx, rejected, bad)
 
-    def parse_line(self, line: str, as_json: bool) -> tuple[str | None, str, str | None]:
-        if not as_json:
-            return None, line.strip(), None
+    def rejects(self, ctx) -> list[tuple[int, str]]:
+        """(line, problem) for each line DuckDB's reader refused. Lines with invalid UTF-8 are taken
+        from DuckDB's copy, the bad bytes replaced, and counted instead."""
+        con = ctx.store.con
+        if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = '_rejected'").fetchone()[0]:
+            return []
+        rows = con.execute("SELECT line, error_type, csv_line FROM _rejected ORDER BY line").fetchall()
+        con.execute("DROP TABLE _rejected; DROP TABLE _rejected_scans")
+        names = {"CAST": "invalid JSON", "LINE SIZE OVER MAXIMUM": "line too long"}
+        problems, fixed = [], []
+        for line, kind, text in rows:
+            if kind != "INVALID ENCODING":
+                problems.append((line, names.get(kind, kind.lower())))
+            elif (problem := self.parse_problem(text) if self.as_json() else None) is not None:
+                problems.append((line, problem))
+            else:
+                row = json.loads(text) if self.as_json() else {}
+                fixed.append((row.get(self.options.field, text), row.get(self.options.id_field)))
+        if fixed:
+            ctx.note(f"{len(fixed)} line(s) had invalid UTF-8, replaced")
+            con.execute("INSERT INTO _incoming SELECT unnest(?), unnest(?), false",
+                        [[t.strip() for t, _ in fixed], [None if i is None else str(i) for _, i in fixed]])
+        return problems
+
+    def report(self, ctx, rejected: list[tuple[int, str]], bad: int) -> None:
+        path = self.options.input
+        problems = list(rejected)
+        if bad:  # SQL counted them; a short pass finds where the first ones are
+            with open_text(path) as f:
+                for n, line in enumerate(f, start=1):
+                    if len(problems) >= len(rejected) + MAX_REPORTED:
+                        break
+                    problem = self.parse_problem(line) if line.strip() else None
+                    if problem and problem != "invalid JSON":
+                        problems.append((n, problem))
+        for n, problem in sorted(problems)[:MAX_REPORTED]:
+            ctx.note(f"{path}:{n}: {problem}; skipped")
+        if len(rejected) + bad > MAX_REPORTED:
+            ctx.note(f"... {len(rejected) + bad} invalid lines in all")
+
+    def parse_problem(self, line: str) -> str | None:
+        """Why a jsonl line gives no persona (None if it does)."""
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            return f"invalid JSON ({exc.msg})", "", None
+        except json.JSONDecodeError:
+            return "invalid JSON"
         if not isinstance(row, dict):
-            return "not a JSON object", "", None
+            return "not a JSON object"
         persona = row.get(self.options.field)
         if not isinstance(persona, str) or not persona.strip():
-            return f"no '{self.options.field}' text", "", None
-        original = row.get(self.options.id_field)
-        return None, " ".join(persona.split()), None if original is None else str(original)
-
-    def run(self, ctx) -> None:
-        batch: list[dict] = []
-        progress = ctx.progress("import", total=None)
-        with progress:
-            for record in self.records(ctx):
-                batch.append(record)
-                if len(batch) >= BATCH:
-                    self.flush(ctx, batch)
-                    progress.update(progress.task_ids[0], advance=len(batch))
-                    batch = []
-            self.flush(ctx, batch)
-            progress.update(progress.task_ids[0], advance=len(batch))
-
-    def flush(self, ctx, batch: list[dict]) -> None:
-        if ctx.limit is not None:
-            batch = batch[: max(ctx.limit - ctx.stats.items_done, 0)]
-        added = ctx.store.insert_personas(batch) if batch else 0
-        ctx.stats.items_done += added
-        ctx.stats.personas_added += added
-        ctx.stats.items_skipped += len(batch) - added
+            return f"no '{self.options.field}' text"
+        return None
 
 
 @hookimpl

@@ -1,0 +1,209 @@
+"""``personahub run --plugin TASK --dry-run``: what a run would do and cost, without a model and
+without writing a byte to the store.
+
+    the task's own work items (read-only store) ──> new / already done / failed earlier (to retry)
+    a sample of their first prompts ──> prompt tokens (characters per token measured on earlier rows)
+    max_tokens, and the mean of earlier rows ──> completion tokens
+    tokens per second of earlier runs on this machine (runs table) ──> time, or "unknown"
+
+A store that does not exist stays that way: a synthesizer on an empty store would first build
+personas from the bundled corpus, so that plan is made in a throwaway in-memory store.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .settings import Settings
+from .store import Store
+from .tasks import GenerativeTask, Task
+
+PROMPT_SAMPLE = 64  # items whose prompts are built and measured
+CHARS_PER_TOKEN = 4.0  # when no earlier row tells this model's ratio
+STAGE_SCAN_LIMIT = 1_000_000  # work items counted at most
+
+
+def plan(task: Task, settings: Settings, *, limit: int | None = None, where: list[str] | None = None,
+         retry_failed: bool = False) -> dict[str, Any]:
+    """The dry run's summary (``--json`` prints it as the last line)."""
+    db = Path(settings.db)
+    result: dict[str, Any] = {"task": task.name, "dry_run": True, "db": str(db), "store_exists": db.exists(), "stages": []}
+    if db.exists():
+        with Store(db, read_only=True) as store:
+            empty = not store.scalar("SELECT count(*) FROM personas")
+            if task.kind == "synthesizer" and empty:
+                result["stages"] = _bootstrap_plan(task, settings, store, limit)
+            else:
+                result["stages"] = [_stage(task, store, settings, limit, where, retry_failed)]
+    elif task.kind == "synthesizer":
+        result["stages"] = _bootstrap_plan(task, settings, None, limit)
+    else:
+        result["notes"] = [f"{db} does not exist: a run would create it"]
+        with Store(":memory:") as store:
+            result["stages"] = [_stage(task, store, settings, limit, where, retry_failed)]
+    for key in ("items_new", "items_done", "items_to_retry", "items_to_run", "prompt_tokens",
+                "completion_tokens_max", "completion_tokens_expected"):
+        values = [s.get(key) for s in result["stages"]]
+        result[key] = sum(v for v in values if v is not None) if any(v is not None for v in values) else None
+    seconds = [s.get("seconds_expected") for s in result["stages"]]
+    result["seconds_expected"] = None if any(s is None for s in seconds) else round(sum(seconds), 1)
+    return result
+
+
+def _bootstrap_plan(task: Task, settings: Settings, store: Store | None, limit: int | None) -> list[dict]:
+    """The main job on an empty store: text-to-persona over the bundled corpus, minhash, then the task
+    over about one persona per text (its prompts measured with the bundled sample personas)."""
+    from .ingest import ingest_paths
+    from .plugins import get_registry
+    from .sample_data import corpus_path, personas_path
+
+    tasks = get_registry().tasks
+    if "text-to-persona" not in tasks:
+        raise UsageError("the store has no personas and text-to-persona is not installed; import personas first")
+    with Store(":memory:") as scratch:
+        if store is not None and store.scalar("SELECT count(*) FROM documents"):
+            docs = store.con.sql("SELECT id, content_hash, text, source_file FROM documents").to_arrow_table()
+            scratch.con.register("_docs", docs)
+            scratch.con.execute("INSERT INTO documents (id, content_hash, text, source_file) SELECT * FROM _docs")
+        else:
+            ingest_paths(scratch, [corpus_path()], quiet=True)
+        source_cls = tasks["text-to-persona"]
+        source = source_cls(source_cls.Options(perspectives=["write"]))
+        first = _stage(source, scratch, settings, None, None, False)
+        first["note"] = "the store has no personas: they are built from " + (
+            "its documents" if store is not None and store.scalar("SELECT count(*) FROM documents")
+            else "the bundled sample corpus") + " first, then deduplicated (minhash)"
+        stand_ins = [json.loads(line)["persona"] for line in personas_path().read_text(encoding="utf-8").splitlines()
+                     if line.strip()]
+        scratch.insert_personas([{"id": f"stand-in-{i}", "persona": p, "origin": "import"} for i, p in enumerate(stand_ins)])
+        second = _stage(task, scratch, settings, None, None, False)
+    # About one persona per text (fewer after dedup): scale the stand-ins' figures to that count.
+    items = first["items_to_run"] if limit is None else min(first["items_to_run"], limit)
+    scale = items / max(second["items_to_run"], 1)
+    for key in ("items_new", "items_to_run", "prompt_tokens", "completion_tokens_max", "completion_tokens_expected"):
+        if second.get(key) is not None:
+            second[key] = round(second[key] * scale)
+    second["items_done"] = 0
+    if second.get("completion_tokens_per_second"):
+        second["seconds_expected"] = round(second["completion_tokens_expected"] / second["completion_tokens_per_second"], 1)
+    second["note"] = (f"about one persona per text ({first['items_to_run']}); prompts measured with {len(stand_ins)} bundled "
+                      "sample personas standing in for the ones not made yet")
+    return [first, second]
+
+
+def _stage(task: Task, store: Store, settings: Settings, limit: int | None, where: list[str] | None,
+           retry_failed: bool) -> dict[str, Any]:
+    from .runner import TaskContext
+
+    stage: dict[str, Any] = {"task": task.name, "kind": task.kind}
+    if not isinstance(task, GenerativeTask):
+        stage["note"] = "does not call a language model: nothing to estimate"
+        return stage
+    ctx = TaskContext(store, settings, task, "dry-run", limit=limit, where=where, retry_failed=retry_failed, quiet=True)
+    try:
+        items = list(islice(task.work_items(ctx), STAGE_SCAN_LIMIT))
+    except NotImplementedError:
+        if not hasattr(task, "items_for_hop"):
+            stage["note"] = "its work items depend on its own results: cannot be counted ahead"
+            return stage
+        items = list(islice(task.items_for_hop(ctx, 1), STAGE_SCAN_LIMIT))
+        stage["note"] = "first hop only: later hops expand the personas it makes"
+    statuses = _statuses(store, [i.key for i in items])
+    new = [i for i in items if i.key not in statuses]
+    failed = [i for i in items if statuses.get(i.key, "ok") != "ok"]
+    todo = new + failed if retry_failed else new
+    if limit is not None:
+        todo = todo[:limit]
+    stage.update(items_new=len(new), items_done=sum(1 for s in statuses.values() if s == "ok"),
+                 items_failed_earlier=len(failed), items_to_retry=len(failed) if retry_failed else 0,
+                 items_to_run=len(todo))
+    sample = random.Random(0).sample(todo, min(PROMPT_SAMPLE, len(todo)))
+    prompts = [next(task.run_item(item)) for item in sample]
+    chars = [len(p.completion) for p in prompts]
+    ratio, ratio_from = _chars_per_token(store, settings, task)
+    mean_prompt = sum(chars) / len(chars) / ratio if chars else 0.0
+    max_tokens = [settings.max_tokens or p.max_tokens for p in prompts]
+    mean_max = sum(max_tokens) / len(max_tokens) if max_tokens else 0.0
+    earlier = store.query("SELECT avg(completion_tokens), count(*) FROM generations WHERE task = ? "
+                          "AND completion_tokens > 0", [task.name])[0]
+    per_item = min(earlier[0], mean_max) if earlier[1] else mean_max
+    speed, speed_from = _speed(store, settings, task.name)
+    stage.update(
+        prompt_tokens=round(mean_prompt * len(todo)),
+        prompt_tokens_per_item=round(mean_prompt, 1),
+        prompt_tokens_from=f"{len(prompts)} of the task's prompts at {ratio:.2f} characters a token ({ratio_from})",
+        completion_tokens_max=round(mean_max * len(todo)),
+        completion_tokens_expected=round(per_item * len(todo)),
+        completion_tokens_from=(f"mean of {earlier[1]} earlier rows" if earlier[1] else "max_tokens (no earlier rows)"),
+        completion_tokens_per_second=speed,
+        speed_from=speed_from,
+        seconds_expected=round(per_item * len(todo) / speed, 1) if speed else (0.0 if not todo else None),
+    )
+    if getattr(task, "attempts", 1) > 1:
+        stage["retries_note"] = f"rejected answers are retried up to {task.attempts - 1} more time(s): real cost can be higher"
+    return stage
+
+
+def _statuses(store: Store, keys: list[str]) -> dict[str, str]:
+    if not keys:
+        return {}
+    return dict(store.query("SELECT key, status FROM generations WHERE key IN (SELECT unnest(?))", [keys]))
+
+
+def _chars_per_token(store: Store, settings: Settings, task: GenerativeTask) -> tuple[float, str]:
+    """Characters per prompt token, measured on this task's earlier one-call rows with this model: their
+    prompts are rebuilt from the stored input and set against the prompt tokens the backend counted."""
+    from .backends.factory import backend_class
+    from .tasks import WorkItem
+
+    model = backend_class(settings).model_label(settings)
+    columns = {r[0] for r in store.query("SELECT column_name FROM information_schema.columns WHERE table_name = 'generations'")}
+    if "item_data" not in columns:  # a store from before inputs were kept (opened read-only, so not migrated)
+        return CHARS_PER_TOKEN, "a typical ratio; this store keeps no item inputs"
+    rows = store.query(
+        "SELECT key, input_id, item_data->'input', prompt_tokens FROM generations WHERE task = ? AND model = ? "
+        "AND prompt_tokens > 0 AND json_array_length(raw_output) = 1 AND item_data IS NOT NULL "
+        "ORDER BY hash(key) LIMIT ?", [task.name, model, PROMPT_SAMPLE])
+    chars = tokens = 0
+    for key, input_id, data, prompt_tokens in rows:
+        chars += len(next(task.run_item(WorkItem(key, input_id, json.loads(data)))).completion)
+        tokens += prompt_tokens
+    if tokens:
+        return chars / tokens, f"measured on {len(rows)} earlier rows of {model}"
+    return CHARS_PER_TOKEN, "a typical ratio; no earlier rows of this task and model"
+
+
+def _speed(store: Store, settings: Settings, task: str) -> tuple[float | None, str]:
+    """Completion tokens per second of earlier finished runs with this backend and model: this task's
+    runs if there are any, else any task's."""
+    same = ("status = 'done' AND completion_tokens > 0 AND seconds > 0 "
+            "AND settings->>'backend' = ? AND coalesce(settings->>'model', '') = ?")
+    params = [settings.backend, settings.model or ""]
+    for where, extra, label in ((f"{same} AND task = ?", [task], f"earlier runs of {task}"),
+                                (same, [], "earlier runs of other tasks")):
+        row = store.query(f"SELECT sum(completion_tokens), sum(seconds), count(*) FROM runs WHERE {where}",
+                          params + extra)[0]
+        if row[2]:
+            return round(row[0] / row[1], 1), f"{label} on this machine ({row[2]} runs)"
+    return None, "unknown: no earlier run with this backend and model"
+
+
+def dry_run(task_name: str, task_args: list[str], *, limit: int | None = None, where: list[str] | None = None,
+            retry_failed: bool = False, **flags: Any) -> dict[str, Any]:
+    """``personahub run --dry-run``: the same checks as a run, then the plan."""
+    from .api import parse_task_options, resolve_task
+    from .selection import parse_where
+    from .settings import load_settings
+
+    task_cls = resolve_task(task_name)
+    options = parse_task_options(task_cls, task_args)
+    settings = load_settings(**flags)
+    if limit is not None and limit < 0:
+        raise UsageError("--limit must be 0 or more")
+    parse_where(where or [])
+    return plan(task_cls(options), settings, limit=limit, where=where, retry_failed=retry_failed)

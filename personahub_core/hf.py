@@ -1,0 +1,166 @@
+"""Hugging Face datasets: ``export --format hf`` (a folder ``datasets.load_from_disk`` opens, with a
+dataset card) and ``push`` (the same rows as Parquet plus the card, uploaded with ``huggingface_hub``).
+
+Both libraries are the optional extra ``personahub[hf]``; without them the commands say how to install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+
+from .errors import PersonaHubError, UsageError
+from .export import export_query
+from .store import Store
+
+INSTALL = "pip install 'personahub[hf]'"
+PAPER = "Scaling Synthetic Data Creation with 1,000,000,000 Personas (Ge et al., 2024, arXiv 2406.20094)"
+
+
+def _require(module: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise PersonaHubError(f"Hugging Face export needs the '{module}' package: {INSTALL}") from None
+
+
+def rows_table(store: Store, what: str, full: bool, include_all: bool, quiet: bool = True) -> pa.Table:
+    """The exported rows as one Arrow table, in batches with a progress bar."""
+    from .progress import progress_bar
+
+    sql, params = export_query(store, what, full, include_all)
+    total = store.scalar(f"SELECT count(*) FROM ({sql})", params)
+    reader = store.con.sql(sql, params=params).to_arrow_reader(10_000)
+    batches = []
+    with progress_bar(f"export {what}", total=total, quiet=quiet) as progress:
+        for batch in reader:
+            batches.append(batch)
+            progress.update(progress.task_ids[0], advance=batch.num_rows)
+    table = pa.Table.from_batches(batches, schema=reader.schema)
+    # JSON columns (options, sampling, output) arrive as an Arrow extension type; datasets wants plain strings.
+    fields = [pa.field(f.name, pa.string()) if isinstance(f.type, pa.BaseExtensionType) else f for f in table.schema]
+    return table.cast(pa.schema(fields))
+
+
+def export_hf(store: Store, what: str, out_dir: Path, full: bool = False, include_all: bool = False,
+              quiet: bool = True) -> int:
+    """Write ``out_dir`` as a saved dataset with ``README.md``; replaces an earlier export there."""
+    datasets = _require("datasets")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir / "state.json").exists() and (out_dir.is_file() or any(out_dir.iterdir())):
+        raise UsageError(f"--out {out_dir}: exists and is not an earlier dataset export; choose a new folder")
+    if not out_dir.parent.exists():
+        raise UsageError(f"--out {out_dir}: directory {out_dir.parent} does not exist")
+    table = rows_table(store, what, full, include_all, quiet)
+    datasets.disable_progress_bars()  # ours is shown instead
+    # Build beside the target and swap, so a failed export never leaves half a dataset.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        datasets.Dataset(table).save_to_disk(str(tmp / "data"))
+        for name in os.listdir(tmp / "data"):
+            os.replace(tmp / "data" / name, tmp / name)
+        (tmp / "data").rmdir()
+        (tmp / "README.md").write_text(dataset_card(store, what, table, full), encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return table.num_rows
+
+
+def dataset_card(store: Store, what: str, table: pa.Table, full: bool, parquet: str | None = None) -> str:
+    """README.md: YAML metadata first (the Hub reads it), then how the data was made."""
+    if what == "personas":
+        models = [r[0] for r in store.query("SELECT DISTINCT model FROM personas WHERE model IS NOT NULL ORDER BY 1")]
+        statuses: dict = {}
+        options: list = []
+        sampling: dict = {}
+    else:
+        models = [r[0] for r in store.query(
+            "SELECT DISTINCT model FROM generations WHERE task = ? AND model IS NOT NULL ORDER BY 1", [what])]
+        statuses = dict(store.query("SELECT status, count(*) FROM generations WHERE task = ? GROUP BY 1 ORDER BY 1", [what]))
+        options = [json.loads(r[0]) for r in store.query(
+            "SELECT DISTINCT options::VARCHAR FROM generations WHERE task = ? AND status = 'ok' ORDER BY 1", [what])]
+        stored = store.scalar("SELECT any_value(sampling)::VARCHAR FROM generations WHERE task = ? AND status = 'ok'", [what])
+        sampling = {k: v for k, v in json.loads(stored or "{}").items() if k in ("temperature", "top_p", "max_tokens")}
+    n = table.num_rows
+    size = next(label for limit, label in ((1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"),
+                                            (1e6, "100K<n<1M"), (1e7, "1M<n<10M"), (float("inf"), "n>10M")) if n < limit)
+    meta = {
+        "license": "other",  # set your licence: it depends on the corpus and the model you used
+        "language": ["en"],
+        "pretty_name": f"PersonaHub {what}",
+        "size_categories": [size],
+        "task_categories": ["text-generation"],
+        "tags": ["synthetic", "personas", "persona-hub", "personahub"],
+        "personahub": {"task": what, "models": models, "rows": n, "statuses": statuses, "options": options,
+                       "sampling": sampling,
+                       "columns": table.column_names, "full": full},
+    }
+    if parquet:
+        meta["configs"] = [{"config_name": "default", "data_files": [{"split": "train", "path": parquet}]}]
+    personas = dict(store.query("SELECT origin, count(*) FROM personas GROUP BY 1 ORDER BY 1"))
+    marks = dict(store.query("SELECT method, count(*) FROM dedup_marks GROUP BY 1 ORDER BY 1"))
+    hops = store.scalar("SELECT max(hop) FROM personas") or 0
+    made = [
+        f"- {store.count('documents'):,} source documents were ingested.",
+        f"- Personas by origin: {', '.join(f'{o} {c:,}' for o, c in personas.items()) or 'none'}"
+        + (f"; persona-to-persona expansion reached hop {hops}." if hops else "."),
+        f"- Deduplication marked: {', '.join(f'{m} {c:,}' for m, c in marks.items()) or 'nothing'}; "
+        "marked personas are left out" + (" unless exported with --all." if what == "personas" else "."),
+    ]
+    if what != "personas":
+        made.append(f"- Task `{what}` ran with {', '.join(f'`{m}`' for m in models) or 'no model'}; "
+                    f"rows by status: {', '.join(f'{s} {c:,}' for s, c in statuses.items())}. "
+                    "Only rows with status ok are included unless exported with --all.")
+    return (
+        "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
+        f"# PersonaHub {what}\n\n"
+        f"{n:,} rows made with PersonaHub, after the paper \"{PAPER}\": personas are written from web text "
+        "(text-to-persona), grown through their relations (persona-to-persona), deduplicated (MinHash, then "
+        "embeddings), and each persona is put into a task's prompt.\n\n"
+        "## How it was made\n\n" + "\n".join(made) + "\n\n"
+        "## Columns\n\n" + "\n".join(f"- `{f.name}` ({f.type})" for f in table.schema) + "\n\n"
+        "Synthesized rows keep the schema PersonaHub released: `input persona`, `synthesized text`, `description`.\n\n"
+        "## Licence\n\nThe `license` field above is a placeholder: set it to what your corpus and model allow.\n"
+    )
+
+
+def push(store: Store, what: str, repo: str, private: bool = False, full: bool = False, include_all: bool = False,
+         quiet: bool = True) -> str:
+    """Upload the rows (Parquet) and the card to the dataset repo ``repo``; returns its URL."""
+    _require("datasets")
+    hub = _require("huggingface_hub")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise UsageError(f"--repo {repo!r}: expected ORG/NAME")
+    token = hub.get_token()
+    if not token:
+        raise PersonaHubError("no Hugging Face token: set HF_TOKEN (or log in with 'hf auth login') and try again")
+    table = rows_table(store, what, full, include_all, quiet)
+    parquet = "data/train-00000-of-00001.parquet"
+    api = hub.HfApi(token=token)
+    with tempfile.TemporaryDirectory() as folder:
+        import pyarrow.parquet as pq
+
+        (Path(folder) / "data").mkdir()
+        pq.write_table(table, Path(folder) / parquet)
+        (Path(folder) / "README.md").write_text(dataset_card(store, what, table, full, parquet), encoding="utf-8")
+        try:
+            api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
+            api.upload_folder(folder_path=folder, repo_id=repo, repo_type="dataset",
+                              commit_message=f"PersonaHub {what}: {table.num_rows} rows")
+        except Exception as exc:  # the hub client raises many kinds; all mean the same to the user
+            raise PersonaHubError(f"push to {repo} failed at {api.endpoint}: {_reason(exc)}") from None
+    return f"{api.endpoint}/datasets/{repo}"
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:300]

@@ -1,0 +1,277 @@
+"""Recipes: a synthesizer written as a TOML file instead of a plugin.
+
+    name = "limerick"                       # the task's name: rows, resume and export go by it
+    description = "a limerick about the persona's working day"
+    prompt = "Write a limerick about {subject} as this person would tell it: {persona}"
+    examples = "limerick.jsonl"             # optional: {"persona": ..., "output": ...} per line
+    mode = "persona-few-shot"               # optional default for --mode
+    max_tokens = 120                        # optional
+    temperature = 0.9                       # optional (default: the run's)
+    stop = ["\\n\\n\\n"]                       # optional, added to the stops the recipe always has
+    [options]                               # optional: each becomes --NAME and a {NAME} placeholder
+    subject = { default = "their working day", help = "what the limerick is about" }
+    [schema]                                # optional JSON schema: decoded under a grammar, validated after
+
+The prompt is the chat form. The completion form (for base models without a chat template) shows each
+demonstration as the same prompt written for the demonstration's persona followed by ``Answer:`` and
+its output, then the prompt for this persona and an open ``Answer:``; few-shot mode shows the outputs
+only, zero-shot none. The recipe's content hash (TOML and examples) is its template version, so editing
+either makes new rows while an unchanged recipe resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, ValidationError, create_model
+
+from .errors import UsageError
+from .prompting import SynthesisOptions, answer_text, few_shot_block, reject_copies, structured_answer
+from .tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
+
+FIELDS = {"name", "description", "prompt", "schema", "examples", "mode", "max_tokens", "temperature", "stop",
+          "options"}
+LABEL = "Answer"
+
+
+class RecipeError(UsageError):
+    """A recipe file that cannot be used: one line naming the file, and the line or field."""
+
+
+def is_recipe_path(name: str) -> bool:
+    return name.endswith(".toml")
+
+
+class RecipeTask(Synthesizer):
+    """The synthesizer every recipe becomes; ``load_recipe`` subclasses it with the recipe's fields."""
+
+    prompt_template: ClassVar[str]
+    demonstrations: ClassVar[list[dict]] = []
+    schema: ClassVar[dict | None] = None
+    max_tokens: ClassVar[int] = 256
+    temperature: ClassVar[float | None] = None
+    stops: ClassVar[list[str]] = []
+    recipe_path: ClassVar[str]
+
+    def _instruction(self, persona: str) -> str:
+        return self.prompt_template.format(persona=persona, **self.options.model_dump(exclude={"mode"}))
+
+    def _render(self, demo: dict, with_persona: bool) -> str:
+        output = demo["output"] if self.schema is None else json.dumps(demo["output"], ensure_ascii=False)
+        return (self._instruction(demo["persona"]) + "\n" if with_persona else "") + f"{LABEL}: {output}"
+
+    def prompt(self, persona: str) -> Prompt:
+        examples = few_shot_block(self.demonstrations, self.options.mode, self._render)
+        instruction = self._instruction(persona)
+        chat = instruction if not examples else f"Here are some examples:\n\n{examples}{instruction}"
+        return Prompt(
+            completion=f"{examples}{instruction}\n{LABEL}:",
+            chat=[{"role": "user", "content": chat}],
+            max_tokens=self.max_tokens,
+            stop=list(self.stops),
+            json_schema=self.schema,
+            temperature=self.temperature,
+        )
+
+    def run_item(self, item: WorkItem):
+        persona = item.data["persona"]
+        completion: Completion = yield self.prompt(persona)
+        if self.schema is not None:
+            value = structured_answer(completion, self.schema)
+            problem = schema_problem(value, self.schema)
+            if problem:
+                raise Rejected(f"answer does not match the recipe's schema: {problem}")
+            copied_from = [s for d in self.demonstrations for s in _strings(d["output"])]
+            for text in _strings(value):
+                reject_copies(text, persona=persona, demos=copied_from)
+            fields = value if isinstance(value, dict) else {"value": value}
+            return Synthesis(json.dumps(value, ensure_ascii=False), fields=fields)
+        text = answer_text(completion, label=LABEL)
+        reject_copies(text, persona=persona, demos=[d["output"] for d in self.demonstrations])
+        return Synthesis(text)
+
+
+def _strings(value: Any) -> list[str]:
+    """The strings inside a JSON value: each is checked on its own for copying."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [s for v in value for s in _strings(v)] if isinstance(value, list) else []
+
+
+def load_recipe(path: str | Path) -> type[RecipeTask]:
+    """The task class a recipe file describes, or RecipeError naming the file and the field or line."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read recipe: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: invalid TOML: {exc}") from None
+
+    def bad(field: str, problem: str) -> RecipeError:
+        return RecipeError(f"{path}: {field}: {problem}")
+
+    unknown = sorted(set(data) - FIELDS)
+    if unknown:
+        raise bad(unknown[0], f"unknown field (a recipe has: {', '.join(sorted(FIELDS))})")
+    for required in ("name", "prompt"):
+        if not isinstance(data.get(required), str) or not data[required].strip():
+            raise bad(required, "missing (a non-empty string is required)")
+    name = data["name"].strip()
+    if not all(c.isalnum() or c in "-_" for c in name):
+        raise bad("name", f"{name!r} may use only letters, digits, '-' and '_'")
+
+    options = _options_model(data.get("options", {}), data.get("mode"), bad)
+    prompt = data["prompt"]
+    _check_placeholders(prompt, {"persona", *options.model_fields} - {"mode"}, bad)
+
+    schema = data.get("schema")
+    if schema is not None:
+        _check_schema(schema, bad)
+    demos, demo_bytes = [], b""
+    if "examples" in data:
+        if not isinstance(data["examples"], str):
+            raise bad("examples", "expected the name of a JSONL file next to the recipe")
+        demos, demo_bytes = _read_examples(path.parent / data["examples"], schema, bad)
+
+    description = _optional(data, "description", str, bad)
+    attrs: dict[str, Any] = {
+        "name": name,
+        "description": description or f"recipe {path.name}",
+        "row_description": description or name,
+        "template": f"recipe:{path.name}",
+        "template_version": hashlib.sha256(raw + b"\0" + demo_bytes).hexdigest()[:16],
+        "Options": options,
+        "prompt_template": prompt,
+        "demonstrations": demos,
+        "schema": schema,
+        "stops": [f"\n{LABEL}:", *_lead(prompt), *_optional(data, "stop", list, bad, [])],
+        "recipe_path": str(path),
+    }
+    if "max_tokens" in data:
+        attrs["max_tokens"] = _number(data, "max_tokens", int, 1, None, bad)
+    if "temperature" in data:
+        attrs["temperature"] = float(_number(data, "temperature", (int, float), 0, 2, bad))
+    if not all(isinstance(s, str) and s for s in attrs["stops"]):
+        raise bad("stop", "expected a list of non-empty strings")
+    return type(f"Recipe_{name}", (RecipeTask,), attrs)
+
+
+def _optional(data: dict, field: str, kind: type, bad, default=None):
+    value = data.get(field, default)
+    if value is not None and not isinstance(value, kind):
+        raise bad(field, f"expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _number(data: dict, field: str, kind, low, high, bad):
+    value = data[field]
+    if isinstance(value, bool) or not isinstance(value, kind) or value < low or (high is not None and value > high):
+        raise bad(field, f"expected a number {'from ' + str(low) if high is None else f'from {low} to {high}'}, got {value!r}")
+    return value
+
+
+def _lead(prompt: str) -> list[str]:
+    """The prompt's opening words: a base model that starts a new record after its answer is cut there."""
+    literal = next(iter(string.Formatter().parse(prompt)))[0].strip().split("\n")[0]
+    return [f"\n{literal}"] if len(literal) >= 8 else []
+
+
+def _options_model(table: Any, mode: Any, bad):
+    """The recipe's ``[options]`` as a pydantic model, on top of the options every synthesizer has."""
+    if not isinstance(table, dict):
+        raise bad("options", "expected a table of NAME = default or NAME = { default = ..., help = ... }")
+    fields: dict[str, Any] = {}
+    for key, spec in table.items():
+        where = f"options.{key}"
+        if not key.isidentifier() or key in ("mode", "persona"):
+            raise bad(where, "not a usable option name (letters, digits and '_'; not 'mode' or 'persona')")
+        if isinstance(spec, dict):
+            extra = set(spec) - {"default", "help"}
+            if "default" not in spec or extra:
+                raise bad(where, "expected { default = ..., help = \"...\" }")
+            default, help_text = spec["default"], spec.get("help", "")
+        else:
+            default, help_text = spec, ""
+        if not isinstance(default, (str, int, float, bool)):
+            raise bad(where, "the default must be a string, number or boolean")
+        fields[key] = (type(default), Field(default, description=str(help_text)))
+    if mode is not None:
+        try:
+            SynthesisOptions(mode=mode)
+        except ValidationError:
+            raise bad("mode", f"{mode!r} is not one of zero-shot, few-shot, persona-few-shot") from None
+        fields["mode"] = (SynthesisOptions.model_fields["mode"].annotation,
+                          Field(mode, description=SynthesisOptions.model_fields["mode"].description))
+    return create_model("Options", __base__=SynthesisOptions, **fields)
+
+
+def _check_placeholders(prompt: str, known: set[str], bad) -> None:
+    try:
+        names = [field for _, field, _, _ in string.Formatter().parse(prompt) if field is not None]
+    except ValueError as exc:
+        raise bad("prompt", f"{exc} (write {{{{ and }}}} for literal braces)") from None
+    if "persona" not in names:
+        raise bad("prompt", "the template must use {persona}")
+    for field in names:
+        if field not in known:
+            raise bad("prompt", f"unknown placeholder {{{field}}} (known: "
+                                f"{', '.join('{' + k + '}' for k in sorted(known))}; write {{{{ and }}}} for literal braces)")
+
+
+def _check_schema(schema: Any, bad) -> None:
+    from jsonschema import SchemaError, validators
+
+    if not isinstance(schema, dict):
+        raise bad("schema", "expected a table holding a JSON schema")
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except SchemaError as exc:
+        where = ".".join(str(p) for p in exc.path)
+        raise bad("schema" + (f".{where}" if where else ""), f"not a valid JSON schema: {exc.message}") from None
+
+
+def schema_problem(value: Any, schema: dict) -> str | None:
+    """Why a value does not match the schema (the first reason, with where), or None."""
+    from jsonschema import validators
+
+    error = next(iter(validators.validator_for(schema)(schema).iter_errors(value)), None)
+    if error is None:
+        return None
+    where = ".".join(str(p) for p in error.absolute_path)
+    return f"{where}: {error.message}" if where else error.message
+
+
+def _read_examples(path: Path, schema: dict | None, bad) -> tuple[list[dict], bytes]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise bad("examples", f"cannot read {path}: {exc.strerror}") from None
+    demos = []
+    for number, line in enumerate(raw.decode("utf-8", "replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            demo = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RecipeError(f"{where}: invalid JSON: {exc.msg}") from None
+        if not isinstance(demo, dict) or not isinstance(demo.get("persona"), str) or "output" not in demo:
+            raise RecipeError(f"{where}: expected an object with \"persona\" (a string) and \"output\"")
+        problem = (schema_problem(demo["output"], schema) if schema is not None
+                   else None if isinstance(demo["output"], str) else "expected a string")
+        if problem:
+            raise RecipeError(f"{where}: output: {problem}")
+        demos.append({"persona": demo["persona"], "output": demo["output"]})
+    if not demos:
+        raise bad("examples", f"{path} holds no demonstrations")
+    return demos, raw

@@ -1,0 +1,91 @@
+"""The prompts of a stored generation, rebuilt on request.
+
+Rows do not keep their prompts (mostly the task's shared few-shot prefix, 1-5 KB a row): they keep the
+item's input, the raw outputs and a hash of the prompts that were sent. Replaying the task's
+``run_item`` generator with the stored outputs yields every step's prompt again, retries included;
+the hash then says whether they are the prompts that were sent, which catches a template changed
+without a version bump.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .tasks import Completion, GenerativeTask, Rejected, WorkItem
+
+
+def replay_prompts(task: GenerativeTask, item: WorkItem, raw_outputs: list[str], finish_reasons: list[str]) -> list[dict]:
+    """The prompts the runner sent for this item, in order, as the runner records them."""
+    prompts: list[dict] = []
+    while len(prompts) < len(raw_outputs):
+        gen = task.run_item(item)  # a rejected answer restarted the item, as the runner does
+        try:
+            prompt = next(gen)
+            while True:
+                prompts.append({"prompt": prompt.completion, "messages": prompt.chat})
+                step = len(prompts) - 1
+                if step + 1 >= len(raw_outputs):
+                    return prompts
+                finish = finish_reasons[step] if step < len(finish_reasons) else "stop"
+                if finish == "error":
+                    return prompts
+                prompt = gen.send(Completion(raw_outputs[step], finish))
+        except Rejected:
+            continue
+        except Exception:  # the item ended here (done, or a plugin error)
+            return prompts
+    return prompts
+
+
+def rebuild(row: dict[str, Any]) -> tuple[list[dict] | None, str]:
+    """(prompts, check) for a stored generation row; check is "ok", or says why not."""
+    from .runner import prompt_hash
+
+    if row.get("prompt") is not None:  # a row from before prompts stopped being stored
+        return _load(row["prompt"]), "stored"
+    data = _load(row.get("item_data"))
+    if data is None:
+        return None, "not stored and cannot be rebuilt (no item input)"
+    try:
+        task = _task(row["task"], _load(row.get("options")) or {})
+    except Exception as exc:
+        return None, f"cannot rebuild: {exc}"
+    item = WorkItem(key=row["key"], input_id=row.get("input_id"), data=data["input"])
+    prompts = replay_prompts(task, item, _load(row.get("raw_output")) or [], data.get("finish_reasons") or [])
+    if prompt_hash(prompts) != row.get("prompt_hash"):
+        return prompts, (f"mismatch: the prompts of {row['task']} template version {row.get('template_version')} "
+                         "are not the ones sent (template changed without a version bump?)")
+    return prompts, "ok"
+
+
+def _task(name: str, options: dict) -> GenerativeTask:
+    from .plugins import get_registry
+
+    tasks = get_registry().tasks
+    if name not in tasks:
+        raise LookupError(f"task '{name}' is not installed")
+    cls = tasks[name]
+    return cls(cls.Options.model_validate(options))
+
+
+def _load(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def register_sql_function(con) -> None:
+    """``rebuilt_prompts(task, key, input_id, options, raw_output, item_data, prompt_hash, prompt)`` in SQL:
+    JSON ``{"prompts": [...], "check": "ok"}``, so an export rebuilds prompts in its own query."""
+    import duckdb
+
+    def rebuilt(task, key, input_id, options, raw_output, item_data, hash_, prompt):
+        prompts, check = rebuild({"task": task, "key": key, "input_id": input_id, "options": options,
+                                  "raw_output": raw_output, "item_data": item_data, "prompt_hash": hash_,
+                                  "prompt": prompt})
+        return json.dumps({"prompts": prompts, "check": check}, ensure_ascii=False)
+
+    try:
+        con.remove_function("rebuilt_prompts")
+    except duckdb.Error:
+        pass
+    con.create_function("rebuilt_prompts", rebuilt, ["VARCHAR"] * 8, "VARCHAR", null_handling="special")

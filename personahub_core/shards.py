@@ -1,0 +1,236 @@
+"""Parquet shards: the rows Ray actors write, and how the store takes them in.
+
+Under ``--executor ray`` each actor turns its outcomes into rows with ``runner.outcome_records`` (the rows
+the local Writer stores) and writes them as Parquet files, so the driver never holds a row:
+
+    <root>/<run_id>/generations/part-<time>-<actor>-<n>.parquet
+    <root>/<run_id>/personas/part-<the same name>.parquet      (when that part made personas)
+
+``<root>`` is ``<db>.shards`` beside the store, or the ``ray_shards`` setting (a folder, or a URI that
+both pyarrow and DuckDB can read, e.g. ``s3://bucket/run`` with DuckDB's httpfs).
+
+The store takes shards in with ``INSERT ... SELECT FROM read_parquet(...)``, keyed as the Writer keys
+its rows: a new key is inserted; a stored failure is replaced by another run's row of the same key
+(attempts + 1, as a retried failure is); anything else stays. Merged files are deleted, so the files
+present are exactly the work not yet merged: a run first merges whatever a killed run left, then
+selects its work, and nothing is redone or written twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from .settings import Settings
+from .store import REPLACED_ON_RETRY, Store
+
+TABLES = ("generations", "personas")
+# Files taken in per transaction: bounds the driver's memory whatever the size of the run.
+FILES_PER_MERGE = 4
+ARROW_TYPES = {"VARCHAR": pa.string(), "JSON": pa.string(), "INTEGER": pa.int32(), "BIGINT": pa.int64(),
+               "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_()}
+
+
+def shard_root(settings: Settings) -> str:
+    """Where a run's shards go: ``ray_shards``, else a folder beside the store. Local paths are made
+    absolute, because actors do not share the driver's working folder."""
+    root = settings.ray_shards or f"{settings.db}.shards"
+    return root if "://" in root else os.path.abspath(root)
+
+
+@dataclass
+class Tally:
+    """What a set of outcomes counts for a run's summary."""
+
+    done: int = 0
+    rejected: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    personas: int = 0
+
+    @property
+    def items(self) -> int:
+        return self.done + self.rejected + self.failed
+
+    def count(self, status: str, prompt_tokens: int, completion_tokens: int, n: int = 1) -> None:
+        field = {"ok": "done", "rejected": "rejected"}.get(status, "failed")
+        setattr(self, field, getattr(self, field) + n)
+        self.prompt_tokens += prompt_tokens or 0
+        self.completion_tokens += completion_tokens or 0
+
+    def __iadd__(self, other: "Tally") -> "Tally":
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+
+# -- writing (in the actors)
+
+
+@dataclass
+class ShardSpec:
+    """What an actor needs to write a run's shards: where, and the store's column types."""
+
+    root: str
+    run_id: str
+    columns: dict[str, dict[str, str]]  # table -> column -> DuckDB type
+
+    @classmethod
+    def for_run(cls, store: Store, root: str, run_id: str) -> "ShardSpec":
+        return cls(root, run_id, {t: dict(store.query(f"SELECT column_name, column_type FROM (DESCRIBE {t})"))
+                                  for t in TABLES})
+
+
+class ShardWriter:
+    """Writes parts of one run's rows. A part's persona file is written before its generation file, and
+    each file appears under its final name only when complete, so no generation row is ever on disk
+    without its personas, and a reader never sees half a file."""
+
+    def __init__(self, spec: ShardSpec):
+        self.spec = spec
+        self.fs, base = pafs.FileSystem.from_uri(spec.root)
+        self.folder = f"{base}/{spec.run_id}"
+        self.writer_id = uuid.uuid4().hex[:8]
+        self.parts = 0
+
+    def write(self, rows: list[dict], personas: list[dict]) -> None:
+        if not rows:
+            return
+        self.parts += 1
+        name = f"part-{time.time_ns()}-{self.writer_id}-{self.parts:05d}.parquet"
+        if personas:
+            self._write("personas", personas, name)
+        self._write("generations", rows, name)
+
+    def _write(self, table: str, rows: list[dict], name: str) -> None:
+        types = {c: t for c, t in self.spec.columns[table].items() if c in rows[0]}
+        arrays = {c: pa.array([_encode(r.get(c), t) for r in rows], type=ARROW_TYPES.get(t)) for c, t in types.items()}
+        folder = f"{self.folder}/{table}"
+        self.fs.create_dir(folder, recursive=True)
+        pq.write_table(pa.table(arrays), f"{folder}/{name}.tmp", filesystem=self.fs)
+        self.fs.move(f"{folder}/{name}.tmp", f"{folder}/{name}")
+
+
+def _encode(value: Any, column_type: str) -> Any:
+    if column_type == "JSON" and value is not None:
+        return json.dumps(value, ensure_ascii=False, default=str)  # as Store.write_generations encodes it
+    return value
+
+
+# -- merging (in the driver)
+
+
+def merge_shards(store: Store, root: str, run_id: str | None = None, writing: bool = False) -> dict[str, Tally]:
+    """Take in the shards under ``root`` and delete the files merged; return what each run added.
+
+    Without ``run_id``, every run's shards: runs that are over, since this process holds the store.
+    With it, that run's only. While its actors may still be ``writing``, no folder is removed.
+    """
+    fs, base = pafs.FileSystem.from_uri(root)
+    added: dict[str, Tally] = {}
+    runs = [run_id] if run_id else [i.base_name for i in _listing(fs, base) if i.type == pafs.FileType.Directory]
+    for run in sorted(runs):
+        parts, with_personas = _parts(fs, f"{base}/{run}")
+        tally = added.setdefault(run, Tally())
+        folder = f"{root.rstrip('/')}/{run}"
+        for start in range(0, len(parts), FILES_PER_MERGE):
+            chunk = parts[start : start + FILES_PER_MERGE]
+            tally += _merge(store, [f"{folder}/generations/{n}" for n in chunk],
+                            [f"{folder}/personas/{n}" for n in chunk if n in with_personas])
+            for name in chunk:  # only after the commit: a file merged twice adds nothing the second time
+                fs.delete_file(f"{base}/{run}/generations/{name}")
+                if name in with_personas:
+                    fs.delete_file(f"{base}/{run}/personas/{name}")
+        if not writing:
+            # What is left is a persona file whose generation file was never written (the actor was
+            # killed between the two): its item was not done, so it goes with the folder.
+            left = [Path(i.path).parent.name for i in _listing(fs, f"{base}/{run}", recursive=True)
+                    if i.type == pafs.FileType.File]
+            if "generations" not in left:
+                fs.delete_dir(f"{base}/{run}")
+    if not writing and fs.get_file_info(base).type == pafs.FileType.Directory and not _listing(fs, base):
+        fs.delete_dir(base)
+    return added
+
+
+def _listing(fs: pafs.FileSystem, folder: str, recursive: bool = False) -> list[pafs.FileInfo]:
+    return fs.get_file_info(pafs.FileSelector(folder, recursive=recursive, allow_not_found=True))
+
+
+def _parts(fs: pafs.FileSystem, folder: str) -> tuple[list[str], set[str]]:
+    """A run's generation part names in write order, and the names that have a persona file. The
+    generation files are listed first: a persona file is written before its generation file, so every
+    persona file of a listed part is there by the time its folder is listed."""
+    parts = sorted(Path(i.path).name for i in _listing(fs, f"{folder}/generations") if i.path.endswith(".parquet"))
+    with_personas = {Path(i.path).name for i in _listing(fs, f"{folder}/personas") if i.path.endswith(".parquet")}
+    return parts, with_personas
+
+
+def _merge(store: Store, generation_files: list[str], persona_files: list[str]) -> Tally:
+    """One transaction: the generation rows whose key is new, or whose stored row failed in another run
+    (replaced, attempts + 1); then the personas of the rows that went in as done."""
+    tally = Tally()
+    source = _read(generation_files)
+    shard_columns = [r[0] for r in store.query(f"SELECT column_name FROM (DESCRIBE SELECT * FROM {source})")]
+    table_columns = [r[0] for r in store.query("SELECT column_name FROM (DESCRIBE generations)")]
+    columns = [c for c in shard_columns if c in table_columns]
+    names = ", ".join(columns)
+    with store.transaction():
+        # A key written twice (a retried actor task) is taken once, its done row first.
+        store.con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE incoming AS
+            SELECT s.*, g.key IS NOT NULL AS replaces
+            FROM (SELECT {names} FROM {source}
+                  QUALIFY row_number() OVER (PARTITION BY key ORDER BY status = 'ok' DESC, filename DESC) = 1) s
+            LEFT JOIN generations g ON g.key = s.key
+            WHERE g.key IS NULL OR (g.status <> 'ok' AND g.run_id IS DISTINCT FROM s.run_id)
+            """
+        )
+        updates = ", ".join(f"{c} = i.{c}" for c in REPLACED_ON_RETRY if c in columns)
+        store.con.execute(f"UPDATE generations SET {updates}, attempts = generations.attempts + 1 "
+                          "FROM incoming i WHERE generations.key = i.key AND i.replaces")
+        store.con.execute(f"INSERT INTO generations ({names}) SELECT {names} FROM incoming WHERE NOT replaces")
+        for status, n, prompt_tokens, completion_tokens in store.query(
+                "SELECT status, count(*), sum(prompt_tokens), sum(completion_tokens) FROM incoming GROUP BY status"):
+            tally.count(status, prompt_tokens, completion_tokens, n)
+        if persona_files:
+            tally.personas = _merge_personas(store, persona_files)
+        store.con.execute("DROP TABLE incoming")
+    return tally
+
+
+def _merge_personas(store: Store, files: list[str]) -> int:
+    source = _read(files, file_row_number=True)
+    shard_columns = [r[0] for r in store.query(f"SELECT column_name FROM (DESCRIBE SELECT * FROM {source})")]
+    table_columns = [r[0] for r in store.query("SELECT column_name FROM (DESCRIBE personas)")]
+    names = ", ".join(c for c in shard_columns if c in table_columns)
+    before = store.count("personas")
+    # Personas go in in the order they were made (their seq decides which of a duplicate cluster is kept).
+    store.con.execute(
+        f"""
+        INSERT INTO personas ({names})
+        SELECT {names} FROM {source} s
+        WHERE s.generation_key IN (SELECT key FROM incoming WHERE status = 'ok')
+          AND NOT EXISTS (SELECT 1 FROM personas p WHERE p.id = s.id)
+        QUALIFY row_number() OVER (PARTITION BY s.id ORDER BY filename, file_row_number) = 1
+        ORDER BY filename, file_row_number
+        """
+    )
+    return store.count("personas") - before
+
+
+def _read(files: list[str], file_row_number: bool = False) -> str:
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    extra = ", file_row_number = true" if file_row_number else ""
+    return f"read_parquet([{listed}], union_by_name = true, filename = true{extra})"

@@ -1,0 +1,149 @@
+"""A package from outside the project registers a backend, an executor and a command; each is used
+through the real command line, chosen by flag, environment variable and personahub.toml."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import REPO, cli, last_json
+
+DIST = "personahub-echo-example"
+
+PACKAGE = '''
+"""A third-party PersonaHub plugin: an echo backend, a one-at-a-time executor and a 'shout' command."""
+
+import typer
+
+from personahub_core.backends.base import Backend, GenerationResult, ModelInfo
+from personahub_core.executors import Executor
+from personahub_core.hookspecs import hookimpl
+from personahub_core.runner import drive
+
+
+class EchoBackend(Backend):
+    name = "echo"
+    description = "answers every prompt with its last line, reversed word by word"
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.said = False
+
+    def info(self):
+        return ModelInfo(name="echo", context_length=100_000, has_chat_template=False)
+
+    def generate(self, requests):
+        if not self.said:
+            self.said = True
+            self.note("echo: answers are the prompt's last line reversed, not a model's")
+        for i, request in enumerate(requests):
+            line = request.prompt.rstrip().splitlines()[-1]
+            text = "echo says " + " ".join(reversed(line.split()))
+            yield i, GenerationResult(text, len(request.prompt.split()), len(text.split()))
+
+    def embed(self, texts):
+        return [[float(len(t)), 1.0] for t in texts]
+
+
+class OneByOne(Executor):
+    name = "one-by-one"
+
+    def execute(self, task, items, ctx, window):
+        ctx.note(f"one-by-one: {len(items)} items, one backend call each")
+        for item in items:
+            yield from drive(task, [item], ctx.backend, self.settings)
+
+
+@hookimpl
+def register_backends(register):
+    register(EchoBackend)
+
+
+@hookimpl
+def register_executors(register):
+    register(OneByOne)
+
+
+@hookimpl
+def register_commands(cli):
+    @cli.command("shout")
+    def shout(text: str = typer.Argument(...)):
+        """Print TEXT in capitals."""
+        print(text.upper() + "!")
+'''
+
+PYPROJECT = f'''
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{DIST}"
+version = "0.2.0"
+dependencies = ["personahub"]
+
+[project.entry-points.personahub]
+echo-example = "personahub_echo_example"
+'''
+
+
+def pip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, check=True)
+
+
+@pytest.fixture
+def installed(tmp_path) -> dict:
+    """The package, pip-installed into a folder of its own: the environment that puts it on the path.
+    The virtualenv itself is never changed, so no other test can see the package."""
+    source = tmp_path / "src"
+    (source / "personahub_echo_example").mkdir(parents=True)
+    (source / "personahub_echo_example" / "__init__.py").write_text(textwrap.dedent(PACKAGE))
+    (source / "pyproject.toml").write_text(PYPROJECT)
+    site = tmp_path / "site"
+    pip("install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(source))
+    return {"PYTHONPATH": str(site)}
+
+
+def test_a_package_adds_a_backend_an_executor_and_a_command(installed, tmp_path, personas_file):
+    plugins = json.loads(cli("plugins", "--json", env=installed, check=True).stdout)
+    assert {"name": DIST, "version": "0.2.0", "tasks": []} in plugins
+    listing = cli("plugins", env=installed, check=True).stdout
+    assert "echo" in listing and "one-by-one" in listing
+
+    assert cli("shout", "hello there", env=installed, check=True).stdout == "HELLO THERE!\n"
+    assert "shout" in cli("--help", env=installed, check=True).stdout
+
+    cli("run", "--plugin", "import", "--input", personas_file, "-q", env=installed, check=True)
+    recipe = REPO / "docs" / "recipes" / "limerick.toml"
+    summary = last_json(cli("run", "--plugin", recipe, "--backend", "echo", "--executor", "one-by-one",
+                            "--limit", "2", "--json", "-q", env=installed, check=True))
+    assert summary["items_done"] == 2
+    assert summary["notes"] == ["one-by-one: 2 items, one backend call each",
+                                "echo: answers are the prompt's last line reversed, not a model's"]
+    cli("export", "limerick", "--format", "jsonl", "--full", "--out", tmp_path / "rows.jsonl", env=installed, check=True)
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert [r["model"] for r in rows] == ["echo", "echo"]
+    assert all(r["synthesized text"].startswith("echo says Answer:") for r in rows)
+
+    # The same names from the environment and from personahub.toml; a name nobody registered is a usage error.
+    env = {**installed, "PERSONAHUB_BACKEND": "echo", "PERSONAHUB_EXECUTOR": "one-by-one"}
+    from_env = last_json(cli("run", "--plugin", recipe, "--limit", "1", "--seed", "1", "--json", "-q", env=env, check=True))
+    assert from_env["items_done"] == 1 and from_env["notes"]
+    (tmp_path / "personahub.toml").write_text('backend = "echo"\nexecutor = "one-by-one"\n')
+    from_file = last_json(cli("run", "--plugin", recipe, "--limit", "1", "--seed", "2", "--json", "-q", env=installed, check=True))
+    assert from_file["items_done"] == 1 and from_file["notes"]
+
+
+@pytest.mark.parametrize("flag, value, installed_names", [
+    ("--backend", "mine", "echo, fake, llama-cpp, openai"),
+    ("--executor", "elsewhere", "local, one-by-one, ray"),
+])
+def test_an_unregistered_name_lists_the_installed_ones(installed, flag, value, installed_names):
+    result = cli("run", "--plugin", REPO / "docs" / "recipes" / "limerick.toml", flag, value, env=installed)
+    assert result.returncode == 2
+    kind = flag[2:]
+    assert result.stderr.strip() == f"error: unknown {kind} '{value}'; installed: {installed_names}"
