@@ -211,11 +211,14 @@ def test_interrupted_run_keeps_finished_items_and_resumes_without_duplicates(tmp
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "BLOCK_AFTER": "3"})
     log = tmp_path / "calls.log"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 4):
-        time.sleep(0.1)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 4):
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # the blocked call sleeps for minutes: never leave it behind when the test fails
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     else:
@@ -266,12 +269,15 @@ def test_ctrl_c_inside_a_duckdb_query_ends_the_run_as_interrupted(tmp_path):
     script = tmp_path / "long.py"
     script.write_text(LONG_QUERY_TASK)
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "ready").exists():
-        time.sleep(0.05)
-    time.sleep(0.5)  # well inside the query (it runs for minutes); earlier would end the same way
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (tmp_path / "ready").exists():
+            time.sleep(0.05)
+        time.sleep(0.5)  # well inside the query (it runs for minutes); earlier would end the same way
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # the query runs for minutes: never leave it behind when the test fails
     assert proc.returncode == 130 and "interrupted" in err and "internal error" not in err, err
     with Store("personahub.duckdb", read_only=True) as store:
         assert store.scalar("SELECT status FROM runs WHERE task = 'long-query'") == "interrupted"
