@@ -82,7 +82,7 @@ from personahub_core.settings import Settings
 from personahub_core.testing import FakeBackend
 from personahub_core.backends.base import GenerationRequest
 from personahub_math import MathProblems
-from personahub_core.runner import request_for
+from personahub_core.driving import request_for
 task, n = MathProblems(), int(sys.argv[1])
 prompt = task.prompt("A nurse who grows tomatoes on her balcony")
 settings = Settings()

@@ -9,7 +9,8 @@ from .settings import Settings
 from .tasks import GenerativeTask, WorkItem
 
 if TYPE_CHECKING:
-    from .runner import Outcome, TaskContext
+    from .driving import Outcome
+    from .runner import TaskContext
 
 
 class Executor:
@@ -28,7 +29,7 @@ class LocalExecutor(Executor):
     name = "local"
 
     def execute(self, task, items, ctx, window):
-        from .runner import drive
+        from .driving import drive
 
         for start in range(0, len(items), window):
             yield from drive(task, items[start : start + window], ctx.backend, self.settings)

@@ -34,7 +34,9 @@ import pyarrow as pa
 
 from .errors import PersonaHubError, UsageError
 from .executors import Executor
-from .runner import WINDOW_PER_SLOT, RunStats, TaskContext, drive, outcome_records, pending_items
+from .driving import drive
+from .pending import pending_items
+from .runner import WINDOW_PER_SLOT, RunStats, TaskContext, outcome_records
 from .settings import Settings
 from .shards import ShardSpec, ShardWriter, Tally, merge_shards, shard_root
 from .store import Store

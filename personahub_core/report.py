@@ -245,7 +245,7 @@ def _diversity(store: Store, seed: int) -> str:
                 [[label, _num(w[key], 3), _num(wo[key], 3)] for label, key in [
                     ("mean pairwise similarity (lower is more diverse)", "mean_pairwise_similarity"),
                     ("distinct-1", "distinct_1"), ("distinct-2", "distinct_2"),
-                    (f"near-duplicate share (cosine ≥ 0.9)", "near_duplicate_share")]]))
+                    ("near-duplicate share (cosine ≥ 0.9)", "near_duplicate_share")]]))
         else:
             parts.append(f"<p class=note>No baseline yet: <code>personahub diversity --task {_e(s['task'])} "
                          f"--baseline N</code> makes N samples without a persona.</p>")

@@ -14,17 +14,19 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .backends.base import Backend, GenerationRequest, GenerationResult
+from .backends.base import Backend
+from .driving import Outcome
+from .pending import pending_items
 from .selection import select_personas
 from .settings import Settings
 from .store import Store
-from .tasks import Completion, GenerativeTask, NewPersona, Prompt, Rejected, Synthesis, Task, WorkItem, work_key
+from .tasks import GenerativeTask, NewPersona, Synthesis, Task, WorkItem, work_key
 
 stderr = Console(stderr=True, soft_wrap=True)  # one message per line, never hard-wrapped
 
@@ -34,7 +36,6 @@ WINDOW_PER_SLOT = 4
 # loses little (a resumed run redoes it) and rarely enough that the insert is not the bottleneck.
 FLUSH_EVERY_ROWS = 1000
 FLUSH_EVERY_SECONDS = 1.0
-CHECK_CHUNK = 5000
 
 
 @dataclass
@@ -109,123 +110,6 @@ class TaskContext:
         )
         progress.add_task(description, total=total, extra="")
         return progress
-
-
-@dataclass
-class Outcome:
-    """What became of one work item."""
-
-    item: WorkItem
-    status: str  # ok | rejected | failed
-    result: Any = None
-    error: str | None = None
-    prompts: list[dict] = field(default_factory=list)
-    raw_outputs: list[str] = field(default_factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    sampling: dict = field(default_factory=dict)
-    cached_calls: int = 0
-    finish_reasons: list[str] = field(default_factory=list)
-
-
-def request_for(prompt: Prompt, settings: Settings, seed: int) -> GenerationRequest:
-    return GenerationRequest(
-        prompt=prompt.completion,
-        messages=prompt.chat,
-        max_tokens=settings.max_tokens or prompt.max_tokens,
-        temperature=settings.temperature if prompt.temperature is None else prompt.temperature,
-        top_p=settings.top_p,
-        seed=seed,
-        stop=list(prompt.stop),
-        json_schema=prompt.json_schema,
-    )
-
-
-def item_seed(base_seed: int, key: str, step: int, attempt: int) -> int:
-    """Each call gets its own seed, fixed by the item and step, so results do not depend on batching."""
-    return int(work_key(base_seed, key, step, attempt), 16) % (2**31 - 1)
-
-
-class _Driving:
-    """One item's generator in flight."""
-
-    def __init__(self, task: GenerativeTask, item: WorkItem):
-        self.task = task
-        self.item = item
-        self.attempt = 1
-        self.outcome = Outcome(item=item, status="ok")
-        self.started = time.perf_counter()
-        self._restart()
-
-    def _restart(self) -> None:
-        self.gen = self.task.run_item(self.item)
-        self.step = 0
-        self.pending: Prompt | None = None
-        self._advance(None)
-
-    def _advance(self, completion: Completion | None) -> None:
-        try:
-            self.pending = next(self.gen) if completion is None else self.gen.send(completion)
-        except StopIteration as stop:
-            self.pending = None
-            self.outcome.status, self.outcome.result = "ok", stop.value
-        except Rejected as exc:
-            self.pending = None
-            if self.attempt < self.task.attempts:
-                self.attempt += 1
-                self._restart()
-            else:
-                self.outcome.status, self.outcome.error = "rejected", str(exc) or "rejected"
-        except Exception as exc:  # a plugin bug fails this item, not the run
-            self.pending = None
-            self.outcome.status, self.outcome.error = "failed", f"{type(exc).__name__} in {self.task.name}: {exc}"
-
-    def receive(self, result: GenerationResult) -> None:
-        out = self.outcome
-        out.raw_outputs.append(result.text)
-        out.finish_reasons.append(result.finish_reason)
-        out.prompt_tokens += result.prompt_tokens
-        out.completion_tokens += result.completion_tokens
-        out.cached_calls += int(result.cached)
-        if result.finish_reason == "error":
-            self.pending = None
-            out.status, out.error = "failed", result.error or "backend error"
-            return
-        self.step += 1
-        self._advance(Completion(result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens))
-
-    def finished(self) -> Outcome:
-        self.outcome.seconds = time.perf_counter() - self.started
-        return self.outcome
-
-
-def drive(task: GenerativeTask, items: list[WorkItem], backend: Backend, settings: Settings) -> Iterator[Outcome]:
-    """Run items to completion, batching every pending prompt of every item into one backend call
-    per wave. Yields each item's Outcome as soon as it is final. Pure: no store, so any executor can use it."""
-    flying = [_Driving(task, item) for item in items]
-    while flying:
-        waiting = []
-        for d in flying:
-            if d.pending is None:
-                yield d.finished()
-            else:
-                waiting.append(d)
-        if not waiting:
-            return
-        requests = []
-        for d in waiting:
-            attempt = d.attempt + d.item.earlier_runs * task.attempts
-            req = request_for(d.pending, settings, item_seed(settings.seed, d.item.key, d.step, attempt))
-            d.outcome.prompts.append({"prompt": req.prompt, "messages": req.messages})
-            d.outcome.sampling = req.sampling()
-            requests.append(req)
-        for index, result in backend.generate(requests):
-            d = waiting[index]
-            d.receive(result)
-            if d.pending is None:
-                yield d.finished()
-        flying = [d for d in waiting if d.pending is not None]
 
 
 def outcome_records(outcome: Outcome, task: GenerativeTask, model: str, run_id: str, seed: int) -> tuple[dict, list[dict]]:
@@ -323,32 +207,6 @@ class Writer:
         self.ctx.store.update_run(self.ctx.run_id, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens)
         self.rows, self.personas = [], []
         self.last_flush = time.monotonic()
-
-
-def pending_items(ctx: TaskContext, items: Iterable[WorkItem]) -> list[WorkItem]:
-    """The items not yet stored, up to --limit, checking keys against the store in chunks."""
-    todo: list[WorkItem] = []
-    chunk: list[WorkItem] = []
-
-    def check() -> None:
-        keys = [i.key for i in chunk]
-        done = ctx.store.existing_keys(keys, retry_failed=ctx.retry_failed)
-        earlier = ctx.store.failed_attempts(keys) if ctx.retry_failed else {}
-        ctx.stats.items_skipped += len(done)
-        for item in chunk:
-            if item.key not in done:
-                item.earlier_runs = earlier.get(item.key, 0)
-                todo.append(item)
-        chunk.clear()
-
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= CHECK_CHUNK:
-            check()
-            if ctx.limit is not None and len(todo) >= ctx.limit:
-                break
-    check()
-    return todo[: ctx.limit] if ctx.limit is not None else todo
 
 
 def run_generative(task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None = None) -> None:

@@ -22,7 +22,7 @@ import typer
 from personahub_core.backends.base import Backend, GenerationResult, ModelInfo
 from personahub_core.executors import Executor
 from personahub_core.hookspecs import hookimpl
-from personahub_core.runner import drive
+from personahub_core.driving import drive
 
 
 class EchoBackend(Backend):

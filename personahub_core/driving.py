@@ -1,0 +1,130 @@
+"""Driving work items through a backend: each item's ``run_item`` generator yields prompts, the
+pending prompts of every item go to the backend together, and each completion goes back to its item.
+Pure (no store, no registry), so any executor can use it, in this process or in a Ray actor."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .backends.base import Backend, GenerationRequest, GenerationResult
+from .settings import Settings
+from .tasks import Completion, GenerativeTask, Prompt, Rejected, WorkItem, work_key
+
+
+@dataclass
+class Outcome:
+    """What became of one work item."""
+
+    item: WorkItem
+    status: str  # ok | rejected | failed
+    result: Any = None
+    error: str | None = None
+    prompts: list[dict] = field(default_factory=list)
+    raw_outputs: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    sampling: dict = field(default_factory=dict)
+    cached_calls: int = 0
+    finish_reasons: list[str] = field(default_factory=list)
+
+
+def request_for(prompt: Prompt, settings: Settings, seed: int) -> GenerationRequest:
+    return GenerationRequest(
+        prompt=prompt.completion,
+        messages=prompt.chat,
+        max_tokens=settings.max_tokens or prompt.max_tokens,
+        temperature=settings.temperature if prompt.temperature is None else prompt.temperature,
+        top_p=settings.top_p,
+        seed=seed,
+        stop=list(prompt.stop),
+        json_schema=prompt.json_schema,
+    )
+
+
+def item_seed(base_seed: int, key: str, step: int, attempt: int) -> int:
+    """Each call gets its own seed, fixed by the item and step, so results do not depend on batching."""
+    return int(work_key(base_seed, key, step, attempt), 16) % (2**31 - 1)
+
+
+class _Driving:
+    """One item's generator in flight."""
+
+    def __init__(self, task: GenerativeTask, item: WorkItem):
+        self.task = task
+        self.item = item
+        self.attempt = 1
+        self.outcome = Outcome(item=item, status="ok")
+        self.started = time.perf_counter()
+        self._restart()
+
+    def _restart(self) -> None:
+        self.gen = self.task.run_item(self.item)
+        self.step = 0
+        self.pending: Prompt | None = None
+        self._advance(None)
+
+    def _advance(self, completion: Completion | None) -> None:
+        try:
+            self.pending = next(self.gen) if completion is None else self.gen.send(completion)
+        except StopIteration as stop:
+            self.pending = None
+            self.outcome.status, self.outcome.result = "ok", stop.value
+        except Rejected as exc:
+            self.pending = None
+            if self.attempt < self.task.attempts:
+                self.attempt += 1
+                self._restart()
+            else:
+                self.outcome.status, self.outcome.error = "rejected", str(exc) or "rejected"
+        except Exception as exc:  # a plugin bug fails this item, not the run
+            self.pending = None
+            self.outcome.status, self.outcome.error = "failed", f"{type(exc).__name__} in {self.task.name}: {exc}"
+
+    def receive(self, result: GenerationResult) -> None:
+        out = self.outcome
+        out.raw_outputs.append(result.text)
+        out.finish_reasons.append(result.finish_reason)
+        out.prompt_tokens += result.prompt_tokens
+        out.completion_tokens += result.completion_tokens
+        out.cached_calls += int(result.cached)
+        if result.finish_reason == "error":
+            self.pending = None
+            out.status, out.error = "failed", result.error or "backend error"
+            return
+        self.step += 1
+        self._advance(Completion(result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens))
+
+    def finished(self) -> Outcome:
+        self.outcome.seconds = time.perf_counter() - self.started
+        return self.outcome
+
+
+def drive(task: GenerativeTask, items: list[WorkItem], backend: Backend, settings: Settings) -> Iterator[Outcome]:
+    """Run items to completion, batching every pending prompt of every item into one backend call
+    per wave. Yields each item's Outcome as soon as it is final. Pure: no store, so any executor can use it."""
+    flying = [_Driving(task, item) for item in items]
+    while flying:
+        waiting = []
+        for d in flying:
+            if d.pending is None:
+                yield d.finished()
+            else:
+                waiting.append(d)
+        if not waiting:
+            return
+        requests = []
+        for d in waiting:
+            attempt = d.attempt + d.item.earlier_runs * task.attempts
+            req = request_for(d.pending, settings, item_seed(settings.seed, d.item.key, d.step, attempt))
+            d.outcome.prompts.append({"prompt": req.prompt, "messages": req.messages})
+            d.outcome.sampling = req.sampling()
+            requests.append(req)
+        for index, result in backend.generate(requests):
+            d = waiting[index]
+            d.receive(result)
+            if d.pending is None:
+                yield d.finished()
+        flying = [d for d in waiting if d.pending is not None]
