@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from importlib.resources import files
 from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from .tasks import Completion, Prompt, Rejected
 
 Mode = Literal["zero-shot", "few-shot", "persona-few-shot"]
+
+
+@functools.cache
+def demonstrations(package: str, filename: str = "demonstrations.jsonl") -> list[dict]:
+    """A plugin's few-shot demonstrations: a JSONL file shipped inside its own package, e.g.
+    ``demonstrations(__name__)`` from the package's ``__init__``. Read once per process."""
+    text = (files(package) / filename).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 class SynthesisOptions(BaseModel):
