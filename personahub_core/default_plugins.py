@@ -7,7 +7,7 @@ from .hookspecs import hookimpl
 def register_backends(register):
     from .backends.llama_cpp import LlamaCppBackend
     from .backends.openai_http import OpenAIBackend
-    from .testing import FakeBackend
+    from .backends.fake import FakeBackend
 
     register(LlamaCppBackend)
     register(OpenAIBackend)

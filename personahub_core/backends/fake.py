@@ -1,0 +1,88 @@
+"""A backend without a model: deterministic answers, for tests, dry runs and benchmarks of the data path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Callable, ClassVar, Iterator
+
+from ..settings import Settings
+from .base import Backend, GenerationRequest, GenerationResult, ModelInfo
+
+
+def example_for_schema(schema: dict, seed: str = "x") -> object:
+    """A small value that satisfies a JSON schema (objects, arrays, strings, numbers, enums)."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {name: example_for_schema(sub, f"{seed}-{name}") for name, sub in props.items()}
+    if kind == "array":
+        return [example_for_schema(schema.get("items", {"type": "string"}), seed)] * max(schema.get("minItems", 1), 1)
+    if kind in ("integer", "number"):
+        return 1
+    if kind == "boolean":
+        return True
+    return f"{seed} value"
+
+
+KEEP_CALLS = 2_000  # FakeBackend.calls keeps the latest requests, for tests to inspect
+
+
+class FakeBackend(Backend):
+    """Deterministic answers without a model: the same request always gets the same text.
+
+    Set ``FakeBackend.responder`` to a function of the request to script answers in a test, or the
+    environment variable ``PERSONAHUB_FAKE_ANSWER`` to one fixed answer (for command-line tests).
+    Requests with a JSON schema get a value that satisfies it.
+    """
+
+    name = "fake"
+    description = "deterministic answers for tests and dry runs; no model"
+    responder: ClassVar[Callable[[GenerationRequest], str] | None] = None
+    calls: ClassVar[list[GenerationRequest]] = []
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings
+
+    @classmethod
+    def model_label(cls, settings) -> str:
+        return "fake"
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(name="fake", context_length=4096, has_chat_template=False)
+
+    def generate(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
+        calls = FakeBackend.calls
+        if len(calls) > KEEP_CALLS:  # a long benchmark run must not keep every prompt it sent
+            del calls[: len(calls) - KEEP_CALLS // 2]
+        for i, req in enumerate(requests):
+            calls.append(req)
+            if FakeBackend.responder is not None:
+                text = FakeBackend.responder(req)
+            elif "PERSONAHUB_FAKE_ANSWER" in os.environ:
+                text = os.environ["PERSONAHUB_FAKE_ANSWER"]
+            elif req.json_schema is not None:
+                text = json.dumps(example_for_schema(req.json_schema))
+            else:
+                digest = hashlib.sha256(f"{req.prompt}|{req.seed}".encode()).hexdigest()[:8]
+                text = f"A fake persona {digest} who tests data pipelines on weekends."
+            words = text.split()  # a word stands for a token
+            if len(words) > req.max_tokens:
+                text, finish = " ".join(words[: req.max_tokens]), "length"
+            else:
+                finish = "stop"
+            yield i, GenerationResult(text, len(req.prompt.split()), min(len(words), req.max_tokens), finish)
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Bag-of-words hashed into 64 dimensions, L2-normalised: similar texts get close vectors."""
+        vectors = []
+        for text in texts:
+            v = [0.0] * 64
+            for word in text.lower().split():
+                v[int(hashlib.md5(word.encode()).hexdigest(), 16) % 64] += 1.0
+            norm = sum(x * x for x in v) ** 0.5 or 1.0
+            vectors.append([x / norm for x in v])
+        return vectors
