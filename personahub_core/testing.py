@@ -1,4 +1,7 @@
-"""A kit for plugin authors: a deterministic fake backend and a temporary store.
+"""A kit for plugin authors: a deterministic fake backend, a temporary store, the installed command line.
+Its pytest fixtures (an empty folder and a clean environment per test) are in
+``personahub_core.pytest_fixtures``: add ``pytest_plugins = ["personahub_core.pytest_fixtures"]`` to
+your top-level conftest.py.
 
     from personahub_core.testing import FakeBackend, temporary_store, run_task
 
@@ -10,12 +13,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from .backends.fake import FakeBackend, example_for_schema  # noqa: F401  (the kit's public names)
 from .store import Store
+
+PERSONAHUB = str(Path(sys.executable).parent / "personahub")  # the console script beside this Python
 
 
 @contextmanager
@@ -44,3 +53,33 @@ def run_task(task: str, task_args: list[str] | None = None, **flags) -> dict:
     from .api import run
 
     return run(task, task_args or [], quiet=True, **flags)
+
+
+def cli(*args: str, env: dict | None = None, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed ``personahub`` console script, as a user would."""
+    result = subprocess.run(
+        [PERSONAHUB, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"personahub {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+def last_json(result: subprocess.CompletedProcess) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+PERSONAS = [
+    "A pediatric nurse in a rural clinic who organises vaccination days for families.",
+    "A retired railway signal engineer who restores old lever frames as a hobby.",
+    "A junior Rust developer learning async programming for a logistics startup.",
+    "A beekeeper who sells heather honey at a weekly farmers' market.",
+    "A high school physics teacher who coaches the robotics club after class.",
+    "A freelance translator of Portuguese legal contracts working from home.",
+]

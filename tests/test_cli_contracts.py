@@ -9,7 +9,7 @@ import subprocess
 import duckdb
 import pytest
 
-from conftest import PERSONAHUB, cli, last_json, write_jsonl
+from personahub_core.testing import PERSONAHUB, cli, last_json, write_jsonl
 from fault_server import FaultServer
 
 

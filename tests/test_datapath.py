@@ -10,7 +10,7 @@ from personahub_core.store import Store
 from personahub_core.testing import FakeBackend, run_task
 from personahub_math import MathProblems
 
-from conftest import PERSONAS, cli, last_json
+from personahub_core.testing import PERSONAS, cli, last_json
 
 PROBLEM = "A baker sells 12 loaves at 3 euros each and 5 rolls at 1 euro each. How much does she take in?"
 SOLUTION = "12 times 3 is 36 and 5 times 1 is 5, so 41.\nFinal answer: 41 euros"

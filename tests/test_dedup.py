@@ -17,7 +17,7 @@ from personahub_core.testing import FakeBackend, run_task
 from personahub_core.vector_search import index_path, similar_pairs, train_buckets
 from personahub_minhash import engine
 
-from conftest import cli, last_json, write_jsonl
+from personahub_core.testing import cli, last_json, write_jsonl
 
 DB = "personahub.duckdb"
 WORDS = [f"w{k}" for k in range(20)]

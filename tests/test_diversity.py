@@ -13,7 +13,7 @@ from personahub_core.diversity import distinct_n, output_spread, persona_set, ru
 from personahub_core.store import Store
 from personahub_core.testing import FakeBackend, run_task
 
-from conftest import cli, last_json, write_jsonl
+from personahub_core.testing import cli, last_json, write_jsonl
 
 ROLES = ["nurse", "teacher", "beekeeper", "engineer", "translator", "farmer", "pilot", "chef"]
 PLACES = ["rural clinic", "city school", "mountain village", "harbour town", "river valley"]

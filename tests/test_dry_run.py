@@ -8,7 +8,7 @@ import pytest
 
 from personahub_core.testing import FakeBackend, run_task
 
-from conftest import PERSONAS, cli, last_json
+from personahub_core.testing import PERSONAS, cli, last_json
 
 PROBLEM = "A beekeeper has 12 hives that each give 18 kg of honey. How many kilograms does she harvest in all?"
 

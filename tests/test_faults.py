@@ -21,7 +21,7 @@ import pytest
 
 from personahub_core.store import Store
 
-from conftest import cli, write_jsonl
+from personahub_core.testing import cli, write_jsonl
 
 SEED = int(os.environ.get("PERSONAHUB_FAULT_SEED", "20261201"))
 KILLS_PER_STAGE = 4

@@ -11,7 +11,7 @@ import yaml
 
 from personahub_core.testing import FakeBackend, run_task
 
-from conftest import PERSONAS, cli
+from personahub_core.testing import PERSONAS, cli
 
 PROBLEM = "A beekeeper has 12 hives that each give 18 kg of honey. How many kilograms does she harvest in all?"
 

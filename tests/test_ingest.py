@@ -7,7 +7,7 @@ import json
 
 from personahub_core.store import Store
 
-from conftest import PERSONAS, cli, last_json, write_jsonl
+from personahub_core.testing import PERSONAS, cli, last_json, write_jsonl
 
 
 def stored(sql: str) -> list[tuple]:

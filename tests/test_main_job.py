@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import cli, last_json
+from personahub_core.testing import cli, last_json
 
 
 def test_npc_from_an_empty_folder_bootstraps_personas_from_the_sample_corpus(tmp_path):

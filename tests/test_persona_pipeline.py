@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from personahub_core.store import Store
 from personahub_core.testing import FakeBackend, run_task
 
-from conftest import PERSONAS, cli, last_json, write_jsonl
+from personahub_core.testing import PERSONAS, cli, last_json, write_jsonl
 
 TEXTS = [
     "The county library reopens on Monday after flood repairs; the children's corner has new shelving.",

@@ -17,7 +17,8 @@ from personahub_core.hookspecs import hookimpl
 from personahub_core.plugins import PluginError, load_plugins
 from personahub_core.tasks import Synthesizer
 
-from conftest import REPO, cli, last_json
+from personahub_core.testing import cli, last_json
+from conftest import REPO
 
 HOOKS_DOC = REPO / "docs" / "plugins" / "hooks.md"
 

@@ -33,7 +33,7 @@ from personahub_core.store import Store
 from personahub_core.tasks import Prompt, Synthesis, Synthesizer, WorkItem
 from personahub_core.testing import plugins_registered, run_task
 
-from conftest import cli, write_jsonl
+from personahub_core.testing import cli, write_jsonl
 
 # Ray Data copies its context into each job and trips over its own deprecated settings while doing so.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")

@@ -12,7 +12,8 @@ from personahub_core.recipes import load_recipe
 from personahub_core.store import Store
 from personahub_core.testing import FakeBackend, run_task
 
-from conftest import PERSONAS, REPO, cli, last_json, write_jsonl
+from personahub_core.testing import PERSONAS, cli, last_json, write_jsonl
+from conftest import REPO
 
 RECIPES = REPO / "docs" / "recipes"
 LIMERICK = RECIPES / "limerick.toml"

@@ -11,7 +11,7 @@ import pytest
 from personahub_core.diversity import run_study
 from personahub_core.testing import FakeBackend, run_task
 
-from conftest import PERSONAS, cli, last_json, write_jsonl
+from personahub_core.testing import PERSONAS, cli, last_json, write_jsonl
 
 HOSTILE = "<script>alert('x')</script><img src=x onerror=alert(1)> A tester who pastes markup into every form"
 NEAR_DUPLICATES = [

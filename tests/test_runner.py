@@ -16,7 +16,7 @@ from personahub_core.store import Store
 from personahub_core.tasks import Prompt, Rejected, Synthesis, Synthesizer
 from personahub_core.testing import FakeBackend, plugins_registered, run_task
 
-from conftest import PERSONAS, cli
+from personahub_core.testing import PERSONAS, cli
 from fault_server import FaultServer
 
 

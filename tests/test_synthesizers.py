@@ -19,7 +19,7 @@ from personahub_core.tasks import Completion, Rejected, WorkItem
 from personahub_core.testing import FakeBackend, run_task
 from personahub_tools import as_written
 
-from conftest import PERSONAS, cli
+from personahub_core.testing import PERSONAS, cli
 
 TASKS = ["math", "reasoning", "instructions", "knowledge", "npc", "tools"]
 DESCRIPTIONS = {"math": "math problem", "reasoning": "logical reasoning problem", "instructions": "user prompt",

@@ -11,7 +11,7 @@ import pytest
 from personahub_core.store import Store
 from personahub_core.testing import run_task
 
-from conftest import PERSONAS
+from personahub_core.testing import PERSONAS
 
 TOOL_KEYS = ["name", "description", "function_name", "input_args", "return", "depend"]
 LIMITS = {"tools": 4}

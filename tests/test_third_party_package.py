@@ -10,7 +10,8 @@ import textwrap
 
 import pytest
 
-from conftest import REPO, cli, last_json
+from personahub_core.testing import cli, last_json
+from conftest import REPO
 
 DIST = "personahub-echo-example"
 
