@@ -80,15 +80,14 @@ FAKE_CHILD = """
 import sys, time, json
 from personahub_core.settings import Settings
 from personahub_core.testing import FakeBackend
-from personahub_core.backends.base import GenerationRequest
 from personahub_math import MathProblems
-from personahub_core.driving import request_for
+from personahub_core.driving import sampled
 task, n = MathProblems(), int(sys.argv[1])
 prompt = task.prompt("A nurse who grows tomatoes on her balcony")
 settings = Settings()
-requests = [request_for(prompt, settings, seed) for seed in range(n)]
+prompts = [sampled(prompt, settings, seed) for seed in range(n)]
 t = time.perf_counter()
-for _ in FakeBackend(settings).generate(requests):
+for _ in FakeBackend(settings).generate(prompts):
     pass
 print(time.perf_counter() - t)
 """

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import llama_cpp
 
-from personahub_core.backends.base import GenerationRequest
+from personahub_core.backends.base import Prompt
 from personahub_core.backends.llama_cpp import LlamaCppBackend, Timings
 from personahub_core.models import default_model_path
 from personahub_core.settings import Settings
@@ -46,9 +46,9 @@ def prompts(n: int) -> list[str]:
     return [f"{PREFIX}Persona: {next(personas)}.\nProblem:" for _ in range(n)]
 
 
-def requests(texts: list[str], max_tokens: int) -> list[GenerationRequest]:
+def sampled(texts: list[str], max_tokens: int) -> list[Prompt]:
     return [
-        GenerationRequest(prompt=t, max_tokens=max_tokens, temperature=TEMPERATURE, top_p=TOP_P, seed=i)
+        Prompt(completion=t, max_tokens=max_tokens, temperature=TEMPERATURE, top_p=TOP_P, seed=i)
         for i, t in enumerate(texts)
     ]
 
@@ -84,10 +84,10 @@ def baseline(model: str, texts: list[str], max_tokens: int, threads: int, n_ctx:
     return tokens, seconds, cpu
 
 
-def batched(settings: Settings, reqs: list[GenerationRequest], share_prefix: bool = True) -> tuple[int, float, Timings]:
+def batched(settings: Settings, batch: list[Prompt], share_prefix: bool = True) -> tuple[int, float, Timings]:
     backend = LlamaCppBackend(settings, share_prefix=share_prefix)
     cpu = time.process_time()
-    tokens = sum(r.completion_tokens for _, r in backend.generate(reqs))
+    tokens = sum(c.completion_tokens for _, c in backend.generate(batch))
     cpu = time.process_time() - cpu
     backend.close()
     return tokens, cpu, backend.timings
@@ -105,7 +105,7 @@ def main() -> None:
 
     model = args.model or str(default_model_path())
     texts = prompts(args.prompts)
-    reqs = requests(texts, args.max_tokens)
+    batch = sampled(texts, args.max_tokens)
     print(f"model {os.path.basename(model)}, {args.prompts} prompts, max_tokens {args.max_tokens}, "
           f"threads {args.threads}, temperature {TEMPERATURE}, top_p {TOP_P}\n")
 
@@ -117,7 +117,7 @@ def main() -> None:
           f"{'1.00x':>10}{base_tokens / base_cpu:>11.1f}")
     for size in (int(s) for s in args.batch_sizes.split(",")):
         settings = Settings(model=model, batch_size=size, threads=args.threads, n_ctx=args.n_ctx)
-        tokens, cpu, t = batched(settings, reqs)
+        tokens, cpu, t = batched(settings, batch)
         rate = tokens / t.wall
         print(f"{f'LlamaCppBackend batch {size}':<34}{tokens:>7}{t.wall:>9.1f}{rate:>8.1f}"
               f"{f'{rate / base_rate:.2f}x':>10}{tokens / cpu:>11.1f}{t.sampling / t.wall:>10.1%}"
@@ -128,7 +128,7 @@ def main() -> None:
     print(f"{'prefix sharing':<34}{'prompt tokens evaluated':>24}{'seconds':>9}{'cpu s':>8}")
     settings = Settings(model=model, batch_size=size, threads=args.threads, n_ctx=args.n_ctx)
     for share in (False, True):
-        _, cpu, t = batched(settings, requests(texts[:size], 1), share_prefix=share)
+        _, cpu, t = batched(settings, sampled(texts[:size], 1), share_prefix=share)
         print(f"{'on' if share else 'off':<34}{t.prompt_tokens:>24}{t.wall:>9.2f}{cpu:>8.2f}")
 
 

@@ -27,7 +27,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from personahub_core.sample_data import demonstrations, personas_path
+from personahub_core.prompting import demonstrations
+from personahub_core.sample_data import personas_path
 from personahub_core.store import Store
 from personahub_core.testing import run_task
 
@@ -96,8 +97,9 @@ def main() -> None:
         print(header)
         print("-" * len(header))
         for task in args.tasks.split(","):
-            base = describe([DEMO_TEXT[task](d) for d in demonstrations(task)])
-            print(f"{task:<13}{'(demonstrations)':<18}{len(demonstrations(task)):>6}{'':>8}{'':>7}"
+            demos = demonstrations(f"personahub_{task}")  # each synthesizer plugin ships its own
+            base = describe([DEMO_TEXT[task](d) for d in demos])
+            print(f"{task:<13}{'(demonstrations)':<18}{len(demos):>6}{'':>8}{'':>7}"
                   f"{base['words']:>8.1f}{base['d1']:>7.2f}{base['d2']:>7.2f}")
             for mode in args.modes.split(","):
                 m = measure(task, mode, args.n, folder, args.batch_size)

@@ -11,16 +11,15 @@ from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, ValidationError
 
-from .backends.factory import backend_class
 from .errors import UsageError
-from .executors import executor_class
-from .plugins import OUR_PACKAGES, get_registry
+from .plugin_migrations import migrate_plugins
+from .plugins import Registry, get_registry
 from .recipes import is_recipe_path, load_recipe
 from .runner import RunStats, TaskContext, new_run_id, stderr
 from .selection import parse_where
-from .settings import Settings, load_settings
+from .settings import Settings, check_known, load_settings, with_options
 from .store import Store
-from .tasks import Task
+from .tasks import GenerativeTask, Task
 
 RUN_FLAGS = ("limit", "where", "retry_failed")
 
@@ -36,8 +35,21 @@ def resolve_task(name: str) -> type[Task]:
     if name in tasks:
         return tasks[name]
     installed = ", ".join(sorted(tasks)) or "none"
-    hint = f"; install it with: pip install {OUR_PACKAGES[name]}" if name in OUR_PACKAGES else ""
-    raise UsageError(f"unknown task '{name}' (installed tasks: {installed}){hint}")
+    raise UsageError(f"unknown task '{name}' (installed tasks: {installed}){_not_loaded_hint(name)}")
+
+
+def _not_loaded_hint(name: str) -> str:
+    """A plugin of that name is installed but PERSONAHUB_LOAD_PLUGINS leaves it out: say so, else say
+    where tasks come from."""
+    import os
+    from importlib import metadata
+
+    allowed = os.environ.get("PERSONAHUB_LOAD_PLUGINS")
+    if allowed is not None and name not in {n.strip() for n in allowed.split(",")}:
+        for ep in metadata.entry_points(group="personahub", name=name):
+            package = ep.dist.metadata["Name"] if ep.dist is not None else name
+            return f"; plugin '{name}' ({package}) is installed but PERSONAHUB_LOAD_PLUGINS does not load it"
+    return "; tasks come from plugins: install the package that provides it"
 
 
 def option_flags(options_cls: type[BaseModel]) -> list[str]:
@@ -93,26 +105,58 @@ def _is_list(annotation) -> bool:
 def run(task_name: str, task_args: list[str], *, quiet: bool = False, limit: int | None = None,
         where: list[str] | None = None, retry_failed: bool = False, **flags: Any) -> dict:
     """Run one task and return its summary (the ``--json`` line of ``personahub run``)."""
-    # Every option is checked before anything is opened or written (the bootstrap makes personas).
+    task, settings, _ = checked(task_name, task_args, limit, where, flags)
+    with Store(settings.db) as store:
+        store.limit_memory(settings.memory_limit)
+        if task.kind == "synthesizer" and not store.scalar("SELECT count(*) FROM personas"):
+            bootstrap_personas(store, settings, quiet)
+        return run_in_store(task, store, settings, limit=limit, where=where,
+                            retry_failed=retry_failed, quiet=quiet)
+
+
+def dry_run(task_name: str, task_args: list[str], *, limit: int | None = None, where: list[str] | None = None,
+            retry_failed: bool = False, **flags: Any) -> dict:
+    """``personahub run --dry-run``: the same checks as a run, then the plan; nothing is written."""
+    from .dry_run import plan
+
+    task, settings, registry = checked(task_name, task_args, limit, where, flags)
+    return plan(task, settings, registry, limit=limit, where=where, retry_failed=retry_failed)
+
+
+def checked(task_name: str, task_args: list[str], limit: int | None, where: list[str] | None,
+            flags: dict[str, Any]) -> tuple[Task, Settings, Registry]:
+    """The task, settings and registry of a run, every option checked before anything is opened or
+    written (the bootstrap makes personas): an unknown task, backend or executor, a bad option of the
+    task or the backend, a bad --limit or --where is a usage error before any work."""
     task_cls = resolve_task(task_name)
     options = parse_task_options(task_cls, task_args)
-    settings = load_settings(**flags)
-    backend_class(settings)  # a backend or executor no plugin registered is a usage error before any work
-    executor_class(settings)
+    registry = get_registry()
+    _, settings = chosen_backend(load_settings(**flags), registry)
+    registry.executor(settings.executor)
     if limit is not None and limit < 0:
         raise UsageError("--limit must be 0 or more")
     parse_where(where or [])
-    with Store(settings.db) as store:
-        if task_cls.kind == "synthesizer" and not store.scalar("SELECT count(*) FROM personas"):
-            bootstrap_personas(store, settings, quiet)
-        return run_in_store(task_cls(options), store, settings, limit=limit, where=where,
-                            retry_failed=retry_failed, quiet=quiet)
+    return task_cls(options), settings, registry
+
+
+def chosen_backend(settings: Settings, registry: Registry) -> tuple[type, Settings]:
+    """The backend class the settings name, and the settings carrying its validated options."""
+    backend_class = registry.backend(settings.backend)
+    check_known(settings, {name for cls in registry.backends.values() for name in cls.Options.model_fields})
+    return backend_class, with_options(settings, backend_class.options_from(settings))
 
 
 def run_in_store(task: Task, store: Store, settings: Settings, *, limit: int | None = None,
                  where: list[str] | None = None, retry_failed: bool = False, quiet: bool = False) -> dict:
+    """Run a task in an open store with the backend and executor the settings name (resolved here, once,
+    and handed down: nothing below the command looks in the registry)."""
+    registry = get_registry()
+    backend_class, settings = chosen_backend(settings, registry)
+    migrate_plugins(store, registry)  # the plugins' own tables, before any of their tasks runs
+    executor = registry.executor(settings.executor)(settings) if isinstance(task, GenerativeTask) else None
     run_id = new_run_id()
-    ctx = TaskContext(store, settings, task, run_id, limit=limit, where=where, retry_failed=retry_failed, quiet=quiet)
+    ctx = TaskContext(store, settings, task, run_id, backend_class=backend_class, executor=executor,
+                      limit=limit, where=where, retry_failed=retry_failed, quiet=quiet)
     store.start_run(run_id, task.name, settings.public(), task.options.model_dump(mode="json"))
     started = time.perf_counter()
     status = "failed"
@@ -196,26 +240,20 @@ def summary(task: Task, s: RunStats, seconds: float, run_id: str, settings: Sett
 
 
 def bootstrap_personas(store: Store, settings: Settings, quiet: bool) -> None:
-    """The store has no personas: build them from the bundled sample corpus, then deduplicate."""
+    """The store has no personas: build them from the bundled sample corpus with the tasks that declare
+    a ``bootstrap_step`` (a persona source, then a deduplicator, say), in order."""
+    from .chains import bootstrap_chain
     from .ingest import ingest_paths
     from .sample_data import corpus_path
 
-    tasks = get_registry().tasks
-    missing = [name for name in ("text-to-persona", "minhash") if name not in tasks]
-    if missing:
-        raise UsageError(
-            "the store has no personas; import some (personahub run --plugin import --input FILE) or install "
-            + " and ".join(OUR_PACKAGES[m] for m in missing)
-        )
+    chain = bootstrap_chain(get_registry().tasks)
     if not quiet:
         stderr.print("[bold]The store has no personas yet:[/bold] building them from the bundled sample corpus "
-                     "(text-to-persona, then minhash dedup).")
-    if not store.scalar("SELECT count(*) FROM documents"):
+                     f"({', then '.join(cls.name for cls, _ in chain)}).")
+    if not store.document_count():
         ingest_paths(store, [corpus_path()], quiet=quiet)
-    # One persona per text (its writer) keeps the main job under ten minutes on two cores.
-    for name, options in (("text-to-persona", {"perspectives": ["write"]}), ("minhash", {})):
-        task_cls = tasks[name]
+    for task_cls, options in chain:
         result = run_in_store(task_cls(task_cls.Options(**options)), store, settings, quiet=quiet)
         if not quiet:
-            stderr.print(f"  {name}: {result['items_done']} done, {result['items_failed']} failed, "
+            stderr.print(f"  {task_cls.name}: {result['items_done']} done, {result['items_failed']} failed, "
                          f"{result['personas_added']} personas added")

@@ -17,7 +17,7 @@ from . import api
 from .dedup_command import dedup_cmd
 from .errors import PersonaHubError, UsageError
 from .plugins import get_registry
-from .settings import load_settings, settings_origins
+from .settings import load_settings, public_values, resolve_options, settings_origins
 from .store import Store
 
 app = typer.Typer(
@@ -33,6 +33,19 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 DbOption = typer.Option(None, "--db", help="DuckDB store (default ./personahub.duckdb, or PERSONAHUB_DB)")
+
+
+# Shell completion (<TAB>) of the names plugins registered.
+def complete_task(incomplete: str) -> list[str]:
+    return sorted(n for n in get_registry().tasks if n.startswith(incomplete))
+
+
+def complete_backend(incomplete: str) -> list[str]:
+    return sorted(n for n in get_registry().backends if n.startswith(incomplete))
+
+
+def complete_executor(incomplete: str) -> list[str]:
+    return sorted(n for n in get_registry().executors if n.startswith(incomplete))
 
 
 plugins_app = typer.Typer(help="Installed plugins and their tasks; 'plugins show TASK' for one task.")
@@ -58,7 +71,7 @@ def plugins_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
 
 @plugins_app.command("show")
 def plugins_show(
-    task: str = typer.Argument(..., help="an installed task, or a recipe file (*.toml)"),
+    task: str = typer.Argument(..., help="an installed task, or a recipe file (*.toml)", autocompletion=complete_task),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """One task: its kind, the plugin or recipe it comes from, its description and its options."""
@@ -82,7 +95,7 @@ def plugins_show(
 )
 def run_cmd(
     ctx: typer.Context,
-    plugin: Optional[str] = typer.Option(None, "--plugin", "-p",
+    plugin: Optional[str] = typer.Option(None, "--plugin", "-p", autocompletion=complete_task,
                                          help="task to run (see 'personahub plugins'), or a recipe file (*.toml)"),
     limit: Optional[int] = typer.Option(None, "--limit", help="at most this many new work items"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="sequences decoded together"),
@@ -90,9 +103,11 @@ def run_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="base seed"),
     temperature: Optional[float] = typer.Option(None, "--temperature"),
     model: Optional[str] = typer.Option(None, "--model", help="GGUF path, or model name with --backend openai"),
-    backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp | openai | fake | one a plugin registered"),
+    backend: Optional[str] = typer.Option(None, "--backend", autocompletion=complete_backend,
+                                          help="llama-cpp | openai | fake | one a plugin registered"),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL"),
-    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray | one a plugin registered"),
+    executor: Optional[str] = typer.Option(None, "--executor", autocompletion=complete_executor,
+                                           help="local | ray | one a plugin registered"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address"),
     n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="llama.cpp context size"),
     threads: Optional[int] = typer.Option(None, "--threads", help="llama.cpp threads"),
@@ -112,11 +127,10 @@ def run_cmd(
     if plugin is None:
         raise UsageError("missing option --plugin TASK (see 'personahub plugins')")
     if dry_run:
-        from .dry_run import dry_run as plan_run
-
-        plan = plan_run(plugin, list(ctx.args), limit=limit, where=where, retry_failed=retry_failed, db=db,
-                        batch_size=batch_size, max_tokens=max_tokens, seed=seed, temperature=temperature, model=model,
-                        backend=backend, base_url=base_url, executor=executor, n_ctx=n_ctx, threads=threads)
+        plan = api.dry_run(plugin, list(ctx.args), limit=limit, where=where, retry_failed=retry_failed, db=db,
+                           batch_size=batch_size, max_tokens=max_tokens, seed=seed, temperature=temperature,
+                           model=model, backend=backend, base_url=base_url, executor=executor, n_ctx=n_ctx,
+                           threads=threads)
         if not quiet:
             _print_plan(plan)
         if as_json:
@@ -256,7 +270,8 @@ def export_cmd(
 
     settings = load_settings(db=db)
     with Store(settings.db, read_only=True) as store:
-        n = export(store, what, fmt, out_path, full=full, include_all=include_all, quiet=quiet)
+        n = export(store, what, fmt, out_path, full=full, include_all=include_all, quiet=quiet,
+                   tasks=get_registry().tasks if full else None)
     err.print(f"wrote {n} rows to {out_path}")
 
 
@@ -275,6 +290,10 @@ def push_cmd(
 
     settings = load_settings(db=db)
     with Store(settings.db, read_only=True) as store:
+        if full and what != "personas":  # --full rows carry their prompts, rebuilt by the installed tasks
+            from .replay import register_sql_function
+
+            register_sql_function(store.con, get_registry().tasks)
         url = push(store, what, repo, private=private, full=full, include_all=include_all, quiet=quiet)
     err.print(f"pushed {what} to {url}")
 
@@ -410,17 +429,28 @@ def config_cmd(
     db: Optional[Path] = DbOption,
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Show the effective settings and where each came from (flag, environment, personahub.toml, default)."""
+    """Show the effective settings and where each came from (flag, environment, personahub.toml, default),
+    with the options of the chosen backend under it."""
     settings = load_settings(db=db)
     origins = settings_origins(db=db)
-    values = settings.public()
+    registry = get_registry()
+    backend_class, resolved = api.chosen_backend(settings, registry)
+    _, option_origins = resolve_options(backend_class.Options, settings)
+    values = public_values({k: v for k, v in resolved.model_dump(mode="json").items() if k in origins})
+    options = public_values({k: resolved.model_extra[k] for k in option_origins})
     if as_json:
-        print(json.dumps({k: {"value": values[k], "from": origins[k]} for k in values}))
+        shown = {k: {"value": values[k], "from": origins[k]} for k in values}
+        shown["backend_options"] = {k: {"value": options[k], "from": option_origins[k]} for k in options}
+        print(json.dumps(shown, default=str))
         return
     table = Table("setting", "value", "from")
     for name, value in values.items():
         table.add_row(name, str(value), origins[name])
     out.print(table)
+    table = Table("option", "value", "from", title=f"options of backend {settings.backend}")
+    for name, value in options.items():
+        table.add_row(name, str(value), option_origins[name])
+    out.print(table if options else f"backend {settings.backend} has no options of its own")
 
 
 @personas_app.command("sample")
@@ -449,7 +479,7 @@ def personas_show(persona_id: str = typer.Argument(...), db: Optional[Path] = Db
 
     settings = load_settings(db=db)
     with Store(settings.db, read_only=True) as store:
-        details = persona_details(store, persona_id)
+        details = persona_details(store, persona_id, get_registry().tasks)
     print(json.dumps(details, indent=2, default=str))
 
 
@@ -467,8 +497,9 @@ def personas_search(
     from .vector_search import search_personas
 
     settings = load_settings(db=db, model=model, backend=backend, base_url=base_url)
+    backend_class = get_registry().backend(settings.backend)
     with Store(settings.db) as store:
-        hits = search_personas(store, settings, text, k)
+        hits = search_personas(store, settings, backend_class, text, k)
     if as_json:
         print(json.dumps(hits))
         return

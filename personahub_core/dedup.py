@@ -1,95 +1,68 @@
-"""What every deduplicator shares: which personas to check, the keep-earliest rule, and writing marks.
+"""What every deduplicator shares: the outline of a run (select, compare, mark) and the keep-earliest rule.
 
-A deduplicator never deletes. It records each persona it checked in ``dedup_checked`` (so the next
-run looks only at new personas) and each persona it drops in ``dedup_marks`` with its kept partner.
+A deduplicator never deletes. It records each persona it checked (so the next run looks only at new
+personas) and each persona it drops with its kept partner, through the store's ``mark_personas``.
 A persona marked by any method is out of every later comparison: it is neither checked again nor
 a partner that something else can be a duplicate of.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, ClassVar, Iterator, Sequence
 
 import numpy as np
-import pyarrow as pa
 
-from .selection import parse_where
-from .store import Store
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-KEPT = "NOT EXISTS (SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id)"
-
-
-def checked(method: str) -> str:
-    """SQL: persona p was checked by ``method`` (the name is ours, never user text)."""
-    return f"EXISTS (SELECT 1 FROM dedup_checked c WHERE c.persona_id = p.id AND c.method = '{method}')"
+    from .runner import TaskContext
 
 
-def unchecked_sql(method: str, where: list[str] | None = None, limit: int | None = None) -> tuple[str, list]:
-    """SQL and parameters: kept personas ``method`` has not checked yet, in creation order (seq, id, persona)."""
-    clause, params = parse_where(where or [])
-    sql = (f"SELECT p.seq, p.id, p.persona FROM personas p WHERE {KEPT} AND NOT {checked(method)} AND {clause} "
-           f"ORDER BY p.seq")
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    return sql, list(params)
+class DedupOutline:
+    """The steps every deduplicator takes, so a plugin states only how it compares.
 
+    ``run``: under ``--fresh``, forget the method's earlier marks and checks (and, through
+    ``forget_own``, what the plugin keeps of its own); ``prepare``; select the kept personas this
+    method has not checked yet (``--where``, ``--limit``), in creation order, streamed in Arrow
+    batches of ``batch_rows``; hand them to ``compare``, which records what it checked and marks
+    through ``mark``. Mixed in before the core's base: ``class MyDedup(DedupOutline, Deduplicator)``;
+    the method's name in the store is the task's ``name``.
+    """
 
-def unchecked_personas(store: Store, method: str, where: list[str] | None = None, limit: int | None = None) -> pa.Table:
-    """Kept personas ``method`` has not checked yet, in creation order: columns seq, id, persona."""
-    sql, params = unchecked_sql(method, where, limit)
-    return store.con.sql(sql, params=params or None).to_arrow_table()
+    batch_rows: ClassVar[int] = 50_000
 
+    def run(self, ctx: "TaskContext") -> None:
+        store = ctx.store
+        if getattr(self.options, "fresh", False):
+            store.forget_method(self.name)
+            self.forget_own(ctx)
+        self.prepare(ctx)
+        total = store.persona_count()
+        if total == 0:
+            ctx.note(f"{self.name}: the store has no personas; nothing to check")
+            return
+        count, batches = store.stream_personas(unchecked_by=self.name, where=ctx.where, limit=ctx.limit,
+                                               batch_rows=self.batch_rows)
+        if count == 0:
+            ctx.note(f"{self.name}: all {total} personas are already checked or marked; nothing new")
+            return
+        self.compare(ctx, count, batches)
 
-def stream_unchecked(store: Store, method: str, where: list[str] | None = None, limit: int | None = None,
-                     batch_rows: int = 50_000) -> tuple[int, Iterator[pa.RecordBatch]]:
-    """How many personas ``method`` has not checked yet, and those personas in batches (as in
-    ``unchecked_personas``), read through a second connection so the store's own stays free for
-    writes meanwhile: a million texts are never held at once."""
-    sql, params = unchecked_sql(method, where, limit)
-    count = store.scalar(f"SELECT count(*) FROM ({sql})", params)
+    def forget_own(self, ctx: "TaskContext") -> None:
+        """Under ``--fresh``: drop what the plugin keeps of its own (signatures, say). Default: nothing."""
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        cursor = store.con.cursor()
-        try:
-            yield from cursor.sql(sql, params=params or None).to_arrow_reader(batch_rows)
-        finally:
-            cursor.close()
+    def prepare(self, ctx: "TaskContext") -> None:
+        """Before selecting: tidy what an interrupted run left in the plugin's tables. Default: nothing."""
 
-    return count, batches()
+    def compare(self, ctx: "TaskContext", count: int, batches: Iterator["pa.RecordBatch"]) -> None:
+        """Check the ``count`` new personas (columns seq, id, persona) and ``mark`` them."""
+        raise NotImplementedError
 
-
-def forget(store: Store, method: str) -> None:
-    """Drop a method's marks and checks, so its next run looks at every persona again."""
-    with store.transaction():
-        store.con.execute("DELETE FROM dedup_marks WHERE method = ?", [method])
-        store.con.execute("DELETE FROM dedup_checked WHERE method = ?", [method])
-
-
-def record(store: Store, method: str, run_id: str, checked_ids: Sequence[str] | pa.Array,
-           marks: list[dict] | pa.Table) -> None:
-    """Write, in one transaction, the personas checked and the marks (persona_id, duplicate_of,
-    cluster_id, similarity, reason) of those dropped. Arrow input is written as it is, without a
-    Python object per row (a million-persona run)."""
-    ids = checked_ids if isinstance(checked_ids, pa.Array) else pa.array(list(checked_ids), pa.string())
-    checked_table = pa.table({"persona_id": ids})
-    if not isinstance(marks, pa.Table):
-        columns = ("persona_id", "cluster_id", "duplicate_of", "similarity", "reason")
-        types = (pa.string(), pa.string(), pa.string(), pa.float64(), pa.string())
-        marks = pa.table({c: pa.array([m.get(c) for m in marks], t) for c, t in zip(columns, types)})
-    con = store.con
-    con.register("_checked", checked_table)
-    con.register("_marks", marks)
-    try:
-        with store.transaction():
-            con.execute("INSERT INTO dedup_checked SELECT persona_id, ?, ? FROM _checked", [method, run_id])
-            con.execute(
-                "INSERT OR IGNORE INTO dedup_marks (persona_id, method, cluster_id, duplicate_of, similarity, reason, "
-                "run_id) SELECT persona_id, ?, cluster_id, duplicate_of, similarity, reason, ? FROM _marks",
-                [method, run_id],
-            )
-    finally:
-        con.unregister("_checked")
-        con.unregister("_marks")
+    def mark(self, ctx: "TaskContext", checked_ids: Sequence[str] | "pa.Array", marks: list[dict] | "pa.Table" = ()) -> None:
+        """Record the personas checked and mark the dropped ones (persona_id, duplicate_of, cluster_id,
+        similarity, reason), in one transaction; they count as the run's items done."""
+        ctx.store.mark_personas(self.name, ctx.run_id, checked_ids, marks)
+        ctx.stats.items_done += len(checked_ids)
 
 
 def keep_earliest(n: int, i: np.ndarray, j: np.ndarray, sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

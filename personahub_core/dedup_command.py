@@ -1,7 +1,8 @@
-"""``personahub dedup``: the paper's chain, MinHash then embeddings, after the quality filter.
+"""``personahub dedup``: the installed deduplicators in the order they declare (``dedup_step``); with
+ours, the paper's chain: MinHash then embeddings, after the quality filter.
 
-Each step runs only if its plugin is installed; each is an ordinary task run (recorded in ``runs``),
-incremental like any other: a second ``dedup`` checks only personas added since.
+Each step is an ordinary task run (recorded in ``runs``), incremental like any other: a second
+``dedup`` checks only personas added since.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import UsageError
-from .plugins import OUR_PACKAGES, get_registry
+from .chains import NO_DEDUP, dedup_chain
+from .plugins import get_registry
 from .settings import load_settings
 from .store import Store
 
-STEPS = ("quality", "minhash", "embedding")
 err = Console(stderr=True)
 
 
@@ -27,7 +28,7 @@ def dedup_cmd(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Jaccard and cosine threshold (default 0.9 each)"),
     jaccard: Optional[float] = typer.Option(None, "--jaccard", help="MinHash word-set Jaccard threshold"),
     cosine: Optional[float] = typer.Option(None, "--cosine", help="embedding cosine threshold"),
-    skip: list[str] = typer.Option([], "--skip", help="leave out a step: quality, minhash or embedding"),
+    skip: list[str] = typer.Option([], "--skip", help="leave out a step (a deduplicator's name, e.g. quality, minhash or embedding)"),
     fresh: bool = typer.Option(False, "--fresh", help="forget earlier results and check every persona again"),
     model: Optional[str] = typer.Option(None, "--model", help="embedding model (GGUF path or served model name)"),
     backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp | openai | fake"),
@@ -36,36 +37,40 @@ def dedup_cmd(
     as_json: bool = typer.Option(False, "--json", help="end with a JSON summary line on stdout"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ):
-    """Mark near-duplicate and unusable personas: quality filter, MinHash (Jaccard), embeddings (cosine)."""
+    """Mark near-duplicate and unusable personas with the installed deduplicators, in their declared order
+    (ours: quality filter, MinHash on Jaccard, embeddings on cosine)."""
     from .api import run_in_store
 
-    unknown = [s for s in skip if s not in STEPS]
+    chain = {cls.name: cls for cls in dedup_chain(get_registry().tasks)}
+    if not chain:
+        raise UsageError(NO_DEDUP)
+    unknown = [s for s in skip if s not in chain]
     if unknown:
-        raise UsageError(f"--skip {unknown[0]}: expected one of {', '.join(STEPS)}")
-    tasks = get_registry().tasks
-    steps = [s for s in STEPS if s in tasks and s not in skip]
+        raise UsageError(f"--skip {unknown[0]}: expected one of {', '.join(chain)}")
+    steps = [name for name in chain if name not in skip]
     if not steps:
-        missing = [OUR_PACKAGES[s] for s in STEPS if s not in tasks and s not in skip]
-        raise UsageError("no deduplication step to run" + (f"; install {' or '.join(missing)}" if missing else ""))
-    thresholds = {"minhash": jaccard if jaccard is not None else threshold,
-                  "embedding": cosine if cosine is not None else threshold}
+        raise UsageError("no deduplication step to run: every installed one is skipped")
+    # --jaccard and --cosine go to the steps that declare that measure (dedup_measure), --threshold to any.
+    by_measure = {"jaccard": jaccard, "cosine": cosine}
     settings = load_settings(db=db, model=model, backend=backend, base_url=base_url)
     results = []
     with Store(settings.db) as store:
         for step in steps:
-            task_cls = tasks[step]
+            task_cls = chain[step]
             values = {"fresh": fresh} if "fresh" in task_cls.Options.model_fields else {}
-            if thresholds.get(step) is not None:
-                values["threshold"] = thresholds[step]
+            limit = by_measure.get(task_cls.dedup_measure)
+            limit = threshold if limit is None else limit
+            if limit is not None and "threshold" in task_cls.Options.model_fields:
+                values["threshold"] = limit
             try:
                 options = task_cls.Options(**values)
             except ValueError as exc:
                 raise UsageError(f"dedup {step}: {str(exc).splitlines()[-1].strip()}") from None
-            before = store.scalar("SELECT count(*) FROM dedup_marks WHERE method = ?", [step])
+            before = store.marked_count(step)
             if not (quiet or as_json):
                 err.print(f"[bold]dedup {len(results) + 1}/{len(steps)}: {step}[/bold]")
             result = run_in_store(task_cls(options), store, settings, quiet=quiet or as_json)
-            result["marked"] = store.scalar("SELECT count(*) FROM dedup_marks WHERE method = ?", [step]) - before
+            result["marked"] = store.marked_count(step) - before
             results.append(result)
             if not (quiet or as_json):
                 rate = result["items_done"] / result["seconds"] if result["seconds"] else 0.0

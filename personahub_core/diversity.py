@@ -249,6 +249,7 @@ def run_study(task: str, *, db=None, embedding_model: str | None = None, bins: t
     """``personahub diversity``: make the baseline if asked, embed what is missing, run the study."""
     from .api import resolve_task, run_in_store
     from .backends.factory import make_backend
+    from .plugins import get_registry
     from .progress import progress_bar
     from .settings import load_settings
     from .vector_search import model_name
@@ -276,7 +277,7 @@ def run_study(task: str, *, db=None, embedding_model: str | None = None, bins: t
         embed_settings = settings.model_copy(update={"model": embedding_model or settings.embedding_model or settings.model}
                                              if settings.backend != "openai" else
                                              {"embedding_model": embedding_model or settings.embedding_model})
-        backend = make_backend(embed_settings)
+        backend = make_backend(get_registry().backend(embed_settings.backend), embed_settings)
         try:
             model = model_name(embed_settings, backend)
             with progress_bar("embedding personas", quiet=quiet) as progress:

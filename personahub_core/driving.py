@@ -5,12 +5,13 @@ Pure (no store, no registry), so any executor can use it, in this process or in 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
-from .backends.base import Backend, GenerationRequest, GenerationResult
+from .backends.base import Backend
+from .calls import Completion, Prompt
 from .settings import Settings
-from .tasks import Completion, GenerativeTask, Prompt, Rejected, WorkItem, work_key
+from .tasks import GenerativeTask, Rejected, WorkItem, work_key
 
 
 @dataclass
@@ -31,16 +32,16 @@ class Outcome:
     finish_reasons: list[str] = field(default_factory=list)
 
 
-def request_for(prompt: Prompt, settings: Settings, seed: int) -> GenerationRequest:
-    return GenerationRequest(
-        prompt=prompt.completion,
-        messages=prompt.chat,
+def sampled(prompt: Prompt, settings: Settings, seed: int) -> Prompt:
+    """The prompt as the backend gets it: what the task left as None takes the run's setting, and
+    ``--max-tokens`` overrides the task's budget."""
+    return replace(
+        prompt,
         max_tokens=settings.max_tokens or prompt.max_tokens,
         temperature=settings.temperature if prompt.temperature is None else prompt.temperature,
-        top_p=settings.top_p,
-        seed=seed,
+        top_p=settings.top_p if prompt.top_p is None else prompt.top_p,
+        seed=seed if prompt.seed is None else prompt.seed,
         stop=list(prompt.stop),
-        json_schema=prompt.json_schema,
     )
 
 
@@ -83,19 +84,19 @@ class _Driving:
             self.pending = None
             self.outcome.status, self.outcome.error = "failed", f"{type(exc).__name__} in {self.task.name}: {exc}"
 
-    def receive(self, result: GenerationResult) -> None:
+    def receive(self, completion: Completion) -> None:
         out = self.outcome
-        out.raw_outputs.append(result.text)
-        out.finish_reasons.append(result.finish_reason)
-        out.prompt_tokens += result.prompt_tokens
-        out.completion_tokens += result.completion_tokens
-        out.cached_calls += int(result.cached)
-        if result.finish_reason == "error":
+        out.raw_outputs.append(completion.text)
+        out.finish_reasons.append(completion.finish_reason)
+        out.prompt_tokens += completion.prompt_tokens
+        out.completion_tokens += completion.completion_tokens
+        out.cached_calls += int(completion.cached)
+        if completion.finish_reason == "error":
             self.pending = None
-            out.status, out.error = "failed", result.error or "backend error"
+            out.status, out.error = "failed", completion.error or "backend error"
             return
         self.step += 1
-        self._advance(Completion(result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens))
+        self._advance(completion)
 
     def finished(self) -> Outcome:
         self.outcome.seconds = time.perf_counter() - self.started
@@ -115,16 +116,17 @@ def drive(task: GenerativeTask, items: list[WorkItem], backend: Backend, setting
                 waiting.append(d)
         if not waiting:
             return
-        requests = []
+        prompts = []
         for d in waiting:
             attempt = d.attempt + d.item.earlier_runs * task.attempts
-            req = request_for(d.pending, settings, item_seed(settings.seed, d.item.key, d.step, attempt))
-            d.outcome.prompts.append({"prompt": req.prompt, "messages": req.messages})
-            d.outcome.sampling = req.sampling()
-            requests.append(req)
-        for index, result in backend.generate(requests):
+            prompt = sampled(d.pending, settings, item_seed(settings.seed, d.item.key, d.step, attempt))
+            # Rows record prompts under these keys (prompt_hash, export, replay): keep them.
+            d.outcome.prompts.append({"prompt": prompt.completion, "messages": prompt.chat})
+            d.outcome.sampling = prompt.sampling()
+            prompts.append(prompt)
+        for index, completion in backend.generate(prompts):
             d = waiting[index]
-            d.receive(result)
+            d.receive(completion)
             if d.pending is None:
                 yield d.finished()
         flying = [d for d in waiting if d.pending is not None]

@@ -16,36 +16,39 @@ import json
 import random
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
 from .settings import Settings
 from .store import Store
 from .tasks import GenerativeTask, Task
+
+if TYPE_CHECKING:
+    from .plugins import Registry
 
 PROMPT_SAMPLE = 64  # items whose prompts are built and measured
 CHARS_PER_TOKEN = 4.0  # when no earlier row tells this model's ratio
 STAGE_SCAN_LIMIT = 1_000_000  # work items counted at most
 
 
-def plan(task: Task, settings: Settings, *, limit: int | None = None, where: list[str] | None = None,
-         retry_failed: bool = False) -> dict[str, Any]:
-    """The dry run's summary (``--json`` prints it as the last line)."""
+def plan(task: Task, settings: Settings, registry: Registry, *, limit: int | None = None,
+         where: list[str] | None = None, retry_failed: bool = False) -> dict[str, Any]:
+    """The dry run's summary (``--json`` prints it as the last line). ``registry`` is the command's: the
+    installed tasks (for the bootstrap) and the backend the settings name (for the model's label)."""
     db = Path(settings.db)
     result: dict[str, Any] = {"task": task.name, "dry_run": True, "db": str(db), "store_exists": db.exists(), "stages": []}
     if db.exists():
         with Store(db, read_only=True) as store:
             empty = not store.scalar("SELECT count(*) FROM personas")
             if task.kind == "synthesizer" and empty:
-                result["stages"] = _bootstrap_plan(task, settings, store, limit)
+                result["stages"] = _bootstrap_plan(task, settings, registry, store, limit)
             else:
-                result["stages"] = [_stage(task, store, settings, limit, where, retry_failed)]
+                result["stages"] = [_stage(task, store, settings, registry, limit, where, retry_failed)]
     elif task.kind == "synthesizer":
-        result["stages"] = _bootstrap_plan(task, settings, None, limit)
+        result["stages"] = _bootstrap_plan(task, settings, registry, None, limit)
     else:
         result["notes"] = [f"{db} does not exist: a run would create it"]
         with Store(":memory:") as store:
-            result["stages"] = [_stage(task, store, settings, limit, where, retry_failed)]
+            result["stages"] = [_stage(task, store, settings, registry, limit, where, retry_failed)]
     for key in ("items_new", "items_done", "items_to_retry", "items_to_run", "prompt_tokens",
                 "completion_tokens_max", "completion_tokens_expected"):
         values = [s.get(key) for s in result["stages"]]
@@ -55,16 +58,18 @@ def plan(task: Task, settings: Settings, *, limit: int | None = None, where: lis
     return result
 
 
-def _bootstrap_plan(task: Task, settings: Settings, store: Store | None, limit: int | None) -> list[dict]:
-    """The main job on an empty store: text-to-persona over the bundled corpus, minhash, then the task
-    over about one persona per text (its prompts measured with the bundled sample personas)."""
+def _bootstrap_plan(task: Task, settings: Settings, registry: Registry, store: Store | None,
+                    limit: int | None) -> list[dict]:
+    """The main job on an empty store: the bootstrap chain's persona source over the bundled corpus (its
+    later steps deduplicate), then the task over about one persona per text (its prompts measured with
+    the bundled sample personas)."""
+    from .chains import bootstrap_chain
     from .ingest import ingest_paths
-    from .plugins import get_registry
     from .sample_data import corpus_path, personas_path
 
-    tasks = get_registry().tasks
-    if "text-to-persona" not in tasks:
-        raise UsageError("the store has no personas and text-to-persona is not installed; import personas first")
+    chain = bootstrap_chain(registry.tasks)
+    source_cls, source_options = next((cls, options) for cls, options in chain if cls.kind == "source")
+    later = [cls.name for cls, _ in chain if cls is not source_cls]
     with Store(":memory:") as scratch:
         if store is not None and store.scalar("SELECT count(*) FROM documents"):
             docs = store.con.sql("SELECT id, content_hash, text, source_file FROM documents").to_arrow_table()
@@ -72,16 +77,15 @@ def _bootstrap_plan(task: Task, settings: Settings, store: Store | None, limit: 
             scratch.con.execute("INSERT INTO documents (id, content_hash, text, source_file) SELECT * FROM _docs")
         else:
             ingest_paths(scratch, [corpus_path()], quiet=True)
-        source_cls = tasks["text-to-persona"]
-        source = source_cls(source_cls.Options(perspectives=["write"]))
-        first = _stage(source, scratch, settings, None, None, False)
+        source = source_cls(source_cls.Options(**source_options))
+        first = _stage(source, scratch, settings, registry, None, None, False)
         first["note"] = "the store has no personas: they are built from " + (
             "its documents" if store is not None and store.scalar("SELECT count(*) FROM documents")
-            else "the bundled sample corpus") + " first, then deduplicated (minhash)"
+            else "the bundled sample corpus") + " first" + (f", then {', '.join(later)}" if later else "")
         stand_ins = [json.loads(line)["persona"] for line in personas_path().read_text(encoding="utf-8").splitlines()
                      if line.strip()]
         scratch.insert_personas([{"id": f"stand-in-{i}", "persona": p, "origin": "import"} for i, p in enumerate(stand_ins)])
-        second = _stage(task, scratch, settings, None, None, False)
+        second = _stage(task, scratch, settings, registry, None, None, False)
     # About one persona per text (fewer after dedup): scale the stand-ins' figures to that count.
     items = first["items_to_run"] if limit is None else min(first["items_to_run"], limit)
     scale = items / max(second["items_to_run"], 1)
@@ -96,15 +100,16 @@ def _bootstrap_plan(task: Task, settings: Settings, store: Store | None, limit: 
     return [first, second]
 
 
-def _stage(task: Task, store: Store, settings: Settings, limit: int | None, where: list[str] | None,
-           retry_failed: bool) -> dict[str, Any]:
+def _stage(task: Task, store: Store, settings: Settings, registry: Registry, limit: int | None,
+           where: list[str] | None, retry_failed: bool) -> dict[str, Any]:
     from .runner import TaskContext
 
     stage: dict[str, Any] = {"task": task.name, "kind": task.kind}
     if not isinstance(task, GenerativeTask):
         stage["note"] = "does not call a language model: nothing to estimate"
         return stage
-    ctx = TaskContext(store, settings, task, "dry-run", limit=limit, where=where, retry_failed=retry_failed, quiet=True)
+    ctx = TaskContext(store, settings, task, "dry-run", backend_class=registry.backend(settings.backend), limit=limit,
+                      where=where, retry_failed=retry_failed, quiet=True)
     try:
         items = list(islice(task.work_items(ctx), STAGE_SCAN_LIMIT))
     except NotImplementedError:
@@ -125,7 +130,7 @@ def _stage(task: Task, store: Store, settings: Settings, limit: int | None, wher
     sample = random.Random(0).sample(todo, min(PROMPT_SAMPLE, len(todo)))
     prompts = [next(task.run_item(item)) for item in sample]
     chars = [len(p.completion) for p in prompts]
-    ratio, ratio_from = _chars_per_token(store, settings, task)
+    ratio, ratio_from = _chars_per_token(store, ctx.model_label(), task)
     mean_prompt = sum(chars) / len(chars) / ratio if chars else 0.0
     max_tokens = [settings.max_tokens or p.max_tokens for p in prompts]
     mean_max = sum(max_tokens) / len(max_tokens) if max_tokens else 0.0
@@ -155,13 +160,11 @@ def _statuses(store: Store, keys: list[str]) -> dict[str, str]:
     return dict(store.query("SELECT key, status FROM generations WHERE key IN (SELECT unnest(?))", [keys]))
 
 
-def _chars_per_token(store: Store, settings: Settings, task: GenerativeTask) -> tuple[float, str]:
+def _chars_per_token(store: Store, model: str, task: GenerativeTask) -> tuple[float, str]:
     """Characters per prompt token, measured on this task's earlier one-call rows with this model: their
     prompts are rebuilt from the stored input and set against the prompt tokens the backend counted."""
-    from .backends.factory import backend_class
     from .tasks import WorkItem
 
-    model = backend_class(settings).model_label(settings)
     columns = {r[0] for r in store.query("SELECT column_name FROM information_schema.columns WHERE table_name = 'generations'")}
     if "item_data" not in columns:  # a store from before inputs were kept (opened read-only, so not migrated)
         return CHARS_PER_TOKEN, "a typical ratio; this store keeps no item inputs"
@@ -191,19 +194,3 @@ def _speed(store: Store, settings: Settings, task: str) -> tuple[float | None, s
         if row[2]:
             return round(row[0] / row[1], 1), f"{label} on this machine ({row[2]} runs)"
     return None, "unknown: no earlier run with this backend and model"
-
-
-def dry_run(task_name: str, task_args: list[str], *, limit: int | None = None, where: list[str] | None = None,
-            retry_failed: bool = False, **flags: Any) -> dict[str, Any]:
-    """``personahub run --dry-run``: the same checks as a run, then the plan."""
-    from .api import parse_task_options, resolve_task
-    from .selection import parse_where
-    from .settings import load_settings
-
-    task_cls = resolve_task(task_name)
-    options = parse_task_options(task_cls, task_args)
-    settings = load_settings(**flags)
-    if limit is not None and limit < 0:
-        raise UsageError("--limit must be 0 or more")
-    parse_where(where or [])
-    return plan(task_cls(options), settings, limit=limit, where=where, retry_failed=retry_failed)

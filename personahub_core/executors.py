@@ -1,16 +1,22 @@
-"""Executors: where a window of work items runs. The writer always stays in this process."""
+"""Executors: where a window of work items runs. The writer always stays in this process.
+
+The command resolves the executor by name from the registry and hands the instance to the run's
+TaskContext; the runner then calls ``run_items`` for every generative task.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Iterator
+import time
+from typing import TYPE_CHECKING, ClassVar, Iterable, Iterator
 
-from .errors import UsageError
+from .driving import drive
+from .pending import pending_items
+from .runner import WINDOW_PER_SLOT, TaskContext, Writer
 from .settings import Settings
 from .tasks import GenerativeTask, WorkItem
 
 if TYPE_CHECKING:
     from .driving import Outcome
-    from .runner import TaskContext
 
 
 class Executor:
@@ -19,7 +25,30 @@ class Executor:
     def __init__(self, settings: Settings):
         self.settings = settings
 
-    def execute(self, task: GenerativeTask, items: list[WorkItem], ctx: "TaskContext", window: int) -> Iterator["Outcome"]:
+    def run_items(self, task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None) -> None:
+        """Drive the task's missing work items through ``execute`` and store every outcome in this process.
+        An executor that stores rows its own way (Ray writes shards) overrides this instead."""
+        todo = pending_items(ctx, items)
+        if ctx.limit is not None:
+            ctx.limit -= len(todo)  # a multi-stage task (hops) shares one budget
+        if not todo:
+            return
+        writer = Writer(ctx, task, ctx.model_label())
+        window = max(self.settings.batch_size * WINDOW_PER_SLOT, 8)
+        with ctx.progress(label or task.name, total=len(todo)) as progress:
+            bar = progress.task_ids[0]
+            started = time.perf_counter()
+            try:
+                for outcome in self.execute(task, todo, ctx, window):
+                    writer.add(outcome)
+                    if ctx.interrupted():
+                        raise KeyboardInterrupt
+                    rate = ctx.stats.completion_tokens / max(time.perf_counter() - started, 1e-6)
+                    progress.update(bar, advance=1, extra=f"{rate:5.1f} tok/s")
+            finally:
+                writer.flush()
+
+    def execute(self, task: GenerativeTask, items: list[WorkItem], ctx: TaskContext, window: int) -> Iterator["Outcome"]:
         raise NotImplementedError
 
 
@@ -29,21 +58,5 @@ class LocalExecutor(Executor):
     name = "local"
 
     def execute(self, task, items, ctx, window):
-        from .driving import drive
-
         for start in range(0, len(items), window):
             yield from drive(task, items[start : start + window], ctx.backend, self.settings)
-
-
-def executor_class(settings: Settings) -> type[Executor]:
-    """The registered executor the settings name, or a usage error listing the installed ones."""
-    from .plugins import get_registry
-
-    executors = get_registry().executors
-    if settings.executor not in executors:
-        raise UsageError(f"unknown executor '{settings.executor}'; installed: {', '.join(sorted(executors))}")
-    return executors[settings.executor]
-
-
-def make_executor(settings: Settings) -> Executor:
-    return executor_class(settings)(settings)

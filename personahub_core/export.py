@@ -57,13 +57,17 @@ def export_query(store: Store, what: str, full: bool, include_all: bool) -> tupl
 
 
 def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False, include_all: bool = False,
-           quiet: bool = True) -> int:
+           quiet: bool = True, tasks: dict[str, type] | None = None) -> int:
+    """Write personas or a task's rows; ``tasks`` (the installed task classes by name) rebuild the prompts
+    that ``full`` adds to a task's rows."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if full and what != "personas":
         from .replay import register_sql_function
 
-        register_sql_function(store.con)
+        if tasks is None:
+            raise TypeError("export(full=True) of a task's rows needs the installed tasks to rebuild its prompts")
+        register_sql_function(store.con, tasks)
     if fmt == "hf":  # a folder, not a file: a Hugging Face dataset with its card
         from .hf import export_hf
 
@@ -143,7 +147,7 @@ def store_stats(store: Store) -> dict:
     }
 
 
-def persona_details(store: Store, persona_id: str) -> dict:
+def persona_details(store: Store, persona_id: str, tasks: dict[str, type]) -> dict:
     rows = store.query_dicts("SELECT * FROM personas WHERE id = ?", [persona_id])
     if not rows:
         raise UsageError(f"no persona with id '{persona_id}'")
@@ -158,7 +162,7 @@ def persona_details(store: Store, persona_id: str) -> dict:
 
     details["generations"] = []
     for row in rows:
-        prompts, check = rebuild(row)
+        prompts, check = rebuild(row, tasks)
         shown = {k: row[k] for k in ("key", "task", "status", "output", "error")}
         shown["role"] = "made this persona" if row["made_this"] else "made from this persona"
         details["generations"].append({**shown, "prompts": prompts, "prompt_check": check})

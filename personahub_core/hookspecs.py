@@ -47,3 +47,13 @@ def register_commands(cli) -> None:
 
     :param cli: the ``typer.Typer`` application; decorate functions with ``@cli.command()``.
     """
+
+
+@hookspec
+def register_migrations(register: Callable[[str, list[str]], None]) -> None:
+    """Declare the plugin's own tables as migrations: SQL run in order, each once per store.
+
+    :param register: call ``register(owner, [sql, ...])`` once; ``owner`` names the plugin (unique), and
+        its list only ever grows: the core runs, before the plugin's tasks, the statements a store has
+        not run yet (recorded per owner in ``plugin_migrations``). Write ``CREATE TABLE IF NOT EXISTS``.
+    """

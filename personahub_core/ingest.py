@@ -413,13 +413,9 @@ def ingest_paths(store: Store, paths: list[Path], text_field: str | None = None,
     files = expand_paths([Path(p) for p in paths])
     report = IngestReport(files=len(files))
     # Bounded memory: DuckDB spills the collapse of a large file to disk instead of growing.
-    store.con.execute("SET memory_limit = '256MB'")
-    try:
-        with file_progress("ingest", len(files), quiet) as progress:
-            bar = progress.task_ids[0]
-            for path in files:
-                FileIngest(store, path, text_field, id_field, lines, report).run()
-                progress.update(bar, advance=1, extra=f"{report.read:,} read, {report.added:,} new")
-    finally:
-        store.con.execute("RESET memory_limit")
+    with store.tuned(memory_limit="256MB"), file_progress("ingest", len(files), quiet) as progress:
+        bar = progress.task_ids[0]
+        for path in files:
+            FileIngest(store, path, text_field, id_field, lines, report).run()
+            progress.update(bar, advance=1, extra=f"{report.read:,} read, {report.added:,} new")
     return report

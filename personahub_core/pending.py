@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from .tasks import WorkItem
 
@@ -12,27 +12,39 @@ if TYPE_CHECKING:
 CHECK_CHUNK = 5000
 
 
-def pending_items(ctx: TaskContext, items: Iterable[WorkItem]) -> list[WorkItem]:
-    """The items not yet stored, up to --limit, checking keys against the store in chunks."""
-    todo: list[WorkItem] = []
+def pending_chunks(ctx: TaskContext, items: Iterable[WorkItem]) -> Iterator[list[WorkItem]]:
+    """The items not yet stored, up to --limit, a chunk at a time: one query per chunk answers which
+    keys are stored, and nothing here holds more than a chunk, so a run over 10^6 items can stream."""
+    wanted = ctx.limit
     chunk: list[WorkItem] = []
 
-    def check() -> None:
+    def check() -> list[WorkItem]:
         keys = [i.key for i in chunk]
         done = ctx.store.existing_keys(keys, retry_failed=ctx.retry_failed)
         earlier = ctx.store.failed_attempts(keys) if ctx.retry_failed else {}
         ctx.stats.items_skipped += len(done)
-        for item in chunk:
-            if item.key not in done:
-                item.earlier_runs = earlier.get(item.key, 0)
-                todo.append(item)
+        todo = [item for item in chunk if item.key not in done]
+        for item in todo:
+            item.earlier_runs = earlier.get(item.key, 0)
         chunk.clear()
+        return todo if wanted is None else todo[:wanted]
 
     for item in items:
         chunk.append(item)
         if len(chunk) >= CHECK_CHUNK:
-            check()
-            if ctx.limit is not None and len(todo) >= ctx.limit:
-                break
-    check()
-    return todo[: ctx.limit] if ctx.limit is not None else todo
+            todo = check()
+            if todo:
+                yield todo
+            if wanted is not None:
+                wanted -= len(todo)
+                if wanted <= 0:
+                    return
+    if chunk:
+        todo = check()
+        if todo:
+            yield todo
+
+
+def pending_items(ctx: TaskContext, items: Iterable[WorkItem]) -> list[WorkItem]:
+    """All the items not yet stored, up to --limit (the local runner's progress bar wants a total)."""
+    return [item for chunk in pending_chunks(ctx, items) for item in chunk]

@@ -14,26 +14,10 @@ from importlib import metadata
 import pluggy
 
 from . import hookspecs
-from .errors import PersonaHubError
+from .errors import PersonaHubError, UsageError
 
 GROUP = "personahub"
 KINDS = ("source", "expander", "deduplicator", "synthesizer")
-
-# Tasks we publish, so an unknown-task error can name the package to install.
-OUR_PACKAGES = {
-    "text-to-persona": "personahub-text-to-persona",
-    "persona-to-persona": "personahub-persona-to-persona",
-    "import": "personahub-import",
-    "minhash": "personahub-minhash",
-    "embedding": "personahub-embedding",
-    "quality": "personahub-quality",
-    "math": "personahub-math",
-    "reasoning": "personahub-reasoning",
-    "instructions": "personahub-instructions",
-    "knowledge": "personahub-knowledge",
-    "npc": "personahub-npc",
-    "tools": "personahub-tools",
-}
 
 
 class PluginError(PersonaHubError):
@@ -67,6 +51,13 @@ class Registry:
     def executors(self) -> dict[str, type]:
         return self._collected("register_executors")
 
+    def backend(self, name: str) -> type:
+        """The registered backend class of that name, or a usage error listing the installed ones."""
+        return _named("backend", name, self.backends)
+
+    def executor(self, name: str) -> type:
+        return _named("executor", name, self.executors)
+
     def _collected(self, hook_name: str) -> dict[str, type]:
         if hook_name not in self._components:
             found: dict[str, type] = {}
@@ -74,6 +65,12 @@ class Registry:
                 _collect(impl, found, _check_named)
             self._components[hook_name] = found
         return self._components[hook_name]
+
+
+def _named(kind: str, name: str, installed: dict[str, type]) -> type:
+    if name not in installed:
+        raise UsageError(f"unknown {kind} '{name}'; installed: {', '.join(sorted(installed))}")
+    return installed[name]
 
 
 _registry: Registry | None = None

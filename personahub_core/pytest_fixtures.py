@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from .plugins import reset_registry
-from .testing import PERSONAS, FakeBackend, write_jsonl
+from .testing import PERSONAS, FakeBackend, run_task, write_jsonl
 
 
 @pytest.fixture(autouse=True)
@@ -30,3 +30,11 @@ def clean_env(tmp_path, monkeypatch):
 @pytest.fixture
 def personas_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "personas.jsonl", [{"persona": p} for p in PERSONAS])
+
+
+@pytest.fixture
+def personas_store(tmp_path, personas_file) -> Path:
+    """A store holding the six test personas, imported as ``personahub run --plugin import`` would."""
+    path = tmp_path / "store.duckdb"
+    run_task("import", ["--input", str(personas_file)], db=path)
+    return path

@@ -3,16 +3,19 @@ writing its rows as Parquet shards (personahub_core/shards.py).
 
     driver (runner)                              Ray actors (ActorPoolStrategy)
     merge shards a killed run left
-    pending items ──> Arrow {key, input_id, data} ──> map_batches(_DriveActor): drive() with a backend
-                                                      (llama.cpp per actor, or HTTP to a vLLM fleet)
+    selection, a chunk at a time ──> pending keys ──> <run>/items/part-N.parquet {key, input_id, data}
+    slices {path, start, count} ───────────────────> map_batches(_DriveActor): reads its slice, drive()
+                                                      with a backend (llama.cpp per actor, or HTTP)
                                                       outcome_records() ──> <db>.shards/<run>/*.parquet
     progress bar <── tallies {done, failed, tokens} <──┘
     merge this run's shards: INSERT ... SELECT FROM read_parquet(...), keyed as the local Writer
 
-The driver selects the items (skipping stored keys), then only counts: the rows go from the actors to
-Parquet to the store, never through the driver. The rows are built by the same pure function the
-local Writer uses, and merged with the same keys, so resume and no-duplicates hold as with the local
-executor. Item data differs between tasks, so it travels as JSON text (Arrow needs one type per column).
+The driver streams the selection, checks its keys against the store a chunk at a time and writes the
+missing items to Parquet beside the shards; then it only counts. Neither the items nor the rows are
+ever all in the driver, so its memory does not grow with the run. The rows are built by the same pure
+function the local Writer uses, and merged with the same keys, so resume and no-duplicates hold as with
+the local executor. Item data differs between tasks, so it travels as JSON text (Arrow needs one type
+per column).
 
 Ray is imported only when this executor is built, so the core never needs it otherwise.
 """
@@ -35,10 +38,10 @@ import pyarrow as pa
 from .errors import PersonaHubError, UsageError
 from .executors import Executor
 from .driving import drive
-from .pending import pending_items
+from .pending import pending_chunks
 from .runner import WINDOW_PER_SLOT, RunStats, TaskContext, outcome_records
 from .settings import Settings
-from .shards import ShardSpec, ShardWriter, Tally, merge_shards, shard_root
+from .shards import ShardSpec, ShardWriter, Tally, merge_shards, read_items, shard_root, write_items
 from .store import Store
 from .tasks import GenerativeTask, WorkItem
 
@@ -115,6 +118,11 @@ def quiet_ray_data() -> None:
 # -- work items in, tallies out
 
 
+# One schema for every item file, whatever a chunk holds (its input ids may all be missing).
+ITEM_SCHEMA = pa.schema([("key", pa.string()), ("input_id", pa.string()), ("data", pa.string()),
+                         ("earlier_runs", pa.int64())])
+
+
 def items_table(items: list[WorkItem]) -> pa.Table:
     """Work items as one Arrow table (columns, not a dict per item). Item data differs between tasks,
     and Arrow needs one type per column, so it travels as JSON text."""
@@ -125,13 +133,20 @@ def items_table(items: list[WorkItem]) -> pa.Table:
         except TypeError as exc:
             raise RayExecutorError(f"work item {item.key}: data cannot travel to a Ray actor as JSON: {exc}") from None
     return pa.table({"key": [i.key for i in items], "input_id": [i.input_id for i in items], "data": data,
-                     "earlier_runs": [i.earlier_runs for i in items]})
+                     "earlier_runs": [i.earlier_runs for i in items]}, schema=ITEM_SCHEMA)
 
 
 def rows_to_items(batch: dict) -> list[WorkItem]:
     return [WorkItem(key=str(key), input_id=None if input_id is None else str(input_id), data=json.loads(data),
                      earlier_runs=int(earlier))
             for key, input_id, data, earlier in zip(batch["key"], batch["input_id"], batch["data"], batch["earlier_runs"])]
+
+
+def item_slices(files: list[tuple[str, int]], per_batch: int) -> list[dict]:
+    """The item files cut into batches of at most ``per_batch`` rows: what the actors are handed (a
+    path and a row range each, not the items themselves)."""
+    return [{"path": path, "start": start, "count": min(per_batch, rows - start)}
+            for path, rows in files for start in range(0, rows, per_batch)]
 
 
 def tally_row(tally: Tally, fatal: str = "", exit_code: int = 0) -> dict:
@@ -161,8 +176,10 @@ class _DriveActor:
     exception: Ray keeps an exception's type and message only inside a traceback text.
     """
 
-    def __init__(self, task: GenerativeTask, settings: Settings, spec: ShardSpec, model: str, window: int):
+    def __init__(self, task: GenerativeTask, settings: Settings, backend_class: type, spec: ShardSpec, model: str,
+                 window: int):
         self.task = task
+        self.backend_class = backend_class  # resolved by the driver's command; classes travel by reference
         self.settings = settings
         self.model = model
         self.window = window
@@ -172,13 +189,14 @@ class _DriveActor:
     def __call__(self, batch: dict) -> Iterator[dict]:
         from .backends.factory import make_backend
 
-        items = rows_to_items(batch)
+        items = [item for path, start, count in zip(batch["path"], batch["start"], batch["count"])
+                 for item in rows_to_items(read_items(self.shards.fs, str(path), int(start), int(count)).to_pydict())]
         rows: list[dict] = []
         personas: list[dict] = []
         progress, written = Tally(), time.monotonic()
         try:
             if self.backend is None:
-                self.backend = make_backend(self.settings)  # no store here: the cache lives with the driver
+                self.backend = make_backend(self.backend_class, self.settings)  # no store here: the cache lives with the driver
             for start in range(0, len(items), self.window):
                 for outcome in drive(self.task, items[start : start + self.window], self.backend, self.settings):
                     row, made = outcome_records(outcome, self.task, self.model, self.shards.spec.run_id,
@@ -217,20 +235,20 @@ class RayExecutor(Executor):
         root = shard_root(self.settings)
         for run_id, tally in merge_shards(ctx.store, root).items():
             record_leftover(ctx.store, run_id, tally)
-        todo = pending_items(ctx, items)
+        spec = ShardSpec.for_run(ctx.store, root, ctx.run_id)
+        # The missing items go to Parquet files as they are found: the driver never holds them all.
+        files = write_items(spec, (items_table(chunk) for chunk in pending_chunks(ctx, items)), ITEMS_PER_BATCH)
+        total = sum(rows for _, rows in files)
         if ctx.limit is not None:
-            ctx.limit -= len(todo)  # a multi-stage task (hops) shares one budget
-        if not todo:
+            ctx.limit -= total  # a multi-stage task (hops) shares one budget
+        if not total:
             return
-        total, spec = len(todo), ShardSpec.for_run(ctx.store, root, ctx.run_id)
         live, finished = Tally(), False
         with ctx.progress(label or task.name, total=total) as progress:
             bar = progress.task_ids[0]
             started = merged_at = time.perf_counter()
-            tallies = self.start(task, todo, ctx, spec)
-            del todo  # the items are in Ray's object store now: the driver keeps none while the run lasts
             try:
-                for tally in tallies:
+                for tally in self.start(task, files, total, ctx, spec):
                     live += tally
                     if ctx.interrupted():
                         raise KeyboardInterrupt
@@ -252,8 +270,9 @@ class RayExecutor(Executor):
         s = ctx.stats
         ctx.store.update_run(ctx.run_id, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens)
 
-    def start(self, task: GenerativeTask, items: list[WorkItem], ctx: TaskContext, spec: ShardSpec) -> Iterator[Tally]:
-        """Hand the items to a pool of actors; the tallies they send back, as they come."""
+    def start(self, task: GenerativeTask, files: list[tuple[str, int]], total: int, ctx: TaskContext,
+              spec: ShardSpec) -> Iterator[Tally]:
+        """Hand the item files (``total`` items) to a pool of actors; the tallies they send back, as they come."""
         ray = ensure_ray(self.settings)
         plan = actor_plan(self.settings, ray.nodes())
         # Ray Data's default restarts a dead actor and retries its batch forever, so a crash that repeats
@@ -262,24 +281,25 @@ class RayExecutor(Executor):
         retries = 3 if self.settings.ray_address else 0
         restarts = {"max_restarts": retries, "max_task_retries": retries}
         # At least one batch per actor; a batch ends with a shard, so batches are not small either.
-        per_batch = max(1, min(ITEMS_PER_BATCH, math.ceil(len(items) / plan.actors)))
+        per_batch = max(1, min(ITEMS_PER_BATCH, math.ceil(total / plan.actors)))
         window = max(self.settings.batch_size * WINDOW_PER_SLOT, 8)
-        dataset = ray.data.from_arrow([items_table(items[start : start + per_batch])
-                                       for start in range(0, len(items), per_batch)])
+        # Each actor reads its slice of the item files itself: Ray Data's own reader would take CPUs
+        # the actors hold (and needs fsspec's HTTP extras even for local files).
+        dataset = ray.data.from_items(item_slices(files, per_batch))
         with warnings.catch_warnings():
             # Actor restart limits have no named parameter yet, only the deprecated **ray_remote_args.
             warnings.simplefilter("ignore", category=DeprecationWarning)
             tallies = dataset.map_batches(
                 _DriveActor,
-                fn_constructor_kwargs={"task": task, "settings": plan.settings, "spec": spec,
+                fn_constructor_kwargs={"task": task, "settings": plan.settings, "backend_class": ctx.backend_class, "spec": spec,
                                        "model": ctx.model_label(), "window": window},
-                batch_size=per_batch,
+                batch_size=1,  # one slice
                 compute=ray.data.ActorPoolStrategy(size=plan.actors),
                 batch_format="numpy",
                 **plan.resources,
                 **restarts,
             )
-        ctx.note(f"ray: {len(items)} items on {plan.actors} actor(s), each reserving {plan.resources}")
+        ctx.note(f"ray: {total} items on {plan.actors} actor(s), each reserving {plan.resources}")
         return _tallies(ray, tallies)
 
 
@@ -328,13 +348,16 @@ def actor_plan(settings: Settings, nodes: list[dict]) -> ActorPlan:
     """
     alive = [n["Resources"] for n in nodes if n.get("Alive", True)]
     node_cpus = [int(r.get("CPU", 0)) for r in alive if r.get("CPU", 0) >= 1]
-    if settings.backend == "llama-cpp" and settings.n_gpu_layers != 0:
+    from .backends.llama_cpp import LlamaCppBackend
+
+    llama = LlamaCppBackend.options_from(settings) if settings.backend == "llama-cpp" else None
+    if llama is not None and llama.n_gpu_layers != 0:
         gpus = int(sum(r.get("GPU", 0) for r in alive))
         if gpus < 1:
             raise RayExecutorError("--n-gpu-layers asks for a GPU, but the Ray cluster has none")
         return ActorPlan(gpus, {"num_gpus": 1, "num_cpus": 1}, settings)
-    if settings.backend == "llama-cpp":
-        per_actor = settings.threads or min(node_cpus, default=1)
+    if llama is not None:
+        per_actor = llama.threads or min(node_cpus, default=1)
         actors = sum(c // per_actor for c in node_cpus)
         if actors < 1:
             raise RayExecutorError(f"--threads {per_actor}: no Ray node has that many CPUs (nodes: {node_cpus})")

@@ -32,7 +32,7 @@ from pydantic import Field, ValidationError, create_model
 
 from .errors import UsageError
 from .prompting import SynthesisOptions, answer_text, few_shot_block, reject_copies, structured_answer
-from .tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
+from .tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer
 
 FIELDS = {"name", "description", "prompt", "schema", "examples", "mode", "max_tokens", "temperature", "stop",
           "options"}
@@ -78,9 +78,7 @@ class RecipeTask(Synthesizer):
             temperature=self.temperature,
         )
 
-    def run_item(self, item: WorkItem):
-        persona = item.data["persona"]
-        completion: Completion = yield self.prompt(persona)
+    def parse(self, completion: Completion, persona: str) -> Synthesis:
         if self.schema is not None:
             value = structured_answer(completion, self.schema)
             problem = schema_problem(value, self.schema)

@@ -38,8 +38,9 @@ def replay_prompts(task: GenerativeTask, item: WorkItem, raw_outputs: list[str],
     return prompts
 
 
-def rebuild(row: dict[str, Any]) -> tuple[list[dict] | None, str]:
-    """(prompts, check) for a stored generation row; check is "ok", or says why not."""
+def rebuild(row: dict[str, Any], tasks: dict[str, type]) -> tuple[list[dict] | None, str]:
+    """(prompts, check) for a stored generation row; check is "ok", or says why not. ``tasks`` are the
+    installed task classes by name, as the command's registry has them."""
     from .runner import prompt_hash
 
     if row.get("prompt") is not None:  # a row from before prompts stopped being stored
@@ -48,7 +49,7 @@ def rebuild(row: dict[str, Any]) -> tuple[list[dict] | None, str]:
     if data is None:
         return None, "not stored and cannot be rebuilt (no item input)"
     try:
-        task = _task(row["task"], _load(row.get("options")) or {})
+        task = _task(tasks, row["task"], _load(row.get("options")) or {})
     except Exception as exc:
         return None, f"cannot rebuild: {exc}"
     item = WorkItem(key=row["key"], input_id=row.get("input_id"), data=data["input"])
@@ -59,10 +60,7 @@ def rebuild(row: dict[str, Any]) -> tuple[list[dict] | None, str]:
     return prompts, "ok"
 
 
-def _task(name: str, options: dict) -> GenerativeTask:
-    from .plugins import get_registry
-
-    tasks = get_registry().tasks
+def _task(tasks: dict[str, type], name: str, options: dict) -> GenerativeTask:
     if name not in tasks:
         raise LookupError(f"task '{name}' is not installed")
     cls = tasks[name]
@@ -73,7 +71,7 @@ def _load(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def register_sql_function(con) -> None:
+def register_sql_function(con, tasks: dict[str, type]) -> None:
     """``rebuilt_prompts(task, key, input_id, options, raw_output, item_data, prompt_hash, prompt)`` in SQL:
     JSON ``{"prompts": [...], "check": "ok"}``, so an export rebuilds prompts in its own query."""
     import duckdb
@@ -81,7 +79,7 @@ def register_sql_function(con) -> None:
     def rebuilt(task, key, input_id, options, raw_output, item_data, hash_, prompt):
         prompts, check = rebuild({"task": task, "key": key, "input_id": input_id, "options": options,
                                   "raw_output": raw_output, "item_data": item_data, "prompt_hash": hash_,
-                                  "prompt": prompt})
+                                  "prompt": prompt}, tasks)
         return json.dumps({"prompts": prompts, "check": check}, ensure_ascii=False)
 
     try:

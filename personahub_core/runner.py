@@ -1,7 +1,8 @@
 """The runner: takes a task's work items, skips the ones already stored, drives the rest through the
 backend in batches, and writes their results in small transactions as they finish.
 
-    work_items() ──> skip keys already in `generations` ──> windows of items
+    work_items() ──> ctx.run_generative() ──> executor.run_items(): skip keys already in `generations`
+        ──> windows of items
         └─> executor.execute(window) ── drive(): each item's run_item() generator yields a Prompt;
             the pending prompts of all items go to backend.generate() together; each completion is
             sent back to its generator until it returns a result or raises Rejected
@@ -14,7 +15,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -22,11 +23,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .backends.base import Backend
 from .driving import Outcome
-from .pending import pending_items
-from .selection import select_personas
+from .selection import iter_persona_chunks
 from .settings import Settings
 from .store import Store
 from .tasks import GenerativeTask, NewPersona, Synthesis, Task, WorkItem, work_key
+
+if TYPE_CHECKING:
+    from .executors import Executor
 
 stderr = Console(stderr=True, soft_wrap=True)  # one message per line, never hard-wrapped
 
@@ -52,15 +55,19 @@ class RunStats:
 
 
 class TaskContext:
-    """What a task sees while it runs in this process: the store, settings, options and stats."""
+    """What a task sees while it runs in this process: the store, settings, options and stats, and the
+    backend class and executor the command resolved (a dry run, which runs nothing, has no executor)."""
 
-    def __init__(self, store: Store, settings: Settings, task: Task, run_id: str,
+    def __init__(self, store: Store, settings: Settings, task: Task, run_id: str, *,
+                 backend_class: type[Backend], executor: "Executor | None" = None,
                  limit: int | None = None, where: list[str] | None = None,
                  retry_failed: bool = False, quiet: bool = False):
         self.store = store
         self.settings = settings
         self.task = task
         self.run_id = run_id
+        self.backend_class = backend_class
+        self.executor = executor
         self.limit = limit
         self.where = where or []
         self.retry_failed = retry_failed
@@ -77,14 +84,12 @@ class TaskContext:
         if self._backend is None:
             from .backends.factory import make_backend
 
-            self._backend = make_backend(self.settings, store=self.store, on_note=self.note)
+            self._backend = make_backend(self.backend_class, self.settings, store=self.store, on_note=self.note)
         return self._backend
 
     def model_label(self) -> str:
         """The model name rows record, without building the backend (under Ray only the actors load it)."""
-        from .backends.factory import backend_class
-
-        return backend_class(self.settings).model_label(self.settings)
+        return self.backend_class.model_label(self.settings)
 
     def model_identity(self) -> str:
         """Backend and model, as work keys carry them: another model's answers are other work."""
@@ -94,8 +99,16 @@ class TaskContext:
         if self._backend is not None:
             self._backend.close()
 
-    def select_personas(self) -> list[dict]:
-        return select_personas(self.store, self.where)
+    def select_personas(self) -> Iterator[dict]:
+        """The selected personas, streamed: a run over 10^6 of them never holds them all."""
+        for chunk in iter_persona_chunks(self.store, self.where):
+            yield from chunk
+
+    def run_generative(self, task: GenerativeTask, items: Iterable[WorkItem], label: str | None = None) -> None:
+        """Drive the task's missing work items through the executor and store every outcome."""
+        if self.executor is None:
+            raise RuntimeError(f"{task.name}: this context has no executor (a dry run runs no work items)")
+        self.executor.run_items(task, self, items, label)
 
     def note(self, message: str) -> None:
         self.stats.notes.append(message)
@@ -207,34 +220,6 @@ class Writer:
         self.ctx.store.update_run(self.ctx.run_id, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens)
         self.rows, self.personas = [], []
         self.last_flush = time.monotonic()
-
-
-def run_generative(task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None = None) -> None:
-    """Drive the task's missing work items through the executor and store every outcome."""
-    from .executors import make_executor
-
-    executor = make_executor(ctx.settings)
-    if hasattr(executor, "run_items"):  # Ray: the actors write the rows as Parquet shards, the store merges them
-        return executor.run_items(task, ctx, items, label)
-    todo = pending_items(ctx, items)
-    if ctx.limit is not None:
-        ctx.limit -= len(todo)  # a multi-stage task (hops) shares one budget
-    if not todo:
-        return
-    writer = Writer(ctx, task, ctx.model_label())
-    window = max(ctx.settings.batch_size * WINDOW_PER_SLOT, 8)
-    with ctx.progress(label or task.name, total=len(todo)) as progress:
-        bar = progress.task_ids[0]
-        started = time.perf_counter()
-        try:
-            for outcome in executor.execute(task, todo, ctx, window):
-                writer.add(outcome)
-                if ctx.interrupted():
-                    raise KeyboardInterrupt
-                rate = ctx.stats.completion_tokens / max(time.perf_counter() - started, 1e-6)
-                progress.update(bar, advance=1, extra=f"{rate:5.1f} tok/s")
-        finally:
-            writer.flush()
 
 
 def new_run_id() -> str:

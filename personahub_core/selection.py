@@ -6,6 +6,7 @@ Only known column names and operators are accepted; values never become SQL text
 from __future__ import annotations
 
 import re
+from typing import Iterator
 
 from .errors import UsageError
 from .store import Store
@@ -45,8 +46,27 @@ def parse_where(conditions: list[str]) -> tuple[str, list]:
 
 def select_personas(store: Store, where: list[str] | None = None, include_duplicates: bool = False) -> list[dict]:
     """Personas in creation order, duplicates and rejects left out unless asked for."""
+    return [p for chunk in iter_persona_chunks(store, where, include_duplicates) for p in chunk]
+
+
+def iter_persona_chunks(store: Store, where: list[str] | None = None, include_duplicates: bool = False,
+                        chunk: int = 10_000) -> Iterator[list[dict]]:
+    """The same personas, a chunk at a time, so a run over 10^6 personas never holds them all.
+
+    One ORDER BY over the whole table would sort every persona in memory before the first came out.
+    Creation order is ``seq`` (a sequence, so it grows as rows are stored), so windows of ``chunk``
+    seq values each read only their own row groups (DuckDB skips the others by their min/max) and
+    sort only what they hold. Nothing is left open between chunks: the store stays free for other
+    queries meanwhile."""
     clause, params = parse_where(where or [])
     dedup = "" if include_duplicates else "AND NOT EXISTS (SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id)"
-    return store.query_dicts(
-        f"SELECT p.id, p.persona, p.origin, p.hop FROM personas p WHERE {clause} {dedup} ORDER BY p.seq", params
-    )
+    first, last = store.con.execute("SELECT min(seq), max(seq) FROM personas").fetchone()
+    if first is None:
+        return
+    for start in range(first, last + 1, chunk):
+        rows = store.query_dicts(
+            f"SELECT p.id, p.persona, p.origin, p.hop FROM personas p "
+            f"WHERE p.seq >= {start} AND p.seq < {start + chunk} AND {clause} {dedup} ORDER BY p.seq", params
+        )
+        if rows:
+            yield rows

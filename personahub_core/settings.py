@@ -1,4 +1,10 @@
-"""Settings: command-line flags, then ``PERSONAHUB_*`` environment variables, then ``personahub.toml``."""
+"""Settings: command-line flags, then ``PERSONAHUB_*`` environment variables, then ``personahub.toml``.
+
+``Settings`` holds what every run has (store, backend and executor names, batch size, sampling). What
+belongs to one backend (llama.cpp's context size, a server's URL...) that backend declares as its own
+``Options`` model; its values come from the same three places under the same names, and are validated
+by ``resolve_options`` when the command has chosen the backend.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -19,6 +25,12 @@ from pydantic_settings import (
 )
 
 from .errors import PersonaHubError
+
+
+class NoOptions(BaseModel):
+    """The options of a task or backend that has none: any option given is an error."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class SettingsError(PersonaHubError):
@@ -31,16 +43,18 @@ def config_file() -> Path:
     return Path(os.environ.get("PERSONAHUB_CONFIG", "personahub.toml"))
 
 
+SIZE = re.compile(r"(?i)\d+(\.\d+)?\s*(kb|mb|gb|tb|kib|mib|gib|tib)")
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PERSONAHUB_", extra="forbid")
+    # Extra keys are a backend's options given directly (flags, or a command's resolved copy). Keys in
+    # personahub.toml that are no setting here stay in the file until a backend asks for them.
+    model_config = SettingsConfigDict(env_prefix="PERSONAHUB_", extra="allow")
 
     db: Path = Field(Path("personahub.duckdb"), description="DuckDB store")
     # Any backend or executor a plugin registered: checked against the registry where a run builds it.
     backend: str = Field("llama-cpp", min_length=1, description="LLM backend: llama-cpp, openai, fake or one a plugin registered")
     model: str | None = Field(None, description="GGUF path, or model name for --backend openai (default: bundled Gemma 3 270M)")
-    base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    api_key: str | None = Field(None, description="API key for --backend openai (else OPENAI_API_KEY)")
-    openai_chat: bool = Field(True, description="--backend openai: chat endpoint (false: /completions with few-shot prompts)")
     embedding_model: str | None = Field(None, description="model for embeddings (default: the generation model)")
     executor: str = Field("local", min_length=1, description="where the work runs: local, ray or one a plugin registered")
     ray_address: str | None = Field(None, description="Ray cluster address (default: start a local Ray)")
@@ -50,24 +64,16 @@ class Settings(BaseSettings):
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="sampling temperature")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling")
     seed: int = Field(0, ge=0, description="base seed; each work item derives its own from it")
-    # 8192 lets 16 NPC-sized requests (a ~1,000-token shared world prefix plus 300 tokens each) decode
-    # together; at 4096 only half of them fit. It costs 150 MB of KV cache with the default model.
-    n_ctx: int = Field(8192, ge=256, description="llama.cpp context size shared by all parallel sequences")
-    threads: int | None = Field(None, ge=1, description="llama.cpp threads (default: all cores)")
-    n_gpu_layers: int = Field(0, description="layers offloaded to the GPU (-1 = all) for GPU builds")
-    request_timeout: float = Field(120.0, gt=0, description="HTTP timeout per request, seconds")
-    max_retries: int = Field(5, ge=0, description="HTTP retries on 429 / 5xx / timeouts")
     cache: bool = Field(True, description="reuse earlier completions for identical calls")
+    memory_limit: str | None = Field(None, description="DuckDB's memory for the store during a run, e.g. 1GB "
+                                                 "(default: DuckDB's own, 80% of RAM, mostly kept as cache)")
 
-    @field_validator("base_url")
+    @field_validator("memory_limit")
     @classmethod
-    def _url_with_host(cls, url: str | None) -> str | None:
-        if url is None:
-            return url
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected http://HOST[:PORT]/PATH or https://...")
-        return url
+    def _a_size(cls, value: str | None) -> str | None:
+        if value is not None and not SIZE.fullmatch(value.strip()):
+            raise ValueError("expected a size such as 512MB or 2GB")
+        return value and value.strip()
 
     @classmethod
     def settings_customise_sources(
@@ -82,27 +88,42 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, ConfigFile(settings_cls, config_file()))
 
     def public(self) -> dict[str, Any]:
-        """The settings as runs record them and ``config`` shows them: no key, no URL credentials."""
-        values = {k: redact_url(v) if isinstance(v, str) else v for k, v in self.model_dump(mode="json").items()}
-        if values.get("api_key"):
-            values["api_key"] = "***"
-        return values
+        """The settings (and a backend's options they carry) as runs record them: no key, no URL credentials."""
+        return public_values(self.model_dump(mode="json"))
+
+
+def public_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Values fit to show or store: an API key masked, credentials taken out of URLs."""
+    values = {k: redact_url(v) if isinstance(v, str) else v for k, v in values.items()}
+    if values.get("api_key"):
+        values["api_key"] = "***"
+    return values
 
 
 class ConfigFile(TomlConfigSettingsSource):
-    """``personahub.toml``: top-level keys or a ``[personahub]`` table; ``batch-size`` means ``batch_size``."""
+    """``personahub.toml``: top-level keys or a ``[personahub]`` table; ``batch-size`` means ``batch_size``.
+    As a source of ``Settings`` it gives only their fields; ``toml_values`` has every key."""
+
+    def __init__(self, settings_cls: type[BaseSettings], toml_file: Path):
+        self.fields = settings_cls.model_fields
+        super().__init__(settings_cls, toml_file)
 
     def _read_file(self, file_path: Path) -> dict[str, Any]:
-        try:
-            data = super()._read_file(file_path)
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"{file_path}: invalid TOML: {exc}") from None
-        except OSError as exc:
-            raise SettingsError(f"{file_path}: cannot read: {exc.strerror}") from None
-        section = data.get("personahub", data)
-        if not isinstance(section, dict):
-            raise SettingsError(f"{file_path}: [personahub] must be a table")
-        return {k.replace("-", "_"): v for k, v in section.items()}
+        return {k: v for k, v in toml_values(file_path).items() if k in self.fields}
+
+
+def toml_values(path: Path) -> dict[str, Any]:
+    """Every key of the config file (an empty dict when there is none)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8")) if Path(path).is_file() else {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
+    section = data.get("personahub", data)
+    if not isinstance(section, dict):
+        raise SettingsError(f"{path}: [personahub] must be a table")
+    return {k.replace("-", "_"): v for k, v in section.items()}
 
 
 def _layers(flags: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -125,7 +146,8 @@ def settings_origins(**flags: Any) -> dict[str, str]:
 
 
 def load_settings(**flags: Any) -> Settings:
-    """Build settings from flags (None means unset), the environment and ``personahub.toml``."""
+    """Build settings from flags (None means unset), the environment and ``personahub.toml``. Flags that
+    are a backend's options (``n_ctx``, ``base_url``...) are kept for ``resolve_options``."""
     layers = _layers(flags)
     try:
         return Settings(**layers[0][1])
@@ -134,6 +156,63 @@ def load_settings(**flags: Any) -> Settings:
         name = str(err["loc"][0]) if err["loc"] else "settings"
         origin = next((o for o, values in layers if name in values), "settings")
         raise SettingsError(_one_line(err, name, origin)) from None
+
+
+def _option_layers(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
+    """Where a backend's options come from, highest priority first: given directly (flags), the
+    environment, the config file."""
+    path = config_file()
+    layers = [("flag", dict(settings.model_extra or {}))]
+    layers += [(f"env {name}", {name.lower()[len("personahub_"):]: value}) for name, value in os.environ.items()
+               if name.lower().startswith("personahub_")]
+    layers.append((str(path), {k: v for k, v in toml_values(path).items() if k not in Settings.model_fields}))
+    return layers
+
+
+def resolve_options(options_cls: type[BaseModel], settings: Settings) -> tuple[BaseModel, dict[str, str]]:
+    """A backend's options, validated, and where each value came from (flag, env VARIABLE, the file,
+    default). A bad value is a one-line SettingsError naming the setting and its source."""
+    layers = _option_layers(settings)
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name in options_cls.model_fields:
+        origin, value = next(((o, layer[name]) for o, layer in layers if name in layer), ("default", None))
+        origins[name] = origin
+        if origin != "default":
+            values[name] = value
+    try:
+        return options_cls(**values), origins
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "settings"
+        raise SettingsError(_one_line(err, name, origins.get(name, "settings"))) from None
+
+
+def with_options(settings: Settings, options: BaseModel) -> Settings:
+    """A copy of the settings carrying exactly these validated backend options: what a run records and
+    hands down (a Ray actor builds its backend from it, without this process's environment)."""
+    copy = settings.model_copy()
+    copy.__pydantic_extra__ = options.model_dump()
+    return copy
+
+
+def check_known(settings: Settings, option_names: set[str]) -> None:
+    """Flags and config-file keys that are neither a setting nor an option of an installed backend."""
+    path = config_file()
+    for origin, values in (("flag", settings.model_extra or {}), (str(path), toml_values(path))):
+        for name in values:
+            if name not in Settings.model_fields and name not in option_names:
+                raise SettingsError(_one_line({"type": "extra_forbidden"}, name, origin))
+
+
+def url_with_host(url: str | None) -> str | None:
+    """A validator for server URLs: http(s), with a host."""
+    if url is None:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected http://HOST[:PORT]/PATH or https://...")
+    return url
 
 
 def _one_line(err: dict, name: str, origin: str) -> str:

@@ -5,6 +5,7 @@ the local Writer stores) and writes them as Parquet files, so the driver never h
 
     <root>/<run_id>/generations/part-<time>-<actor>-<n>.parquet
     <root>/<run_id>/personas/part-<the same name>.parquet      (when that part made personas)
+    <root>/<run_id>/items/part-N.parquet                        (the work items, written by the driver)
 
 ``<root>`` is ``<db>.shards`` beside the store, or the ``ray_shards`` setting (a folder, or a URI that
 both pyarrow and DuckDB can read, e.g. ``s3://bucket/run`` with DuckDB's httpfs).
@@ -24,7 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -121,6 +122,37 @@ class ShardWriter:
         self.fs.move(f"{folder}/{name}.tmp", f"{folder}/{name}")
 
 
+def write_items(spec: ShardSpec, tables: Iterable[pa.Table], rows_per_file: int) -> list[tuple[str, int]]:
+    """A run's work items as Parquet files in its folder (``<run>/items/part-N.parquet``), written as the
+    tables come, so the driver holds one file's rows at most; the actors read them from there, as they
+    write their shards there. Returns each file's path and row count. The files go with the run's
+    folder once its shards are merged."""
+    fs, base = pafs.FileSystem.from_uri(spec.root)
+    folder = f"{base}/{spec.run_id}/items"
+    files: list[tuple[str, int]] = []
+    buffered: list[pa.Table] = []
+
+    def write() -> None:
+        table = pa.concat_tables(buffered)
+        buffered.clear()
+        if not files:
+            fs.create_dir(folder, recursive=True)
+        files.append((f"{folder}/part-{len(files) + 1:06d}.parquet", table.num_rows))
+        pq.write_table(table, files[-1][0], filesystem=fs)
+
+    for table in tables:
+        buffered.append(table)
+        if sum(t.num_rows for t in buffered) >= rows_per_file:
+            write()
+    if buffered:
+        write()
+    return files
+
+
+def read_items(fs: pafs.FileSystem, path: str, start: int, count: int) -> pa.Table:
+    return pq.read_table(path, filesystem=fs).slice(start, count)
+
+
 def _encode(value: Any, column_type: str) -> Any:
     if column_type == "JSON" and value is not None:
         return json.dumps(value, ensure_ascii=False, default=str)  # as Store.write_generations encodes it
@@ -186,14 +218,17 @@ def _merge(store: Store, generation_files: list[str], persona_files: list[str]) 
     columns = [c for c in shard_columns if c in table_columns]
     names = ", ".join(columns)
     with store.transaction():
-        # A key written twice (a retried actor task) is taken once, its done row first.
+        # A key written twice (a retried actor task) is taken once, its done row first. The stored rows
+        # are narrowed to the incoming keys before the join: joined whole, DuckDB would hash the whole
+        # table, and the driver's memory would grow with the store.
         store.con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE incoming AS
             SELECT s.*, g.key IS NOT NULL AS replaces
             FROM (SELECT {names} FROM {source}
                   QUALIFY row_number() OVER (PARTITION BY key ORDER BY status = 'ok' DESC, filename DESC) = 1) s
-            LEFT JOIN generations g ON g.key = s.key
+            LEFT JOIN (SELECT key, status, run_id FROM generations WHERE key IN (SELECT key FROM {source})) g
+                   ON g.key = s.key
             WHERE g.key IS NULL OR (g.status <> 'ok' AND g.run_id IS DISTINCT FROM s.run_id)
             """
         )
@@ -214,15 +249,15 @@ def _merge_personas(store: Store, files: list[str]) -> int:
     source = _read(files, file_row_number=True)
     shard_columns = [r[0] for r in store.query(f"SELECT column_name FROM (DESCRIBE SELECT * FROM {source})")]
     table_columns = [r[0] for r in store.query("SELECT column_name FROM (DESCRIBE personas)")]
-    names = ", ".join(c for c in shard_columns if c in table_columns)
+    columns = [c for c in shard_columns if c in table_columns]
     before = store.count("personas")
     # Personas go in in the order they were made (their seq decides which of a duplicate cluster is kept).
     store.con.execute(
         f"""
-        INSERT INTO personas ({names})
-        SELECT {names} FROM {source} s
-        WHERE s.generation_key IN (SELECT key FROM incoming WHERE status = 'ok')
-          AND NOT EXISTS (SELECT 1 FROM personas p WHERE p.id = s.id)
+        INSERT INTO personas ({", ".join(columns)})
+        SELECT {", ".join(f"s.{c}" for c in columns)} FROM {source} s
+        LEFT JOIN (SELECT id FROM personas WHERE id IN (SELECT id FROM {source})) p ON p.id = s.id
+        WHERE s.generation_key IN (SELECT key FROM incoming WHERE status = 'ok') AND p.id IS NULL
         QUALIFY row_number() OVER (PARTITION BY s.id ORDER BY filename, file_row_number) = 1
         ORDER BY filename, file_row_number
         """

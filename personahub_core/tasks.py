@@ -15,34 +15,13 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generator, Iterable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
+
+from .calls import Completion, Prompt  # the vocabulary plugins import from here
+from .settings import NoOptions
 
 if TYPE_CHECKING:
     from .runner import TaskContext
-
-
-class NoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-@dataclass
-class Prompt:
-    """One call to the model, in both forms: the backend picks chat or completion by its model."""
-
-    completion: str
-    chat: list[dict] | None = None
-    max_tokens: int = 256
-    stop: list[str] = field(default_factory=list)
-    json_schema: dict | None = None
-    temperature: float | None = None  # None: the run's setting
-
-
-@dataclass
-class Completion:
-    text: str
-    finish_reason: str = "stop"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
 
 
 class Rejected(Exception):
@@ -89,6 +68,11 @@ class Task:
     description: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = NoOptions
     uses_backend: ClassVar[bool] = True
+    # Places in the chains the core runs without naming a plugin (personahub_core/chains.py):
+    bootstrap_step: ClassVar[int | None] = None  # the main job's personas from the sample corpus, in order
+    bootstrap_options: ClassVar[dict[str, Any]] = {}  # the options this task runs with there
+    dedup_step: ClassVar[int | None] = None  # `personahub dedup`, in order
+    dedup_measure: ClassVar[str | None] = None  # "jaccard" or "cosine": which threshold flag sets its own
 
     def __init__(self, options: BaseModel | None = None):
         self.options = options if options is not None else self.Options()
@@ -119,9 +103,7 @@ class GenerativeTask(Task):
         raise NotImplementedError
 
     def run(self, ctx: "TaskContext") -> None:
-        from .runner import run_generative
-
-        run_generative(self, ctx, self.work_items(ctx))
+        ctx.run_generative(self, self.work_items(ctx))
 
     def item_key(self, *parts: Any) -> str:
         """Key for a work item: task, template version, options, model and the item's own parts."""
@@ -157,8 +139,9 @@ class Deduplicator(Task):
 class Synthesizer(GenerativeTask):
     """Turns each selected persona into one synthetic record.
 
-    The simplest synthesizer defines ``prompt(persona)`` and ``parse(text, persona)``; override
-    ``run_item`` for several steps.
+    A one-step synthesizer defines ``prompt(persona)`` and ``parse(completion, persona)``: the whole
+    ``Completion`` comes in, so a parser sees ``finish_reason`` (an answer cut at the token limit) as
+    well as the text. Only a synthesizer with several steps overrides ``run_item``.
     """
 
     kind = "synthesizer"
@@ -176,9 +159,11 @@ class Synthesizer(GenerativeTask):
     def prompt(self, persona: str) -> Prompt:
         raise NotImplementedError
 
-    def parse(self, text: str, persona: str) -> Synthesis:
+    def parse(self, completion: Completion, persona: str) -> Synthesis:
+        """The record in a completion, or Rejected with the reason."""
         raise NotImplementedError
 
     def run_item(self, item: WorkItem) -> Generator[Prompt, Completion, Synthesis]:
-        completion = yield self.prompt(item.data["persona"])
-        return self.parse(completion.text, item.data["persona"])
+        persona = item.data["persona"]
+        completion = yield self.prompt(persona)
+        return self.parse(completion, persona)

@@ -83,3 +83,34 @@ PERSONAS = [
     "A high school physics teacher who coaches the robotics club after class.",
     "A freelance translator of Portuguese legal contracts working from home.",
 ]
+
+
+def import_texts(texts: list[str], name: str = "p.jsonl", **flags) -> None:
+    """Import these persona texts (ids made from their position and the file name) into the store."""
+    write_jsonl(Path(name), [{"persona": t, "id": f"p{k:05d}-{name}"} for k, t in enumerate(texts)])
+    run_task("import", ["--input", name], **flags)
+
+
+def dedup_marks(method: str, db: str | Path = "personahub.duckdb") -> dict[str, dict]:
+    """The marks one deduplicator left, by the text of the persona marked."""
+    with Store(db, read_only=True) as store:
+        rows = store.query_dicts("SELECT m.*, p.persona FROM dedup_marks m JOIN personas p ON p.id = m.persona_id "
+                                 "WHERE m.method = ?", [method])
+    return {r["persona"]: r for r in rows}
+
+
+def kept_personas(db: str | Path = "personahub.duckdb") -> list[str]:
+    """The texts of the personas no deduplicator marked, in creation order."""
+    with Store(db, read_only=True) as store:
+        return store.select_personas(columns=("persona",)).column("persona").to_pylist()
+
+
+def exported_rows(db: str | Path, task: str, full: bool = False, include_all: bool = False) -> list[dict]:
+    """A task's rows as ``personahub export TASK`` writes them (JSONL, read back)."""
+    from .export import export
+    from .plugins import get_registry
+
+    out = Path(db).parent / f"{task}.export.jsonl"
+    with Store(db, read_only=True) as store:
+        export(store, task, "jsonl", out, full=full, include_all=include_all, tasks=get_registry().tasks)
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]

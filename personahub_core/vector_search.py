@@ -18,11 +18,11 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from .dedup import KEPT
 from .errors import PersonaHubError
 from .settings import Settings
-from .store import Store
+from .store import MARKED, Store
 
+KEPT = f"NOT {MARKED}"
 EMBED_BATCH = 256  # texts per backend call
 SINGLE_BUCKET_BELOW = 5000  # fewer vectors: one bucket, every comparison exact
 RETRAIN_GROWTH = 4  # re-cluster when the index has grown this many times since training
@@ -41,13 +41,20 @@ def model_name(settings: Settings, backend) -> str:
 
 
 def embed_missing(store: Store, backend, model: str, note: Callable[[str], None] | None = None,
-                  progress=None, only: str = "TRUE") -> int:
-    """Embed every kept persona (matching the SQL condition ``only`` on ``p``) that has no vector
-    from ``model`` yet; returns how many."""
-    missing = store.con.sql(
-        f"SELECT p.id, p.persona FROM personas p WHERE {KEPT} AND {only} AND NOT EXISTS (SELECT 1 FROM embeddings e "
-        f"WHERE e.persona_id = p.id AND e.model = ?) ORDER BY p.seq", params=[model]
-    ).to_arrow_table()
+                  progress=None, only: str = "TRUE", ids: pa.Array | None = None) -> int:
+    """Embed every kept persona (matching the SQL condition ``only`` on ``p``, and among ``ids`` if
+    given) that has no vector from ``model`` yet; returns how many."""
+    among = "" if ids is None else "AND p.id IN (SELECT id FROM _embed_ids)"
+    if ids is not None:
+        store.con.register("_embed_ids", pa.table({"id": ids}))
+    try:
+        missing = store.con.sql(
+            f"SELECT p.id, p.persona FROM personas p WHERE {KEPT} AND {only} {among} AND NOT EXISTS "
+            f"(SELECT 1 FROM embeddings e WHERE e.persona_id = p.id AND e.model = ?) ORDER BY p.seq", params=[model]
+        ).to_arrow_table()
+    finally:
+        if ids is not None:
+            store.con.unregister("_embed_ids")
     if missing.num_rows == 0:
         return 0
     ids, texts = missing.column("id").to_pylist(), missing.column("persona").to_pylist()
@@ -290,8 +297,9 @@ class VectorIndex:
         return sorted(hits, key=lambda h: -h[1])[:k]
 
 
-def search_personas(store: Store, settings: Settings, text: str, k: int) -> list[dict]:
-    """The kept personas most similar to ``text``: dicts of id, persona and cosine similarity."""
+def search_personas(store: Store, settings: Settings, backend_class: type, text: str, k: int) -> list[dict]:
+    """The kept personas most similar to ``text``: dicts of id, persona and cosine similarity, embedded by
+    the backend class the command resolved."""
     from .backends.factory import make_backend
     from .errors import UsageError
 
@@ -299,7 +307,7 @@ def search_personas(store: Store, settings: Settings, text: str, k: int) -> list
         raise UsageError("personas search: the search text is empty")
     if k < 1:
         raise UsageError("personas search: --k must be 1 or more")
-    backend = make_backend(settings, store=store)
+    backend = make_backend(backend_class, settings, store=store)
     try:
         model = model_name(settings, backend)
         embed_missing(store, backend, model)

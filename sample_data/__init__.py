@@ -1,9 +1,8 @@
-"""The sample corpus and few-shot demonstrations written by the PersonaHub team, bundled as package data."""
+"""The sample corpus and personas written by the PersonaHub team, bundled as package data. (Each plugin
+ships its own few-shot demonstrations: ``personahub_core.prompting.demonstrations``.)"""
 
 from __future__ import annotations
 
-import json
-from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
@@ -18,10 +17,3 @@ def corpus_path() -> Path:
 
 def personas_path() -> Path:
     return data_dir() / "personas.jsonl"
-
-
-@cache
-def demonstrations(name: str) -> list[dict]:
-    """The few-shot demonstrations for one prompt, e.g. ``demonstrations("math")``."""
-    path = data_dir() / "demonstrations" / f"{name}.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

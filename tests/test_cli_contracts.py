@@ -9,6 +9,7 @@ import subprocess
 import duckdb
 import pytest
 
+from personahub_core.store import Store
 from personahub_core.testing import PERSONAHUB, cli, last_json, write_jsonl
 from fault_server import FaultServer
 
@@ -36,7 +37,7 @@ def test_unknown_task_exits_2_with_one_line_naming_installed_tasks():
 def test_unknown_task_of_ours_names_the_package_to_install():
     result = cli("run", "--plugin", "text-to-persona", env={"PERSONAHUB_LOAD_PLUGINS": "import"})
     assert result.returncode == 2
-    assert "pip install personahub-text-to-persona" in result.stderr
+    assert "personahub-text-to-persona" in result.stderr and "PERSONAHUB_LOAD_PLUGINS" in result.stderr
     assert "import" in result.stderr
 
 
@@ -229,9 +230,54 @@ def test_config_tells_where_each_value_came_from_in_any_case(tmp_path):
     assert flagged["db"] == {"value": "x.duckdb", "from": "flag"}  # a flag beats the environment
 
 
+def test_config_shows_the_chosen_backends_options_with_their_origins(tmp_path):
+    # threads is llama.cpp's, base_url the HTTP backend's: the file may hold both, config shows the chosen one's.
+    (tmp_path / "personahub.toml").write_text('threads = 2\nbase_url = "http://127.0.0.1:9/v1"\n')
+    cfg = json.loads(cli("config", "--json", env={"PERSONAHUB_N_CTX": "4096"}, check=True).stdout)
+    assert cfg["backend"] == {"value": "llama-cpp", "from": "default"}
+    assert cfg["backend_options"] == {"n_ctx": {"value": 4096, "from": "env PERSONAHUB_N_CTX"},
+                                      "threads": {"value": 2, "from": "personahub.toml"},
+                                      "n_gpu_layers": {"value": 0, "from": "default"}}
+    assert "n_ctx" not in cfg and "base_url" not in json.dumps(cfg)
+    served = json.loads(cli("config", "--json", env={"PERSONAHUB_BACKEND": "openai"}, check=True).stdout)
+    assert served["backend_options"]["base_url"] == {"value": "http://127.0.0.1:9/v1", "from": "personahub.toml"}
+    assert "threads" not in served["backend_options"]
+    table = cli("config", check=True).stdout
+    assert "options of backend llama-cpp" in table and "n_gpu_layers" in table
+
+
+@pytest.mark.parametrize("args, env, toml, message", [
+    (["--n-ctx", "100"], {}, "", "flag: --n-ctx: Input should be greater than or equal to 256 (got '100')"),
+    ([], {"PERSONAHUB_THREADS": "many"}, "",
+     "environment: PERSONAHUB_THREADS: Input should be a valid integer, unable to parse string as an integer (got 'many')"),
+    (["--backend", "openai", "--model", "m"], {}, "request_timeout = -1\n",
+     "personahub.toml: request_timeout: Input should be greater than 0 (got '-1')"),
+    ([], {}, "n_ctxx = 4096\n", "personahub.toml: unknown setting 'n_ctxx'"),
+    ([], {"PERSONAHUB_MEMORY_LIMIT": "lots"}, "",
+     "environment: PERSONAHUB_MEMORY_LIMIT: Value error, expected a size such as 512MB or 2GB (got 'lots')"),
+])
+def test_a_bad_backend_option_is_one_line_exit_2_before_anything_is_written(tmp_path, args, env, toml, message):
+    (tmp_path / "personahub.toml").write_text(toml)
+    result = cli("run", "--plugin", "math", *args, env=env)
+    assert (result.returncode, result.stderr.strip()) == (2, f"error: {message}")
+    assert not (tmp_path / "personahub.duckdb").exists()
+
+
+def test_a_runs_memory_limit_holds_through_the_blocks_that_tune_duckdb(tmp_path):
+    def limit(store):
+        return store.scalar("SELECT current_setting('memory_limit')")
+
+    with Store(tmp_path / "s.duckdb") as store:
+        store.limit_memory("300MB")
+        ours = limit(store)
+        with store.tuned(memory_limit="256MB"):  # as ingest does inside the main job's bootstrap
+            assert limit(store) != ours
+        assert limit(store) == ours == "286.1 MiB"
+
+
 def test_credentials_in_the_base_url_are_masked_in_config_runs_and_errors(tmp_path, personas_file):
     env = {"PERSONAHUB_BASE_URL": "http://user:hunter2@127.0.0.1:1/v1", "PERSONAHUB_API_KEY": "sk-abcdef123456"}
-    shown = cli("config", "--json", env=env, check=True).stdout
+    shown = cli("config", "--json", env={**env, "PERSONAHUB_BACKEND": "openai"}, check=True).stdout
     assert "hunter2" not in shown and "sk-abcdef123456" not in shown and "http://***@127.0.0.1:1/v1" in shown
     cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
     with FaultServer() as server:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from personahub_core.export import persona_details
+from personahub_core.plugins import get_registry
 from personahub_core.replay import rebuild
 from personahub_core.store import Store
 from personahub_core.testing import FakeBackend, run_task
@@ -26,9 +27,9 @@ def test_rows_keep_no_prompt_yet_every_step_and_retry_is_rebuilt_exactly(persona
     tries: dict[str, int] = {}
 
     def answer(req):  # the first problem for each persona is unusable, so every item restarts once
-        if req.prompt.rstrip().endswith("Solution:"):
+        if req.completion.rstrip().endswith("Solution:"):
             return SOLUTION
-        persona = next(p for p in PERSONAS if p in req.prompt)
+        persona = next(p for p in PERSONAS if p in req.completion)
         tries[persona] = tries.get(persona, 0) + 1
         return "Too short." if tries[persona] == 1 else PROBLEM
 
@@ -37,11 +38,11 @@ def test_rows_keep_no_prompt_yet_every_step_and_retry_is_rebuilt_exactly(persona
     assert summary["items_done"] == len(PERSONAS)
     sent: dict[str, list[str]] = {}
     for req in FakeBackend.calls:
-        persona = next((p for p in PERSONAS if p in req.prompt), None)
-        sent.setdefault(persona, []).append(req.prompt)
+        persona = next((p for p in PERSONAS if p in req.completion), None)
+        sent.setdefault(persona, []).append(req.completion)
     for row in generations():
         assert row["prompt"] is None and row["prompt_hash"]
-        prompts, check = rebuild(row)
+        prompts, check = rebuild(row, get_registry().tasks)
         assert check == "ok"
         persona = json.loads(row["item_data"])["input"]["persona"]
         # problem (rejected), problem again, then the solving step: as the backend received them
@@ -55,7 +56,7 @@ def test_a_template_changed_without_a_version_bump_is_reported(personas_file, mo
     run_task("math", backend="fake")
     with Store("personahub.duckdb", read_only=True) as store:
         persona_id = store.scalar("SELECT id FROM personas ORDER BY seq LIMIT 1")
-        assert persona_details(store, persona_id)["generations"][0]["prompt_check"] == "ok"
+        assert persona_details(store, persona_id, get_registry().tasks)["generations"][0]["prompt_check"] == "ok"
         original = MathProblems.prompt
 
         def edited(self, persona):
@@ -64,7 +65,7 @@ def test_a_template_changed_without_a_version_bump_is_reported(personas_file, mo
             return prompt
 
         monkeypatch.setattr(MathProblems, "prompt", edited)
-        shown = persona_details(store, persona_id)["generations"][0]
+        shown = persona_details(store, persona_id, get_registry().tasks)["generations"][0]
     assert shown["prompt_check"].startswith("mismatch") and "version bump" in shown["prompt_check"]
     assert "Every persona" in shown["prompts"][0]["prompt"]
 
@@ -119,3 +120,21 @@ def test_import_json_summary_counts_what_the_file_held(tmp_path):
     path.write_text("".join(json.dumps({"persona": p}) + "\n" for p in PERSONAS * 2) + "not json\n")
     summary = last_json(cli("run", "--plugin", "import", "--input", path, "--json", "-q", check=True))
     assert (summary["items_done"], summary["items_skipped"], summary["items_failed"]) == (len(PERSONAS), len(PERSONAS), 1)
+
+
+def test_personas_stream_in_chunks_while_the_store_answers_key_checks():
+    from personahub_core.selection import iter_persona_chunks, select_personas
+
+    with Store("personahub.duckdb") as store:
+        store.con.execute("INSERT INTO personas (id, persona, origin) "
+                          "SELECT 'p' || lpad(i::VARCHAR, 2, '0'), 'A welder, number ' || i, 'import' FROM range(25) t(i)")
+        store.con.execute("INSERT INTO dedup_marks (persona_id, method, duplicate_of) VALUES ('p03', 'minhash', 'p02')")
+        chunks = []
+        for chunk in iter_persona_chunks(store, ["persona~welder"], chunk=10):
+            # Nothing is left open between chunks: the store answers other queries meanwhile.
+            assert store.existing_keys([p["id"] for p in chunk]) == set()
+            chunks.append(chunk)
+        assert [len(c) for c in chunks] == [9, 10, 5]  # windows of 10 creation numbers, one left out
+        ids = [p["id"] for c in chunks for p in c]
+        assert ids == [f"p{i:02d}" for i in range(25) if i != 3]  # creation order, the duplicate left out
+        assert select_personas(store, ["persona~welder"]) == [p for c in chunks for p in c]

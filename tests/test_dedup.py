@@ -1,339 +1,58 @@
-"""Deduplication: MinHash (exact Jaccard behind LSH), embeddings within buckets, the quality filter,
-the sqlite-vec index and ``personahub dedup``. Small crafted data; no timing assertions."""
+"""Deduplication in the core: ``personahub dedup`` (the chain the installed deduplicators declare), the
+buckets of embedding comparisons and the sqlite-vec index of ``personahub personas search``. Each
+deduplicator's own tests are in its plugin (plugins/{quality,minhash,embedding}/tests). Small crafted
+data; no timing assertions."""
 
 from __future__ import annotations
 
 import json
-import random
-import re
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pytest
 
-from personahub_core.store import Store
-from personahub_core.testing import FakeBackend, run_task
+from personahub_core.dedup import keep_earliest
+from personahub_core.testing import cli, import_texts, last_json, run_task
 from personahub_core.vector_search import index_path, similar_pairs, train_buckets
-from personahub_minhash import engine
-
-from personahub_core.testing import cli, last_json, write_jsonl
 
 DB = "personahub.duckdb"
-WORDS = [f"w{k}" for k in range(20)]
-BASE = " ".join(WORDS)  # 20 distinct words
-
-
-def jac(a: str, b: str) -> float:
-    x, y = engine.shingles(a, 1), engine.shingles(b, 1)
-    return len(x & y) / len(x | y)
-
-
-def load(texts: list[str], name: str = "p.jsonl") -> None:
-    write_jsonl(Path(name), [{"persona": t, "id": f"p{k:05d}-{name}"} for k, t in enumerate(texts)])
-    run_task("import", ["--input", name])
-
-
-def marks(method: str | None = None) -> dict[str, dict]:
-    with Store(DB, read_only=True) as store:
-        rows = store.query_dicts(
-            "SELECT m.*, p.persona FROM dedup_marks m JOIN personas p ON p.id = m.persona_id"
-            + (" WHERE m.method = ?" if method else ""), [method] if method else [])
-    return {r["persona"]: r for r in rows}
-
-
-def kept_texts() -> list[str]:
-    with Store(DB, read_only=True) as store:
-        return [r[0] for r in store.query(
-            "SELECT persona FROM personas p WHERE NOT EXISTS (SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id) "
-            "ORDER BY seq")]
-
-
-def replace(text: str, old: str, new: str) -> str:
-    return " ".join(new if w == old else w for w in text.split())
-
-
-# -- MinHash --------------------------------------------------------------------------------------
-def test_exact_and_near_duplicates_are_marked_just_above_but_not_below_the_threshold():
-    one_word = replace(BASE, "w19", "x1")  # Jaccard 19/21 = 0.905
-    two_words = replace(one_word, "w18", "x2")  # 18/22 = 0.818
-    exactly = " ".join(WORDS[:9] + ["x3"]), " ".join(WORDS[:9])  # 9/10 = 0.9, at the threshold
-    texts = [BASE, BASE, BASE.upper() + "!", one_word, two_words, exactly[0], exactly[1]]
-    assert jac(BASE, one_word) > 0.9 > jac(BASE, two_words) and jac(*exactly) == 0.9
-    load(texts)
-    result = run_task("minhash")
-    assert result["items_done"] == 7
-    m = marks("minhash")
-    assert set(m) == {BASE, BASE.upper() + "!", one_word, exactly[1]}  # BASE: its second copy
-    with Store(DB, read_only=True) as store:
-        copies = store.query("SELECT count(*) FROM dedup_marks m JOIN personas p ON p.id = m.persona_id "
-                             "WHERE p.persona = ?", [BASE])[0][0]
-        first = store.query("SELECT id FROM personas WHERE persona = ? ORDER BY seq LIMIT 1", [BASE])[0][0]
-    assert copies == 1  # the later copy of BASE; the earliest is kept
-    assert m[one_word]["duplicate_of"] == first and m[one_word]["similarity"] == pytest.approx(19 / 21, abs=1e-6)
-    assert m[exactly[1]]["similarity"] == pytest.approx(0.9)
-    assert two_words in kept_texts()
-
-
-def test_chains_keep_the_end_that_has_no_kept_partner():
-    a = BASE
-    b = replace(a, "w19", "x1")
-    c = replace(b, "w18", "x2")
-    assert jac(a, b) >= 0.9 and jac(b, c) >= 0.9 and jac(a, c) < 0.9
-    load([a, b, c])
-    run_task("minhash")
-    m = marks("minhash")
-    assert set(m) == {b}  # C matched only B, which is dropped, so C stays
-    assert kept_texts() == [a, c]
-    assert m[b]["cluster_id"] == m[b]["duplicate_of"]  # A, B and C form one cluster headed by A
-
-
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_every_dropped_persona_has_a_kept_partner_and_no_kept_pair_is_left(seed):
-    """Property over random template-like data: the greedy rule's guarantee, and recall 1.0."""
-    rng = random.Random(seed)
-    vocab = [f"v{k}" for k in range(60)]
-    texts: list[str] = []
-    for _ in range(300):
-        if texts and rng.random() < 0.5:  # an edit of an earlier text: chains and clusters
-            words = rng.choice(texts).split()
-            for _ in range(rng.randint(0, 2)):
-                words[rng.randrange(len(words))] = rng.choice(vocab)
-            texts.append(" ".join(words))
-        else:
-            texts.append(" ".join(rng.sample(vocab, rng.randint(8, 20))))
-    load(texts)
-    run_task("minhash")
-    with Store(DB, read_only=True) as store:
-        rows = store.query("SELECT p.id, p.persona, m.duplicate_of, m.similarity FROM personas p "
-                           "LEFT JOIN dedup_marks m ON m.persona_id = p.id ORDER BY p.seq")
-    text_of = {r[0]: r[1] for r in rows}
-    dropped = {r[0]: (r[2], r[3]) for r in rows if r[2] is not None}
-    assert dropped, "the data must contain duplicates"
-    for pid, (partner, sim) in dropped.items():
-        assert partner not in dropped
-        assert jac(text_of[pid], text_of[partner]) == pytest.approx(sim) and sim >= 0.9
-    kept = [r[0] for r in rows if r[0] not in dropped]
-    for k, pid in enumerate(kept):
-        for earlier in kept[:k]:
-            assert jac(text_of[pid], text_of[earlier]) < 0.9
-
-
-def template_personas(count: int, seed: int) -> list[str]:
-    """Persona-like texts: shared template words, a few varying ones, and edited copies of earlier
-    texts (one or two words changed), so there are many band matches and chains of near-duplicates."""
-    rng = random.Random(seed)
-    template = "a person from the town who works at the place and likes to spend weekends".split()
-    pool = [f"w{k}" for k in range(80)]
-    texts: list[str] = []
-    for _ in range(count):
-        if texts and rng.random() < 0.4:
-            words = rng.choice(texts).split()
-            for _ in range(rng.randint(1, 2)):
-                words[rng.randrange(len(words))] = rng.choice(pool)
-        else:
-            words = template + rng.sample(pool, rng.randint(4, 12))
-        texts.append(" ".join(words))
-    return texts
-
-
-def expected_marks(texts: list[str], threshold: float = 0.9) -> dict[str, str]:
-    """Keep-earliest by brute force: a text is dropped for its most similar kept earlier text at
-    or above the threshold (ties: the earliest). Dropped text -> that partner's text."""
-    sets = [engine.shingles(t, 1) for t in texts]
-    kept: list[int] = []
-    dropped: dict[str, str] = {}
-    for k, words in enumerate(sets):
-        best, partner = 0.0, None
-        for e in kept:
-            sim = len(words & sets[e]) / len(words | sets[e])
-            if sim >= threshold and sim > best:
-                best, partner = sim, e
-        if partner is None:
-            kept.append(k)
-        else:
-            dropped[texts[k]] = texts[partner]
-    return dropped
-
-
-def test_sliced_candidate_pairs_find_what_brute_force_finds_across_runs(monkeypatch):
-    """Candidates made and verified a few dozen at a time (many slices per band), in two runs:
-    the second checks new personas against the kept ones. Same marks as brute force."""
-    monkeypatch.setattr(engine, "PAIRS_PER_SLICE", 40)
-    texts = list(dict.fromkeys(template_personas(400, seed=5)))  # distinct texts: marks are keyed by text
-    results = []
-    for part in (texts[:200], texts[200:]):
-        with Store(DB) as store:  # one INSERT from Arrow: row-by-row inserts would take most of the test
-            rows = pa.table({"id": [f"t{len(results)}-{k:03d}" for k in range(len(part))], "persona": part})
-            store.con.execute("INSERT INTO personas (id, persona, origin) SELECT id, persona, 'import' FROM rows")
-        results.append(run_task("minhash"))
-    for result in results:
-        slices = int(re.search(r"in (\d+) slices", result["notes"][-1])[1])
-        assert slices > 3 * 21, result["notes"][-1]  # several slices in a band, not one per band
-    with Store(DB, read_only=True) as store:
-        found = dict(store.query("SELECT p.persona, d.persona FROM dedup_marks m JOIN personas p ON p.id = m.persona_id "
-                                 "JOIN personas d ON d.id = m.duplicate_of"))
-    want = expected_marks(texts)
-    assert len(want) > 40
-    assert found == want
-
-
-def test_size_and_bitmap_bounds_never_rule_out_a_pair_at_the_threshold():
-    rng = random.Random(3)
-    base = [f"t{k}" for k in range(30)]
-    texts = []
-    for _ in range(300):
-        words = set(rng.sample(base, rng.randint(5, 25)))
-        texts.append(" ".join(words))
-        texts.append(" ".join(words | {f"x{rng.randrange(5)}"}))  # near copies: Jaccard >= 0.8
-    vocab = engine.Vocabulary()
-    docs = vocab.tokenise(texts)
-    bitmaps = engine.word_bitmaps(docs, vocab.hashes)
-    i, j = np.triu_indices(len(texts), k=1)
-    sim = engine.jaccard(docs, i, j)
-    for threshold in (0.5, 0.8, 0.9, 0.95):
-        reach = engine.within_reach(docs.lengths, bitmaps, i, j, threshold)
-        assert reach[sim >= threshold].all()
-        assert not reach[sim < threshold / 2].any() or threshold == 0.5
-        assert (~reach).sum() > 0.5 * (sim < threshold).sum()  # the bounds do rule most pairs out
-
-
-def test_word_sets_match_the_word_regex_on_unicode_text():
-    rng = random.Random(0)
-    alphabet = list("abcXYZ_09 .,;:!?'-\t\n") + ["é", "ß", "İ", "Σ", "’", "—", "\u00a0", "\u2003", "日本", "٣", "½",
-                                                   "²", "\u0307", "\x1e", "\x00", "ﬁ", "Ⅻ", "\U0001F600"]
-    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(500)]
-    vocab = engine.Vocabulary()
-    docs = vocab.tokenise(texts)
-    word = {i: w for w, i in vocab.ids.items()}
-    for k, text in enumerate(texts):
-        found = {word[i] for i in docs.flat[docs.offsets[k] : docs.offsets[k + 1]].tolist()}
-        assert found == engine.shingles(text.replace("\x00", " "), 1), repr(text)
-
-
-def test_incremental_run_hashes_only_new_personas(monkeypatch):
-    first = [BASE, " ".join(f"u{k}" for k in range(20))]
-    load(first, "a.jsonl")
-    run_task("minhash")
-    near = replace(BASE, "w0", "x0")
-    load([near, "a brand new persona who writes about nothing in particular"], "b.jsonl")
-    tokenised: list[str] = []
-    original = engine.Vocabulary.tokenise
-
-    def spy(self, texts):
-        tokenised.extend(texts)
-        return original(self, texts)
-
-    monkeypatch.setattr(engine.Vocabulary, "tokenise", spy)
-    result = run_task("minhash")
-    assert result["items_done"] == 2
-    # The new ones, plus BASE read back only for the exact check of its candidate pair.
-    assert sorted(tokenised) == sorted([near, "a brand new persona who writes about nothing in particular", BASE])
-    with Store(DB, read_only=True) as store:  # the file's id is kept as source_id
-        base_id = store.scalar("SELECT id FROM personas WHERE source_id = 'p00000-a.jsonl'")
-    assert marks("minhash")[near]["duplicate_of"] == base_id
-    assert run_task("minhash")["items_done"] == 0
-
-
-def test_marks_not_deletes_and_export_leaves_them_out_unless_all():
-    texts = [BASE, BASE + " !", "a completely different persona about beekeeping and honey"]
-    load(texts)
-    cli("run", "--plugin", "minhash", "--json", check=True)
-    with Store(DB, read_only=True) as store:
-        assert store.count("personas") == 3
-    cli("export", "personas", "--format", "jsonl", "--out", "kept.jsonl", check=True)
-    cli("export", "personas", "--format", "jsonl", "--out", "all.jsonl", "--all", check=True)
-    kept = [json.loads(line)["persona"] for line in Path("kept.jsonl").read_text().splitlines()]
-    everything = [json.loads(line)["persona"] for line in Path("all.jsonl").read_text().splitlines()]
-    assert kept == [texts[0], texts[2]]
-    assert everything == texts
-
-
-def test_empty_store_is_a_no_op_with_a_message():
-    result = run_task("minhash")
-    assert result["items_done"] == 0 and any("no personas" in n for n in result["notes"])
-    out = cli("dedup", "--backend", "fake", "--json", check=True)
-    summary = last_json(out)
-    assert summary["personas"] == 0 and all(s["items_done"] == 0 for s in summary["steps"])
-
-
-def test_awkward_texts_are_handled_and_reported():
-    long_text = " ".join(f"long{k}" for k in range(3000))
-    long_copy = long_text.replace("long7 ", "changed7 ")
-    texts = ["", "   ", "?!", "A nurse \ufffd\ufffd who lost bytes somewhere in a bad decode.",
-             long_text, long_copy, "Ünïcödé persona: a café owner in Zürich who roasts coffee beans.", "..."]
-    with Store(DB) as store:  # straight into the store: import would skip the empty ones
-        store.insert_personas([{"id": f"x{k}", "persona": t, "origin": "import"} for k, t in enumerate(texts)])
-    result = run_task("minhash")
-    assert any("4 personas have no words" in n for n in result["notes"])  # the last one too
-    assert set(marks("minhash")) == {long_copy}  # a 3000-word text is hashed in blocks, its copy found
-    run_task("quality")
-    q = marks("quality")
-    assert q[""]["reason"] == "empty" and q["   "]["reason"] == "empty" and q["?!"]["reason"] == "no words"
-    assert q[texts[3]]["reason"].startswith("broken characters")
-    assert q[long_text]["reason"].startswith("too long")
-    assert texts[6] in kept_texts()
-
-
-def test_bad_options_are_one_line_errors():
-    out = cli("run", "--plugin", "minhash", "--bands", "20", "--rows", "8")
-    assert out.returncode == 2 and "exceeds num-perm" in out.stderr and "Traceback" not in out.stderr
-    out = cli("dedup", "--skip", "nothing")
-    assert out.returncode == 2 and "--skip nothing" in out.stderr
-
-
-def test_engine_signatures_match_a_direct_minimum():
-    vocab = engine.Vocabulary()
-    docs = vocab.tokenise(["a b c", "c d", "", " ".join(f"t{k}" for k in range(2000))])
-    hasher = engine.MinHasher(32)
-    sig = hasher.signatures(docs, vocab.hashes)
-    for d in (0, 1, 3):
-        ids = docs.flat[docs.offsets[d] : docs.offsets[d + 1]]
-        assert (sig[d] == hasher.hash_words(vocab.hashes[ids]).min(axis=0)).all()
-    assert (sig[2] == np.iinfo(np.uint32).max).all()
-
-
-# -- quality --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, reason", [
-    ("A nurse.", "too short"),
-    ("Sure, here is a persona: a nurse who works nights in a busy hospital.", "not a persona description"),
-    ("I'm sorry, but I cannot create a persona from the provided text.", "not a persona description"),
-    ("A chef chef chef chef who cooks pasta in a small restaurant.", "repeats itself"),
-    ("a b a b a b a b a b a b", "repeats itself"),
-    ("A developer who posts at https://example.org about Rust and embedded systems.", "not a persona description"),
-])
-def test_quality_marks_unusable_texts_with_reasons(text, reason):
-    load([text, "A retired railway signal engineer who restores old lever frames as a hobby."])
-    run_task("quality")
-    m = marks("quality")
-    assert list(m) == [text] and m[text]["reason"].startswith(reason)
-
-
-# -- embeddings -----------------------------------------------------------------------------------
 NURSE = "a pediatric nurse in a rural clinic who organises vaccination days for local families"
 NURSE_REWORDED = "a pediatric nurse at a rural clinic who plans vaccination days for local families"
 OTHERS = ["a retired railway signal engineer who restores old lever frames as a hobby",
           "a junior rust developer learning async programming for a logistics startup",
           "a beekeeper who sells heather honey at a weekly farmers market"]
 
+def test_keep_earliest_drops_a_document_only_for_a_kept_partner():
+    # 0~1 and 1~2 but 0 and 2 apart: 1 goes (to 0), 2 stays; 3 matches 0 and 2, goes to the more similar.
+    i, j = np.array([0, 1, 0, 2]), np.array([1, 2, 3, 3])
+    duplicate_of, best = keep_earliest(4, i, j, np.array([0.95, 0.97, 0.91, 0.93]))
+    assert duplicate_of.tolist() == [-1, 0, -1, 2] and best[3] == np.float64(0.93)
 
-def cosine(a: str, b: str) -> float:
-    u, v = np.array(FakeBackend().embed([a, b]))
-    return float(u @ v)
 
-
-def test_embedding_dedup_marks_what_minhash_keeps():
-    assert jac(NURSE, NURSE_REWORDED) < 0.9 <= cosine(NURSE, NURSE_REWORDED)
-    load([NURSE] + OTHERS + [NURSE_REWORDED])
+def test_empty_store_is_a_no_op_with_a_message():
     out = cli("dedup", "--backend", "fake", "--json", check=True)
-    steps = {s["task"]: s for s in last_json(out)["steps"]}
-    assert steps["minhash"]["marked"] == 0 and steps["embedding"]["marked"] == 1
-    m = marks("embedding")
-    assert list(m) == [NURSE_REWORDED] and m[NURSE_REWORDED]["similarity"] >= 0.9
+    summary = last_json(out)
+    assert [s["task"] for s in summary["steps"]] == ["quality", "minhash", "embedding"]  # the declared order
+    assert summary["personas"] == 0 and all(s["items_done"] == 0 for s in summary["steps"])
+    assert all(any("no personas" in n for n in s["notes"]) for s in summary["steps"])
+
+
+def test_bad_options_are_one_line_errors():
+    out = cli("dedup", "--skip", "nothing")
+    assert out.returncode == 2 and "--skip nothing: expected one of quality, minhash, embedding" in out.stderr
+    out = cli("dedup", "--jaccard", "1.5")
+    assert out.returncode == 2 and "dedup minhash" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_jaccard_cosine_and_threshold_reach_the_steps_that_declare_that_measure(personas_file):
+    run_task("import", ["--input", str(personas_file)])
+    cli("dedup", "--backend", "fake", "--jaccard", "0.8", "--cosine", "0.95", "-q", check=True)
+    cli("dedup", "--backend", "fake", "--threshold", "0.85", "--skip", "quality", "-q", check=True)
+    from personahub_core.store import Store
+
     with Store(DB, read_only=True) as store:
-        assert store.query("SELECT DISTINCT model FROM embeddings") == [("fake:fake",)]
-    assert cli("dedup", "--backend", "fake", "--json", check=True).returncode == 0  # nothing new
-    assert set(kept_texts()) == {NURSE, *OTHERS}
+        options = store.query("SELECT task, options->>'threshold' FROM runs WHERE task <> 'import' ORDER BY started_at, task")
+    assert options == [("quality", None), ("minhash", "0.8"), ("embedding", "0.95"), ("minhash", "0.85"),
+                       ("embedding", "0.85")]
 
 
 def test_bucketed_pairs_equal_brute_force_when_every_bucket_is_probed_and_never_invent_pairs():
@@ -353,7 +72,7 @@ def test_bucketed_pairs_equal_brute_force_when_every_bucket_is_probed_and_never_
 
 
 def test_search_returns_the_closest_persona_first_and_the_index_is_rebuildable():
-    load(OTHERS + [NURSE])
+    import_texts(OTHERS + [NURSE])
     out = cli("personas", "search", "pediatric nurse vaccination clinic", "--backend", "fake", "--json", check=True)
     hits = json.loads(out.stdout)
     assert hits[0]["persona"] == NURSE and hits[0]["similarity"] > hits[1]["similarity"]
@@ -366,18 +85,8 @@ def test_search_returns_the_closest_persona_first_and_the_index_is_rebuildable()
 
 
 def test_search_leaves_out_marked_personas():
-    load([NURSE] + OTHERS + [NURSE_REWORDED])
+    import_texts([NURSE] + OTHERS + [NURSE_REWORDED])
     cli("dedup", "--backend", "fake", check=True)
     hits = json.loads(cli("personas", "search", NURSE_REWORDED, "--backend", "fake", "--json", "--k", "10",
                           check=True).stdout)
     assert NURSE_REWORDED not in [h["persona"] for h in hits] and hits[0]["persona"] == NURSE
-
-
-def test_quality_keeps_ordinary_personas():
-    good = ["Okapi keeper at a city zoo who writes children's books about rare animals.",
-            "A machine learning engineer who trains large language models for hospitals.",
-            "A retired railway signal engineer who restores old lever frames as a hobby.",
-            "Ünïcödé-loving café owner in Zürich who roasts coffee beans and teaches latte art."]
-    load(good)
-    result = run_task("quality")
-    assert result["items_done"] == 4 and marks("quality") == {}

@@ -25,7 +25,7 @@ BASELINE_PROBLEM = "A shop sells 12 pencils a day. How many pencils does it sell
 def problem_for(request) -> str:
     """A math problem built from the persona's words (so similar personas get similar problems);
     the same problem for every prompt without a persona."""
-    lines = request.prompt.rstrip().split("\n")
+    lines = request.completion.rstrip().split("\n")
     if len(lines) < 2 or not lines[-2].startswith("Persona: "):
         return BASELINE_PROBLEM
     words = [w for w in lines[-2][len("Persona: "):].lower().split() if w not in TEMPLATE]
@@ -97,7 +97,7 @@ def test_vectors_are_stored_once_and_the_study_is_repeatable(db):
 def test_baseline_prompts_drop_the_persona_and_compare_spread(db):
     FakeBackend.calls = []
     result = run_study("math", db=db, backend="fake", baseline=6, quiet=True)
-    sent = [c.prompt for c in FakeBackend.calls]
+    sent = [c.completion for c in FakeBackend.calls]
     assert len(sent) == 6
     with Store(db, read_only=True) as store:
         personas = [r[0] for r in store.query("SELECT persona FROM personas")]

@@ -21,8 +21,8 @@ def test_dry_run_counts_items_and_writes_nothing(tmp_path, personas_file):
     db = tmp_path / "store.duckdb"
     run_task("import", ["--input", str(personas_file)], db=db)
     # Two problems stored, one rejected (no question), three personas still new.
-    FakeBackend.responder = lambda req: PROBLEM if "nurse" in req.prompt.rsplit("Persona:", 1)[-1] or \
-        "railway" in req.prompt.rsplit("Persona:", 1)[-1] else "Honey is sweet and the bees are busy all summer long."
+    FakeBackend.responder = lambda req: PROBLEM if "nurse" in req.completion.rsplit("Persona:", 1)[-1] or \
+        "railway" in req.completion.rsplit("Persona:", 1)[-1] else "Honey is sweet and the bees are busy all summer long."
     run_task("math", db=db, backend="fake", limit=3)
     before = digest(db)
     plan = last_json(cli("run", "--plugin", "math", "--dry-run", "--json", "--backend", "fake", "--db", db, check=True))

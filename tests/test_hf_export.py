@@ -79,13 +79,14 @@ def test_push_without_a_token_is_a_one_line_error(tmp_path, db):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_push_to_an_unreachable_hub_is_a_one_line_error(tmp_path, db):
+@pytest.mark.parametrize("full", [[], ["--full"]])  # --full rows (prompts rebuilt) are made before the upload
+def test_push_to_an_unreachable_hub_is_a_one_line_error(tmp_path, db, full):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {"HF_TOKEN": "hf_test", "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hf-home"),
            "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
-    result = cli("push", "math", "--repo", "me/math", "--db", db, "-q", env=env)
+    result = cli("push", "math", "--repo", "me/math", "--db", db, "-q", *full, env=env)
     assert result.returncode == 1, result.stderr
     assert f"127.0.0.1:{port}" in result.stderr and "push to me/math failed" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -1,4 +1,4 @@
-"""Ingest and import through DuckDB's readers: nothing different is collapsed, bad input is named."""
+"""Ingest through DuckDB's readers: nothing different is collapsed, bad input is named (import: plugins/import/tests)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 from personahub_core.store import Store
 
-from personahub_core.testing import PERSONAS, cli, last_json, write_jsonl
+from personahub_core.testing import cli, last_json
 
 
 def stored(sql: str) -> list[tuple]:
@@ -27,24 +27,6 @@ def test_different_texts_under_the_same_source_ids_are_all_kept(tmp_path):
     (tmp_path / "c.csv").write_text("id,text\n9,A   one\n8,  B two\n")
     again = last_json(cli("ingest", tmp_path / "c.csv", "--json", check=True))
     assert (again["added"], again["duplicates"]) == (0, 2)
-
-
-def test_import_keeps_a_different_persona_under_a_repeated_id(tmp_path):
-    path = write_jsonl(tmp_path / "hub.jsonl", [{"id": "7", "persona": PERSONAS[0]}, {"id": "7", "persona": PERSONAS[1]},
-                                                {"id": "7", "persona": " " + PERSONAS[0]}])
-    summary = last_json(cli("run", "--plugin", "import", "--input", path, "--json", "-q", check=True))
-    assert (summary["items_done"], summary["items_skipped"]) == (2, 1)  # the same line twice is one persona
-    assert stored("SELECT persona, source_id FROM personas ORDER BY seq") == [(PERSONAS[0], "7"), (PERSONAS[1], "7")]
-
-
-def test_import_of_the_same_file_again_adds_nothing_and_limit_is_kept(tmp_path):
-    path = write_jsonl(tmp_path / "p.jsonl", [{"persona": p} for p in PERSONAS])
-    first = last_json(cli("run", "--plugin", "import", "--input", path, "--limit", "4", "--json", "-q", check=True))
-    assert (first["items_done"], first["items_skipped"]) == (4, 0)
-    rest = last_json(cli("run", "--plugin", "import", "--input", path, "--json", "-q", check=True))
-    again = last_json(cli("run", "--plugin", "import", "--input", path, "--json", "-q", check=True))
-    assert (rest["items_done"], again["items_done"], again["items_skipped"]) == (2, 0, 6)
-    assert [r[0] for r in stored("SELECT persona FROM personas ORDER BY seq")] == PERSONAS
 
 
 def test_a_broken_gzip_is_one_line_naming_the_file(tmp_path):
@@ -73,14 +55,6 @@ def test_invalid_utf8_lines_are_kept_with_replacement_and_counted(tmp_path):
     assert result.returncode == 0, result.stderr
     assert last_json(result)["added"] == 3 and last_json(result)["invalid_utf8_replaced"] == 2
     assert "2 line(s) had invalid UTF-8, replaced" in result.stderr
-
-
-def test_import_replaces_invalid_utf8_and_says_how_many_lines(tmp_path):
-    path = tmp_path / "p.jsonl"
-    path.write_bytes(b'{"persona": "A caf\xe9 owner who roasts beans at dawn"}\n{"persona": "A ferry pilot"}\n')
-    result = cli("run", "--plugin", "import", "--input", path, "--json")
-    assert result.returncode == 0 and last_json(result)["items_done"] == 2
-    assert "1 line(s) had invalid UTF-8, replaced" in result.stderr
 
 
 def test_empty_inputs_of_every_kind_are_no_usable_records(tmp_path):

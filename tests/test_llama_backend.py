@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from personahub_core import models
-from personahub_core.backends.base import BackendError, GenerationRequest
+from personahub_core.backends.base import BackendError, Prompt
 from personahub_core.backends.llama_cpp import LlamaCppBackend
 from personahub_core.settings import Settings
 
@@ -37,12 +37,17 @@ def prompt(persona: str) -> str:
     return f"{PREFIX}Persona: {persona}.\nProblem:"
 
 
-def requests(n: int = 6, **kw) -> list[GenerationRequest]:
+def ask(text: str, **kw) -> Prompt:
+    """A prompt as a backend gets it: the driver has filled in the run's sampling where a task left it open."""
+    return Prompt(completion=text, **{"temperature": 0.8, "top_p": 0.95, "seed": 0, **kw})
+
+
+def requests(n: int = 6, **kw) -> list[Prompt]:
     kw = {"max_tokens": 24, "temperature": 0.8, "stop": ["\n\n"], **kw}
-    return [GenerationRequest(prompt=prompt(PERSONAS[i % len(PERSONAS)]), seed=100 + i, **kw) for i in range(n)]
+    return [ask(prompt(PERSONAS[i % len(PERSONAS)]), seed=100 + i, **kw) for i in range(n)]
 
 
-def run(backend: LlamaCppBackend, reqs: list[GenerationRequest]) -> dict:
+def run(backend: LlamaCppBackend, reqs: list[Prompt]) -> dict:
     results = dict(backend.generate(reqs))
     assert sorted(results) == list(range(len(reqs)))  # every request answered exactly once
     return results
@@ -91,7 +96,7 @@ def test_stop_string_cuts_the_text(backend):
 
 
 def test_max_tokens_is_respected(backend):
-    reqs = [GenerationRequest(prompt="Once upon a time, in a small village by the sea,", max_tokens=5, seed=1)]
+    reqs = [ask("Once upon a time, in a small village by the sea,", max_tokens=5, seed=1)]
     result = run(backend, reqs)[0]
     assert result.finish_reason == "length"
     assert result.completion_tokens == 5
@@ -104,8 +109,8 @@ class Person(BaseModel):
 
 def test_json_schema_output_always_parses(backend):
     reqs = [
-        GenerationRequest(
-            prompt=f'A person as JSON.\nPerson: a nurse aged 52\nJSON: {{"name": "Rosa", "age": 52}}\nPerson: {p}\nJSON:',
+        ask(
+            f'A person as JSON.\nPerson: a nurse aged 52\nJSON: {{"name": "Rosa", "age": 52}}\nPerson: {p}\nJSON:',
             max_tokens=64,
             temperature=0.8,
             seed=7 + i,
@@ -138,8 +143,8 @@ def test_long_prompt_fails_alone():
     small = LlamaCppBackend(Settings(batch_size=2, n_ctx=256, threads=1))
     try:
         reqs = [
-            GenerationRequest(prompt="word " * 400, max_tokens=8),
-            GenerationRequest(prompt="The capital of France is", max_tokens=8),
+            ask("word " * 400, max_tokens=8),
+            ask("The capital of France is", max_tokens=8),
         ]
         results = run(small, reqs)
     finally:
@@ -165,7 +170,7 @@ def test_shared_prefix_changes_nothing_but_speed(backend):
     # batch shapes, which can flip a greedy near-tie between any two batchings, shared prefix or not.
     prefix = "Notes from the storeroom:\n" + "".join(f"- {line}\n" for line in LINES) + "\nThe same notes, copied:\n"
     reqs = [
-        GenerationRequest(prompt=prefix + "- " + " ".join(line.split()[:3]), max_tokens=12, temperature=0.0, stop=["\n"])
+        ask(prefix + "- " + " ".join(line.split()[:3]), max_tokens=12, temperature=0.0, stop=["\n"])
         for line in LINES
     ]
     shared = run(backend, reqs)
@@ -197,8 +202,8 @@ def test_requests_with_a_common_head_evaluate_it_once(batch_size):
         head = "Notes from the storeroom:\n" + "".join(f"- {line}\n" for line in notes) + "\nThe same notes, copied:\n"
         for line in notes:
             expected[len(reqs)] = " " + " ".join(line.split()[3:])
-            reqs.append(GenerationRequest(prompt=head + "- " + " ".join(line.split()[:3]), max_tokens=12,
-                                          temperature=0.0, stop=["\n"]))
+            reqs.append(ask(head + "- " + " ".join(line.split()[:3]), max_tokens=12,
+                            temperature=0.0, stop=["\n"]))
     backend = LlamaCppBackend(Settings(batch_size=batch_size, n_ctx=1024, threads=1))
     try:
         shared = run(backend, reqs)

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from personahub_core.backends.base import BackendError, GenerationRequest, GenerationResult
+from personahub_core.backends.base import BackendError, Completion, Prompt
 from personahub_core.backends.openai_http import OpenAIBackend
 from personahub_core.settings import Settings
 from fault_server import FaultServer
@@ -40,16 +40,19 @@ def make_backend(url: str, **overrides: object) -> OpenAIBackend:
     return OpenAIBackend(Settings(**fields))
 
 
-def chat(text: str, **kw: object) -> GenerationRequest:
-    return GenerationRequest(prompt=f"Q: {text}\nA:", messages=[{"role": "user", "content": text}], **kw)
+SAMPLING = {"temperature": 0.8, "top_p": 0.95, "seed": 0}  # what the driver fills in from the run's settings
 
 
-def run(backend: OpenAIBackend, requests: list[GenerationRequest]) -> dict[int, GenerationResult]:
-    results: dict[int, GenerationResult] = {}
-    for index, result in backend.generate(requests):
+def chat(text: str, **kw: object) -> Prompt:
+    return Prompt(completion=f"Q: {text}\nA:", chat=[{"role": "user", "content": text}], **{**SAMPLING, **kw})
+
+
+def run(backend: OpenAIBackend, prompts: list[Prompt]) -> dict[int, Completion]:
+    results: dict[int, Completion] = {}
+    for index, result in backend.generate(prompts):
         assert index not in results, f"index {index} yielded twice"
         results[index] = result
-    assert sorted(results) == list(range(len(requests)))
+    assert sorted(results) == list(range(len(prompts)))
     return results
 
 
@@ -211,7 +214,7 @@ def test_chat_by_default_and_prompt_only_requests_use_completions() -> None:
     with FaultServer() as server:
         backend = make_backend(server.url)
         assert backend.info().has_chat_template is True
-        run(backend, [chat("c"), GenerationRequest(prompt="only a prompt")])
+        run(backend, [chat("c"), Prompt(completion="only a prompt", **SAMPLING)])
     assert sorted(r.path for r in server.received) == ["/v1/chat/completions", "/v1/completions"]
 
 

@@ -35,7 +35,8 @@ def hook_signatures() -> dict[str, str]:
 def test_every_hook_is_documented_with_its_exact_signature():
     doc = HOOKS_DOC.read_text()
     signatures = hook_signatures()
-    assert set(signatures) == {"register_tasks", "register_backends", "register_executors", "register_commands"}
+    assert set(signatures) == {"register_tasks", "register_backends", "register_executors", "register_commands",
+                               "register_migrations"}
     for name, signature in signatures.items():
         assert f"## {name}" in doc, f"{name} has no section in hooks.md"
         assert signature in doc, f"hooks.md shows a different signature for {name}: expected {signature}"
@@ -97,6 +98,10 @@ def test_example_plugin_installs_is_discovered_and_runs(tmp_path, personas_file)
     assert len(rows) == 2
     assert rows[0]["synthesized text"].splitlines() == ["Lines of code at dawn", "coffee cools beside the logs", "the build is green now"]
     assert rows[0]["description"] == "haiku" and rows[0]["input persona"]
+    # parse() gets the whole completion: an answer cut at the token limit is rejected, not stored as a haiku.
+    cut = last_json(cli("run", "--plugin", "haiku", "--backend", "fake", "--limit", "1", "--season", "winter", "--json",
+                        "-q", env={**env, "PERSONAHUB_FAKE_ANSWER": "snow " * 60}, check=True))
+    assert (cut["items_done"], cut["items_rejected"]) == (0, 1)
 
 
 DOCS = REPO / "docs"
@@ -162,10 +167,19 @@ def test_plugins_show_prints_a_task():
     assert cli("plugins", "--json", check=True).stdout.lstrip().startswith("[")
 
 
-def test_shell_completion_is_offered():
-    assert "--show-completion" in cli("--help", check=True).stdout
-    script = cli("--show-completion", "bash", env={"SHELL": "/bin/bash"}, check=True).stdout
-    assert "_PERSONAHUB_COMPLETE" in script
+def complete(words: str) -> list[str]:
+    """What the completion script typer installs asks for on <TAB>: click's protocol, no shell detection."""
+    env = {"_PERSONAHUB_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+    return cli(env=env, check=True).stdout.split()
+
+
+def test_shell_completion_offers_commands_and_the_names_plugins_registered():
+    assert "--install-completion" in cli("--help", check=True).stdout
+    assert complete("personahub ru") == ["run", "runs"]
+    assert complete("personahub run --plugin m") == ["math", "minhash"]
+    assert complete("personahub plugins show n") == ["npc"]
+    assert complete("personahub run --backend ") == ["fake", "llama-cpp", "openai"]
+    assert complete("personahub run --executor ") == ["local", "ray"]
 
 
 def test_the_command_line_starts_without_the_model_libraries():
@@ -177,9 +191,31 @@ def test_the_command_line_starts_without_the_model_libraries():
     assert loaded == []
 
 
+COMMAND_IMPORTS = """
+import atexit, json, sys
+from personahub_core.cli import main
+watched = ("llama_cpp", "httpx", "ray")
+atexit.register(lambda: open("imported.json", "w").write(json.dumps(sorted(m for m in watched if m in sys.modules))))
+sys.argv = ["personahub", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("args, loaded", [
+    (["--help"], []),
+    (["stats"], []),
+    # config shows the chosen backend's options and checks the file's keys against every installed
+    # backend's: it imports their modules (the HTTP client's imports httpx), never llama.cpp or Ray.
+    (["config"], ["httpx"]),
+])
+def test_commands_that_run_no_model_import_no_model_library(tmp_path, args, loaded):
+    subprocess.run([sys.executable, "-c", COMMAND_IMPORTS, *args], capture_output=True, text=True, timeout=120)
+    assert json.loads((tmp_path / "imported.json").read_text()) == loaded
+
+
 def test_llama_cpp_says_once_when_it_decodes_fewer_sequences_than_asked():
     """--batch-size above llama.cpp's sequence limit, and a context too small for the batch: one note each."""
-    from personahub_core.backends.base import GenerationRequest
+    from personahub_core.backends.base import Prompt
     from personahub_core.backends.llama_cpp import LlamaCppBackend
     from personahub_core.settings import Settings
 
@@ -188,10 +224,10 @@ def test_llama_cpp_says_once_when_it_decodes_fewer_sequences_than_asked():
     backend.on_note = notes.append
     # ~90 prompt tokens and 20 answer tokens each, no shared head: two fit in 256 cells, the third waits.
     text = "The quick brown fox jumps over the lazy dog. " * 8
-    requests = [GenerationRequest(prompt=f"Note {i}. {text}", max_tokens=20, temperature=0.0, seed=i) for i in range(3)]
+    prompts = [Prompt(completion=f"Note {i}. {text}", max_tokens=20, temperature=0.0, seed=i) for i in range(3)]
     try:
         for _ in range(2):
-            assert len(list(backend.generate(requests))) == 3
+            assert len(list(backend.generate(prompts))) == 3
     finally:
         backend.close()
     assert len(notes) == 2, notes

@@ -20,7 +20,7 @@ import ray
 import ray.data
 from ray import cloudpickle
 
-from personahub_core import ray_executor, shards
+from personahub_core import pending, ray_executor, shards
 from personahub_core.hookspecs import hookimpl
 from personahub_core.ingest import ingest_paths
 from personahub_core.plugins import get_registry
@@ -201,8 +201,8 @@ class WordCount(Synthesizer):
     def prompt(self, persona):
         return Prompt(completion=f"Count the words: {persona}\nCount:", max_tokens=8)
 
-    def parse(self, text, persona):
-        return Synthesis(text=str(len(persona.split())), fields={"raw": text, "pid": os.getpid()})
+    def parse(self, completion, persona):
+        return Synthesis(text=str(len(persona.split())), fields={"raw": completion.text, "pid": os.getpid()})
 
 
 class Crash(WordCount):
@@ -210,7 +210,7 @@ class Crash(WordCount):
 
     name = "crash"
 
-    def parse(self, text, persona):
+    def parse(self, completion, persona):
         os._exit(3)
 
 
@@ -223,13 +223,27 @@ class FirstTryFails(WordCount):
         completion = yield self.prompt(item.data["persona"])
         if not item.earlier_runs:
             raise ValueError("the first try fails")
-        return self.parse(completion.text, item.data["persona"])
+        return self.parse(completion, item.data["persona"])
+
+
+class FilesSeen(WordCount):
+    """Notes, as it hands out each work item, how many item files the driver has written so far."""
+
+    name = "files-seen"
+    seen: list[int] = []
+
+    def work_items(self, ctx):
+        folder = Path(f"{ctx.settings.db}.shards") / ctx.run_id / "items"
+        for item in super().work_items(ctx):
+            FilesSeen.seen.append(len(list(folder.glob("*.parquet"))))
+            yield item
 
 
 class TestPlugin:
     @hookimpl
     def register_tasks(self, register):
         register(WordCount)
+        register(FilesSeen)
         register(Crash)
         register(FirstTryFails)
 
@@ -245,6 +259,30 @@ def test_task_instances_travel_to_actors_and_results_come_back(personas_file):
             output = json.loads(row["output"]) if isinstance(row["output"], str) else row["output"]
             assert output["synthesized text"] == str(len(row["persona"].split()))
             assert output["pid"] != os.getpid()  # parsed in an actor, not here
+
+
+def test_items_go_to_files_as_the_selection_streams_and_a_limited_run_resumes(personas_file, monkeypatch):
+    """The driver never holds the whole selection: keys are checked two at a time here, and each chunk of
+    pending items goes to a file the actors read before the next persona is read. --limit and resume
+    count as with the local executor."""
+    monkeypatch.setattr(pending, "CHECK_CHUNK", 2)
+    monkeypatch.setattr(ray_executor, "ITEMS_PER_BATCH", 1)
+    with plugins_registered(TestPlugin()):
+        run_task("import", ["--input", str(personas_file)])
+        FilesSeen.seen = []
+        first = run_task("files-seen", backend="fake", executor="ray", limit=3)
+        assert FilesSeen.seen == [0, 0, 1, 1]  # the fourth item was read, then the budget was spent
+        assert (first["items_done"], first["items_skipped"]) == (3, 0)
+        FilesSeen.seen = []
+        rest = run_task("files-seen", backend="fake", executor="ray")
+        assert FilesSeen.seen == [0, 0, 0, 0, 1, 1]  # the first two were stored: no file for them
+        assert (rest["items_done"], rest["items_skipped"]) == (3, 3)
+        run_task("import", ["--input", str(personas_file)], db="local.duckdb")
+        local = run_task("files-seen", backend="fake", db="local.duckdb", executor="local")
+        assert local["items_done"] == 6
+    keys = {db: set(stored(db)["generations"]) for db in ("personahub.duckdb", "local.duckdb")}
+    assert len(keys["personahub.duckdb"]) == 6 and keys["personahub.duckdb"] == keys["local.duckdb"]
+    assert not Path("personahub.duckdb.shards").exists()  # the item files went with the merged shards
 
 
 def test_failed_items_are_kept_with_their_raw_output_and_a_retry_replaces_them(personas_file):
@@ -300,7 +338,7 @@ SMALL = {"Alive": True, "Resources": {"CPU": 4.0}}
 ])
 def test_actor_plan(settings, nodes, actors, reserved, threads):
     plan = actor_plan(Settings(**settings), nodes)
-    assert (plan.actors, plan.resources, plan.settings.threads) == (actors, reserved, threads)
+    assert (plan.actors, plan.resources, plan.settings.model_extra.get("threads")) == (actors, reserved, threads)
 
 
 def test_actor_plan_refuses_what_the_cluster_cannot_hold():

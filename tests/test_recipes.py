@@ -23,10 +23,8 @@ A_LIMERICK = "The kettle goes on before dawn / I answer the mail with a yawn / t
 
 
 @pytest.fixture
-def db(tmp_path, personas_file):
-    path = tmp_path / "store.duckdb"
-    run_task("import", ["--input", str(personas_file)], db=path)
-    return path
+def db(personas_store):
+    return personas_store
 
 
 def rows(db, task: str) -> list[dict]:
@@ -79,15 +77,15 @@ def test_modes_show_the_demonstrations_as_the_paper_does(db):
         [request] = FakeBackend.calls
         prompts[mode] = request
     for mode, request in prompts.items():
-        assert request.prompt.endswith("\nAnswer:")
-        assert "limerick about rain, in the voice of this person:" in request.prompt
+        assert request.completion.endswith("\nAnswer:")
+        assert "limerick about rain, in the voice of this person:" in request.completion
         assert request.stop == ["\nAnswer:", "\nWrite a five-line limerick about", "\n"]
         assert request.max_tokens == 90 and request.temperature == 0.9
-        shown_outputs = sum(d["output"] in request.prompt for d in demos)
-        shown_personas = sum(d["persona"] in request.prompt for d in demos)
+        shown_outputs = sum(d["output"] in request.completion for d in demos)
+        shown_personas = sum(d["persona"] in request.completion for d in demos)
         assert shown_outputs == (0 if mode == "zero-shot" else 3), mode
         assert shown_personas == (3 if mode == "persona-few-shot" else 0), mode
-        assert request.messages[0]["content"].startswith("Here are some examples:") == (mode != "zero-shot")
+        assert request.chat[0]["content"].startswith("Here are some examples:") == (mode != "zero-shot")
 
 
 def test_schema_recipe_decodes_under_the_schema_and_checks_answers(db):

@@ -26,7 +26,7 @@ SECTIONS = {"overview": "The store at a glance", "personas": "Personas", "graph"
 
 def problem(request) -> str:
     """A question for most personas, a statement (rejected: asks no question) for the beekeeper."""
-    persona = request.prompt.rstrip().split("\n")[-2]
+    persona = request.completion.rstrip().split("\n")[-2]
     if "beekeeper" in persona:
         return "Honey is sweet and the bees are busy all summer long in the valley."
     words = [w for w in persona.lower().split() if len(w) > 4][:6]

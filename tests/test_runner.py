@@ -11,7 +11,11 @@ import time
 
 import pytest
 
+from personahub_core.api import parse_task_options
+from personahub_core.errors import UsageError
+from personahub_core.executors import LocalExecutor
 from personahub_core.hookspecs import hookimpl
+from personahub_core.settings import NoOptions
 from personahub_core.store import Store
 from personahub_core.tasks import Prompt, Rejected, Synthesis, Synthesizer
 from personahub_core.testing import FakeBackend, plugins_registered, run_task
@@ -30,7 +34,8 @@ class Echo(Synthesizer):
     def prompt(self, persona):
         return Prompt(completion=f"Persona: {persona}\nLine:", max_tokens=16, stop=["\n"])
 
-    def parse(self, text, persona):
+    def parse(self, completion, persona):
+        text = completion.text
         if "BAD" in text:
             raise Rejected("said BAD")
         if "BOOM" in text:
@@ -79,7 +84,7 @@ def test_rejected_answers_are_retried_once_then_stored_with_raw_output(echo):
 
 
 def test_plugin_exception_fails_the_item_not_the_run(echo):
-    FakeBackend.responder = lambda req: "BOOM" if "nurse" in req.prompt else "fine line"
+    FakeBackend.responder = lambda req: "BOOM" if "nurse" in req.completion else "fine line"
     summary = run_task("echo", backend="fake")
     assert summary["items_done"] == len(PERSONAS) - 1 and summary["items_failed"] == 1
     failed = [r for r in generations() if r["status"] == "failed"]
@@ -89,7 +94,7 @@ def test_plugin_exception_fails_the_item_not_the_run(echo):
 def test_retry_failed_reattempts_in_place_with_fresh_seeds(echo):
     FakeBackend.responder = lambda req: "BAD"
     run_task("echo", backend="fake", limit=2)
-    first = {(c.prompt, c.seed) for c in FakeBackend.calls}
+    first = {(c.completion, c.seed) for c in FakeBackend.calls}
     FakeBackend.calls.clear()
     FakeBackend.responder = lambda req: "good now"
     summary = run_task("echo", backend="fake", retry_failed=True)
@@ -98,7 +103,7 @@ def test_retry_failed_reattempts_in_place_with_fresh_seeds(echo):
     retried = [r for r in rows if r["attempts"] == 2]
     assert len(retried) == 2 and summary["items_done"] == len(PERSONAS)  # 2 retried + 4 new
     # The same prompts again, but never with a seed they already failed with.
-    again = [(c.prompt, c.seed) for c in FakeBackend.calls if c.prompt in {p for p, _ in first}]
+    again = [(c.completion, c.seed) for c in FakeBackend.calls if c.completion in {p for p, _ in first}]
     assert len(again) == 2 and not first & set(again)
 
 
@@ -114,12 +119,49 @@ def test_another_backend_or_model_does_the_work_again(echo):
     assert len({r["key"] for r in rows}) == 2 * n
 
 
+class Tallying(LocalExecutor):
+    """An executor that wraps the local path, as one that stores rows its own way (Ray) replaces it."""
+
+    name = "tallying"
+    handed: list[tuple[str, int]] = []
+
+    def run_items(self, task, ctx, items, label):
+        items = list(items)
+        Tallying.handed.append((task.name, len(items)))
+        super().run_items(task, ctx, items, label)
+
+
+class TallyingPlugin:
+    @hookimpl
+    def register_executors(self, register):
+        register(Tallying)
+
+
+def test_every_generative_task_reaches_its_executor_through_run_items(personas_file):
+    Tallying.handed = []
+    with plugins_registered(EchoPlugin(), TallyingPlugin()):
+        run_task("import", ["--input", str(personas_file)])
+        assert run_task("echo", backend="fake", executor="tallying")["items_done"] == len(PERSONAS)
+        # Every work item is handed over, stored ones too: skipping them is the executor's job.
+        assert run_task("echo", backend="fake", executor="tallying")["items_skipped"] == len(PERSONAS)
+    assert Tallying.handed == [("echo", len(PERSONAS))] * 2
+
+
+def test_a_task_without_options_takes_none(echo):
+    class Bare(Synthesizer):
+        name = "bare"
+
+    assert Bare.Options is NoOptions and FakeBackend.Options is NoOptions
+    with pytest.raises(UsageError, match="task 'bare' has no option --colour"):
+        parse_task_options(Bare, ["--colour", "red"])
+
+
 def test_same_seed_same_requests_and_seed_changes_them(echo, personas_file):
     def calls_in_fresh_store(db, **flags):
         run_task("import", ["--input", str(personas_file)], db=db)
         FakeBackend.calls.clear()
         run_task("echo", backend="fake", limit=3, db=db, **flags)
-        return [(c.prompt, c.seed) for c in FakeBackend.calls]
+        return [(c.completion, c.seed) for c in FakeBackend.calls]
 
     first = calls_in_fresh_store("a.duckdb")
     assert calls_in_fresh_store("b.duckdb") == first
@@ -173,8 +215,8 @@ class Slow(Synthesizer):
     name = "slow"
     def prompt(self, persona):
         return Prompt(completion=persona, max_tokens=8)
-    def parse(self, text, persona):
-        return Synthesis(text=text)
+    def parse(self, completion, persona):
+        return Synthesis(text=completion.text)
 
 def slow_answer(req):
     with open("calls.log", "a") as log:  # lets the test see progress without the store's lock

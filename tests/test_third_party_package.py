@@ -19,32 +19,39 @@ PACKAGE = '''
 """A third-party PersonaHub plugin: an echo backend, a one-at-a-time executor and a 'shout' command."""
 
 import typer
+from pydantic import BaseModel, Field
 
-from personahub_core.backends.base import Backend, GenerationResult, ModelInfo
+from personahub_core.backends.base import Backend, Completion, ModelInfo
 from personahub_core.executors import Executor
 from personahub_core.hookspecs import hookimpl
 from personahub_core.driving import drive
 
 
+class EchoOptions(BaseModel):
+    echo_times: int = Field(1, ge=1, description="how many times each answer says the reversed line")
+
+
 class EchoBackend(Backend):
     name = "echo"
     description = "answers every prompt with its last line, reversed word by word"
+    Options = EchoOptions
 
     def __init__(self, settings):
         self.settings = settings
+        self.times = self.options_from(settings).echo_times
         self.said = False
 
     def info(self):
         return ModelInfo(name="echo", context_length=100_000, has_chat_template=False)
 
-    def generate(self, requests):
+    def generate(self, prompts):
         if not self.said:
             self.said = True
             self.note("echo: answers are the prompt's last line reversed, not a model's")
-        for i, request in enumerate(requests):
-            line = request.prompt.rstrip().splitlines()[-1]
-            text = "echo says " + " ".join(reversed(line.split()))
-            yield i, GenerationResult(text, len(request.prompt.split()), len(text.split()))
+        for i, prompt in enumerate(prompts):
+            line = prompt.completion.rstrip().splitlines()[-1]
+            text = " / ".join(["echo says " + " ".join(reversed(line.split()))] * self.times)
+            yield i, Completion(text, prompt_tokens=len(prompt.completion.split()), completion_tokens=len(text.split()))
 
     def embed(self, texts):
         return [[float(len(t)), 1.0] for t in texts]
@@ -137,6 +144,29 @@ def test_a_package_adds_a_backend_an_executor_and_a_command(installed, tmp_path,
     (tmp_path / "personahub.toml").write_text('backend = "echo"\nexecutor = "one-by-one"\n')
     from_file = last_json(cli("run", "--plugin", recipe, "--limit", "1", "--seed", "2", "--json", "-q", env=installed, check=True))
     assert from_file["items_done"] == 1 and from_file["notes"]
+
+
+def test_a_backend_from_a_package_declares_its_own_options(installed, tmp_path, personas_file):
+    """EchoBackend's echo_times is set like any setting (flag-less: env or personahub.toml), shown by
+    `config` under the backend, validated when the backend is chosen, and used by the backend."""
+    (tmp_path / "personahub.toml").write_text('backend = "echo"\necho_times = 2\n')
+    cfg = json.loads(cli("config", "--json", env=installed, check=True).stdout)
+    assert cfg["backend_options"] == {"echo_times": {"value": 2, "from": "personahub.toml"}}
+    env = {**installed, "PERSONAHUB_ECHO_TIMES": "3"}
+    assert json.loads(cli("config", "--json", env=env, check=True).stdout)["backend_options"]["echo_times"] == {
+        "value": 3, "from": "env PERSONAHUB_ECHO_TIMES"}
+
+    cli("run", "--plugin", "import", "--input", personas_file, "-q", env=installed, check=True)
+    recipe = REPO / "docs" / "recipes" / "limerick.toml"
+    bad = cli("run", "--plugin", recipe, "--limit", "1", env={**installed, "PERSONAHUB_ECHO_TIMES": "0"})
+    assert (bad.returncode, bad.stderr.strip()) == (
+        2, "error: environment: PERSONAHUB_ECHO_TIMES: Input should be greater than or equal to 1 (got '0')")
+    assert [r["task"] for r in json.loads(cli("runs", "--json", env=installed, check=True).stdout)] == ["import"]
+    cli("run", "--plugin", recipe, "--limit", "1", "-q", env=installed, check=True)
+    cli("export", "limerick", "--format", "jsonl", "--out", tmp_path / "rows.jsonl", env=installed, check=True)
+    (row,) = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    said = row["synthesized text"].split(" / ")
+    assert len(said) == 2 and said[0] == said[1] and said[0].startswith("echo says")
 
 
 @pytest.mark.parametrize("flag, value, installed_names", [

@@ -1,52 +1,27 @@
 """What the runner asks of an LLM backend, and what it gets back.
 
-A backend turns a batch of requests into completions and a batch of texts into vectors. Each request
-carries both prompt forms; the backend uses ``messages`` when its model has a chat template and
-``prompt`` (the few-shot completion form) otherwise.
+A backend turns a batch of prompts into completions and a batch of texts into vectors. Each ``Prompt``
+carries both forms; the backend uses ``chat`` when its model has a chat template and ``completion``
+(the few-shot completion form) otherwise. The driver has filled in its sampling (temperature,
+top_p, seed) before the backend sees it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterator
 
+from pydantic import BaseModel
+
+from ..calls import Completion, Prompt
 from ..errors import PersonaHubError
+from ..settings import NoOptions, resolve_options
+
+__all__ = ["Backend", "BackendError", "Completion", "ModelInfo", "Prompt"]
 
 
 class BackendError(PersonaHubError):
     """A backend cannot work at all (missing model, unreachable server, bad key). One line, shown as is."""
-
-
-@dataclass
-class GenerationRequest:
-    prompt: str
-    messages: list[dict] | None = None
-    max_tokens: int = 256
-    temperature: float = 0.8
-    top_p: float = 0.95
-    seed: int = 0
-    stop: list[str] = field(default_factory=list)
-    json_schema: dict | None = None
-
-    def sampling(self) -> dict:
-        """The parameters that change the output, as recorded in provenance and cache keys."""
-        return {
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-            "stop": list(self.stop),
-        }
-
-
-@dataclass
-class GenerationResult:
-    text: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str = "stop"  # "stop" | "length" | "error"
-    error: str | None = None
-    cached: bool = False
 
 
 @dataclass
@@ -61,6 +36,9 @@ class Backend:
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    # Settings of this backend only (llama.cpp's n_ctx, a server's base_url): set by flag, PERSONAHUB_<NAME>
+    # or personahub.toml like any setting, shown by `personahub config`, validated when the backend is chosen.
+    Options: ClassVar[type[BaseModel]] = NoOptions
     # Where notes to the user go: a run sets it to its context's note (stderr and the run's notes).
     on_note: Callable[[str], None] | None = None
 
@@ -68,6 +46,11 @@ class Backend:
         """Tell the user about something that changes the run, such as a setting this backend lowered."""
         if self.on_note is not None:
             self.on_note(message)
+
+    @classmethod
+    def options_from(cls, settings) -> BaseModel:
+        """This backend's options from the settings' sources; a bad value is a one-line usage error."""
+        return resolve_options(cls.Options, settings)[0]
 
     @classmethod
     def model_label(cls, settings) -> str:
@@ -78,10 +61,10 @@ class Backend:
     def info(self) -> ModelInfo:
         raise NotImplementedError
 
-    def generate(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
-        """Yield ``(index into requests, result)`` as each request finishes, in any order.
+    def generate(self, prompts: list[Prompt]) -> Iterator[tuple[int, Completion]]:
+        """Yield ``(index into prompts, completion)`` as each prompt finishes, in any order.
 
-        A request that fails on its own (bad output, server gave up) yields a result with
+        A prompt that fails on its own (bad output, server gave up) yields a completion with
         ``finish_reason="error"`` and ``error`` set; only a backend-wide failure raises BackendError.
         """
         raise NotImplementedError

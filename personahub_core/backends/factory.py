@@ -1,4 +1,4 @@
-"""Building the configured backend, with the completion cache in front of it."""
+"""Building the backend a command resolved, with the completion cache in front of it."""
 
 from __future__ import annotations
 
@@ -7,24 +7,14 @@ import json
 import time
 from typing import Iterator
 
-from ..errors import UsageError
 from ..settings import Settings
 from ..tasks import work_key
-from .base import Backend, GenerationRequest, GenerationResult, ModelInfo
+from .base import Backend, Completion, ModelInfo, Prompt
 
 
-def backend_class(settings: Settings) -> type[Backend]:
-    """The registered backend the settings name, or a usage error listing the installed ones."""
-    from ..plugins import get_registry
-
-    backends = get_registry().backends
-    if settings.backend not in backends:
-        raise UsageError(f"unknown backend '{settings.backend}'; installed: {', '.join(sorted(backends))}")
-    return backends[settings.backend]
-
-
-def make_backend(settings: Settings, store=None, on_note=None) -> Backend:
-    backend = backend_class(settings)(settings)
+def make_backend(backend_cls: type[Backend], settings: Settings, store=None, on_note=None) -> Backend:
+    """The backend the command resolved, built, with the store's completion cache in front of it."""
+    backend = backend_cls(settings)
     backend.on_note = on_note
     if store is not None and settings.cache:
         backend = CachingBackend(backend, store)
@@ -57,16 +47,16 @@ class CachingBackend(Backend):
             self._info = self.inner.info()
         return self._info
 
-    def _key(self, req: GenerationRequest) -> str:
+    def _key(self, prompt: Prompt) -> str:
         info = self.info()
         # The form actually sent depends on the chat template, so only that form goes into the key.
-        sent = json.dumps(req.messages) if info.has_chat_template and req.messages else req.prompt
+        sent = json.dumps(prompt.chat) if info.has_chat_template and prompt.chat else prompt.completion
         # The prompt goes in as its own hash: JSON-escaping kilobytes of prompt per call costs more.
         digest = hashlib.sha256(sent.encode()).hexdigest()
-        return work_key(self.inner.name, info.name, digest, req.sampling(), req.json_schema)
+        return work_key(self.inner.name, info.name, digest, prompt.sampling(), prompt.json_schema)
 
-    def generate(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
-        keys = [self._key(r) for r in requests]
+    def generate(self, prompts: list[Prompt]) -> Iterator[tuple[int, Completion]]:
+        keys = [self._key(p) for p in prompts]
         stored = [k for k in keys if k in self._written and k not in self._fresh] if self._cold else keys
         hits = self.store.cache_get(stored) if stored else {}
         hits.update({k: self._fresh[k][1:] for k in keys if k in self._fresh})
@@ -74,12 +64,12 @@ class CachingBackend(Backend):
         for i, key in enumerate(keys):
             if key in hits:
                 text, pt, ct, finish = hits[key]
-                yield i, GenerationResult(text, pt, ct, finish, cached=True)
+                yield i, Completion(text, finish, pt, ct, cached=True)
             else:
                 misses.append(i)
         if not misses:
             return
-        for j, result in self.inner.generate([requests[i] for i in misses]):
+        for j, result in self.inner.generate([prompts[i] for i in misses]):
             i = misses[j]
             if result.finish_reason != "error":
                 self._fresh[keys[i]] = (keys[i], result.text, result.prompt_tokens, result.completion_tokens,

@@ -8,7 +8,7 @@ import os
 from typing import Callable, ClassVar, Iterator
 
 from ..settings import Settings
-from .base import Backend, GenerationRequest, GenerationResult, ModelInfo
+from .base import Backend, Completion, ModelInfo, Prompt
 
 
 def example_for_schema(schema: dict, seed: str = "x") -> object:
@@ -28,21 +28,21 @@ def example_for_schema(schema: dict, seed: str = "x") -> object:
     return f"{seed} value"
 
 
-KEEP_CALLS = 2_000  # FakeBackend.calls keeps the latest requests, for tests to inspect
+KEEP_CALLS = 2_000  # FakeBackend.calls keeps the latest prompts, for tests to inspect
 
 
 class FakeBackend(Backend):
-    """Deterministic answers without a model: the same request always gets the same text.
+    """Deterministic answers without a model: the same prompt always gets the same text.
 
-    Set ``FakeBackend.responder`` to a function of the request to script answers in a test, or the
+    Set ``FakeBackend.responder`` to a function of the prompt to script answers in a test, or the
     environment variable ``PERSONAHUB_FAKE_ANSWER`` to one fixed answer (for command-line tests).
-    Requests with a JSON schema get a value that satisfies it.
+    Prompts with a JSON schema get a value that satisfies it.
     """
 
     name = "fake"
     description = "deterministic answers for tests and dry runs; no model"
-    responder: ClassVar[Callable[[GenerationRequest], str] | None] = None
-    calls: ClassVar[list[GenerationRequest]] = []
+    responder: ClassVar[Callable[[Prompt], str] | None] = None
+    calls: ClassVar[list[Prompt]] = []
 
     def __init__(self, settings: Settings | None = None):
         self.settings = settings
@@ -54,27 +54,27 @@ class FakeBackend(Backend):
     def info(self) -> ModelInfo:
         return ModelInfo(name="fake", context_length=4096, has_chat_template=False)
 
-    def generate(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
+    def generate(self, prompts: list[Prompt]) -> Iterator[tuple[int, Completion]]:
         calls = FakeBackend.calls
         if len(calls) > KEEP_CALLS:  # a long benchmark run must not keep every prompt it sent
             del calls[: len(calls) - KEEP_CALLS // 2]
-        for i, req in enumerate(requests):
-            calls.append(req)
+        for i, prompt in enumerate(prompts):
+            calls.append(prompt)
             if FakeBackend.responder is not None:
-                text = FakeBackend.responder(req)
+                text = FakeBackend.responder(prompt)
             elif "PERSONAHUB_FAKE_ANSWER" in os.environ:
                 text = os.environ["PERSONAHUB_FAKE_ANSWER"]
-            elif req.json_schema is not None:
-                text = json.dumps(example_for_schema(req.json_schema))
+            elif prompt.json_schema is not None:
+                text = json.dumps(example_for_schema(prompt.json_schema))
             else:
-                digest = hashlib.sha256(f"{req.prompt}|{req.seed}".encode()).hexdigest()[:8]
+                digest = hashlib.sha256(f"{prompt.completion}|{prompt.seed}".encode()).hexdigest()[:8]
                 text = f"A fake persona {digest} who tests data pipelines on weekends."
             words = text.split()  # a word stands for a token
-            if len(words) > req.max_tokens:
-                text, finish = " ".join(words[: req.max_tokens]), "length"
+            if len(words) > prompt.max_tokens:
+                text, finish = " ".join(words[: prompt.max_tokens]), "length"
             else:
                 finish = "stop"
-            yield i, GenerationResult(text, len(req.prompt.split()), min(len(words), req.max_tokens), finish)
+            yield i, Completion(text, finish, len(prompt.completion.split()), min(len(words), prompt.max_tokens))
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Bag-of-words hashed into 64 dimensions, L2-normalised: similar texts get close vectors."""

@@ -4,7 +4,7 @@ One llama.cpp context holds up to ``batch_size`` sequences in a unified KV cache
 advances every active sequence by one token and prefills newly admitted ones; a finished sequence is
 yielded at once and its slot refilled from the queue. The few-shot prefix that the prompts of a task
 share is evaluated once into a spare sequence and copied into each new one (in a unified cache the copy
-only tags cells), so each request prefills just its own suffix. Requests that share a longer head among
+only tags cells), so each prompt prefills just its own suffix. Prompts that share a longer head among
 themselves (one text asked about from several perspectives) evaluate it once too: in the same decode
 when admitted together, by copying cells when one of them is already evaluated or has just finished.
 """
@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from personahub_core.backends.base import Backend, BackendError, GenerationRequest, GenerationResult, ModelInfo
+from pydantic import BaseModel, Field
+
+from personahub_core.backends.base import Backend, BackendError, Completion, ModelInfo, Prompt
 from personahub_core.models import default_model_path
 from personahub_core.settings import Settings
 
@@ -131,13 +133,13 @@ class _Candidates:
 
 
 class _Sampler:
-    """One request's sampling: temperature, nucleus, seed, and optionally a grammar.
+    """One prompt's sampling: temperature, nucleus, seed, and optionally a grammar.
 
     llama_sampler_sample copies all 262k logits into a candidate array before any sampler runs, and its
     top_p sorts them: 2-20 ms a token. Here numpy first keeps only the tokens within TAIL_CUTOFF of the
     likeliest one at this temperature (a min_p cut; the tail it drops held under 1% of the mass at
     temperature 1 on this model, so a 0.95 nucleus is practically unchanged), and the llama.cpp chain
-    (temperature, top_p, dist with the request's seed) runs on those few: ~0.4 ms a token. Greedy
+    (temperature, top_p, dist with the prompt's seed) runs on those few: ~0.4 ms a token. Greedy
     decoding is an argmax.
 
     A grammar pass over the whole vocabulary costs ~60 ms, so a grammar only vets the proposed token;
@@ -147,15 +149,15 @@ class _Sampler:
     greedy decoding.
     """
 
-    def __init__(self, vocab: lc.llama_vocab_p, request: GenerationRequest, grammar: str | None) -> None:
-        self.temperature = request.temperature
+    def __init__(self, vocab: lc.llama_vocab_p, prompt: Prompt, grammar: str | None) -> None:
+        self.temperature = prompt.temperature
         self.chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         if self.temperature <= 0:
             self._add(lc.llama_sampler_init_greedy())  # only for the full grammar pass
         else:
             self._add(lc.llama_sampler_init_temp(self.temperature))  # temperature first, as in HF/OpenAI
-            self._add(lc.llama_sampler_init_top_p(request.top_p, 1))
-            self._add(lc.llama_sampler_init_dist(request.seed & 0xFFFFFFFF))
+            self._add(lc.llama_sampler_init_top_p(prompt.top_p, 1))
+            self._add(lc.llama_sampler_init_dist(prompt.seed & 0xFFFFFFFF))
         self.grammar = None
         if grammar is not None:
             self.grammar = lc.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
@@ -212,7 +214,7 @@ class _Sampler:
 
 @dataclass(eq=False)
 class _Seq:
-    index: int  # into the requests
+    index: int  # into the prompts
     slot: int  # llama.cpp sequence id
     sampler: _Sampler
     prompt: list[int]
@@ -229,9 +231,9 @@ class _Seq:
     # tokens before that end are evaluated for them too, then the list is emptied.
     followers: list[tuple[int, int]] = field(default_factory=list)
 
-    def result(self) -> GenerationResult:
+    def result(self) -> Completion:
         text = self.text[: self.cut] if self.cut >= 0 else self.text
-        return GenerationResult(
+        return Completion(
             text=text.decode("utf-8", "ignore"),  # "ignore": a length cut can split a character
             prompt_tokens=len(self.prompt),
             completion_tokens=self.n_out,
@@ -239,8 +241,8 @@ class _Seq:
         )
 
 
-def _failed(error: str, prompt_tokens: int = 0) -> GenerationResult:
-    return GenerationResult(text="", prompt_tokens=prompt_tokens, finish_reason="error", error=error)
+def _failed(error: str, prompt_tokens: int = 0) -> Completion:
+    return Completion(text="", prompt_tokens=prompt_tokens, finish_reason="error", error=error)
 
 
 def _model_path(settings: Settings) -> Path:
@@ -259,22 +261,32 @@ def _check_gguf(path: Path) -> None:
         raise BackendError(f"{path} is not a GGUF file")
 
 
+class LlamaCppOptions(BaseModel):
+    # 8192 lets 16 NPC-sized requests (a ~1,000-token shared world prefix plus 300 tokens each) decode
+    # together; at 4096 only half of them fit. It costs 150 MB of KV cache with the default model.
+    n_ctx: int = Field(8192, ge=256, description="llama.cpp context size shared by all parallel sequences")
+    threads: int | None = Field(None, ge=1, description="llama.cpp threads (default: all cores)")
+    n_gpu_layers: int = Field(0, ge=-1, description="layers offloaded to the GPU (-1 = all) for GPU builds")
+
+
 class LlamaCppBackend(Backend):
     name = "llama-cpp"
     description = "GGUF models through llama.cpp, many sequences per decode (default: bundled Gemma 3 270M)"
+    Options = LlamaCppOptions
 
     def __init__(self, settings: Settings, share_prefix: bool = True) -> None:
+        options = self.options_from(settings)
         _load_llama()
         self.share_prefix = share_prefix
         self.path = _model_path(settings)
         _check_gguf(self.path)
         self.timings = Timings()
-        self._threads = settings.threads or len(os.sched_getaffinity(0))
-        self._n_ctx_setting = settings.n_ctx
+        self._threads = options.threads or len(os.sched_getaffinity(0))
+        self._n_ctx_setting = options.n_ctx
         self._model = self._ctx = self._batch = self._embed_ctx = self._embed_batch = None
 
         params = lc.llama_model_default_params()
-        params.n_gpu_layers = settings.n_gpu_layers
+        params.n_gpu_layers = options.n_gpu_layers
         # Extra buffer types put weights in AMX or repacked layouts. llama-cpp-python built with GCC 12 on an
         # AMX CPU loads an empty tile configuration (the compiler drops its row and column stores) and dies
         # of SIGILL at the first AMX matmul. Plain kernels are safe everywhere.
@@ -296,7 +308,7 @@ class LlamaCppBackend(Backend):
             self._unsaid.append(f"llama-cpp: --batch-size {settings.batch_size} lowered to {self._slots}: llama.cpp "
                                 f"decodes at most {lc.llama_max_parallel_sequences()} sequences in one context, "
                                 "one of which holds the shared prompt prefix")
-        self._ctx = self._new_context(settings.n_ctx, N_BATCH, self._slots + 1, embeddings=False)
+        self._ctx = self._new_context(options.n_ctx, N_BATCH, self._slots + 1, embeddings=False)
         self._n_ctx = lc.llama_n_ctx(self._ctx)
         self._batch = _Batch(N_BATCH, self._slots + 1)
         self._n_vocab = lc.llama_vocab_n_tokens(self._vocab)
@@ -332,7 +344,7 @@ class LlamaCppBackend(Backend):
 
     # -- generation
 
-    def generate(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
+    def generate(self, prompts: list[Prompt]) -> Iterator[tuple[int, Completion]]:
         if self._generating:  # both would share (and clear) the one KV cache
             raise BackendError("a llama-cpp backend runs one generate() at a time; use one backend per thread")
         self._generating = True
@@ -340,17 +352,17 @@ class LlamaCppBackend(Backend):
             self.note(message)
         self._unsaid = []
         try:
-            yield from self._generate(requests)
+            yield from self._generate(prompts)
         finally:
             self._generating = False
 
-    def _generate(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
+    def _generate(self, prompts: list[Prompt]) -> Iterator[tuple[int, Completion]]:
         start = time.perf_counter()
         self.timings = Timings()
         queue: deque[tuple[int, list[int]]] = deque()
-        for i, request in enumerate(requests):
+        for i, prompt in enumerate(prompts):
             try:
-                tokens = self._prompt_tokens(request)
+                tokens = self._prompt_tokens(prompt)
             except Exception as exc:  # a chat template can raise anything from inside Jinja
                 yield i, _failed(f"cannot format the chat messages: {exc}")
                 continue
@@ -373,19 +385,19 @@ class LlamaCppBackend(Backend):
                 fresh: list[_Seq] = []  # admitted this round; joins active after admission
                 while queue and free:
                     i, tokens = queue[0]
-                    limit = max(1, min(requests[i].max_tokens, self._n_ctx - len(tokens)))
+                    limit = max(1, min(prompts[i].max_tokens, self._n_ctx - len(tokens)))
                     cells = len(tokens) - len(prefix) + limit
                     if used + cells > self._n_ctx:
                         kv_bound = True
                         break  # wait for running sequences to free cells; FIFO keeps runs reproducible
                     queue.popleft()
                     try:
-                        sampler = _Sampler(self._vocab, requests[i], self._grammar(requests[i].json_schema))
+                        sampler = _Sampler(self._vocab, prompts[i], self._grammar(prompts[i].json_schema))
                     except ValueError as exc:
                         yield i, _failed(str(exc), len(tokens))
                         continue
                     slot, shared = self._place(tokens, len(prefix), free, active, fresh, finished)
-                    fresh.append(self._admit(i, requests[i], sampler, tokens, slot, shared, limit, cells))
+                    fresh.append(self._admit(i, prompts[i], sampler, tokens, slot, shared, limit, cells))
                     used += cells
                 for slot in finished:
                     lc.llama_memory_seq_rm(mem, slot, -1, -1)
@@ -424,7 +436,7 @@ class LlamaCppBackend(Backend):
         """Take a free slot and give it the cells of the longest prompt head another sequence has or gets.
 
         Returns the slot and how many prompt tokens it need not evaluate. The first ``start`` tokens (the
-        prefix all requests share) are in the spare sequence. An evaluated sequence (``settled``) lends
+        prefix all prompts share) are in the spare sequence. An evaluated sequence (``settled``) lends
         its cells; one that just ended (``finished``: its slot is free, its cells kept until admission is
         over) hands over its slot; one admitted this round (``fresh``) evaluates its head for this one too.
         """
@@ -459,17 +471,17 @@ class LlamaCppBackend(Backend):
         return slot, shared
 
     def _admit(
-        self, index: int, request: GenerationRequest, sampler: _Sampler, tokens: list[int], slot: int, shared: int,
+        self, index: int, prompt: Prompt, sampler: _Sampler, tokens: list[int], slot: int, shared: int,
         limit: int, cells: int,
     ) -> _Seq:
         self.timings.prompt_tokens += len(tokens) - shared
-        stops = [s.encode("utf-8") for s in request.stop if s]
+        stops = [s.encode("utf-8") for s in prompt.stop if s]
         return _Seq(index, slot, sampler, tokens, tokens[shared:], shared, limit, cells, stops)
 
-    def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
-        if self._template is None or not request.messages:
-            return self._tokenize(request.prompt, parse_special=False)
-        tokens = self._tokenize(self._render_chat(request.messages), parse_special=True)
+    def _prompt_tokens(self, prompt: Prompt) -> list[int]:
+        if self._template is None or not prompt.chat:
+            return self._tokenize(prompt.completion, parse_special=False)
+        tokens = self._tokenize(self._render_chat(prompt.chat), parse_special=True)
         bos = lc.llama_vocab_bos(self._vocab)
         if len(tokens) > 1 and tokens[0] == tokens[1] == bos:  # the template wrote its own BOS
             tokens = tokens[1:]
@@ -497,7 +509,7 @@ class LlamaCppBackend(Backend):
     def _hold_prefix(self, prefix: list[int]) -> None:
         """Put the prefix in the spare sequence, reading only what the last call's prefix did not have.
 
-        The runner sends a task's requests in windows, all with the same few-shot prefix: each window
+        The runner sends a task's prompts in windows, all with the same few-shot prefix: each window
         after the first finds it already there.
         """
         mem = lc.llama_get_memory(self._ctx)

@@ -18,15 +18,16 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 import httpx
+from pydantic import BaseModel, Field, field_validator
 
 from personahub_core.backends.base import (
     Backend,
     BackendError,
-    GenerationRequest,
-    GenerationResult,
+    Completion,
     ModelInfo,
+    Prompt,
 )
-from personahub_core.settings import Settings, redact, redact_url
+from personahub_core.settings import Settings, redact, redact_url, url_with_host
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,9 +39,21 @@ class RequestFailed(Exception):
     """One request failed for good; the message is the one-line reason recorded with the result."""
 
 
+class OpenAIOptions(BaseModel):
+    base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    api_key: str | None = Field(None, description="API key (else OPENAI_API_KEY)")
+    openai_chat: bool = Field(True, description="chat endpoint (false: /completions with few-shot prompts)")
+    request_timeout: float = Field(120.0, gt=0, description="HTTP timeout per request, seconds")
+    max_retries: int = Field(5, ge=0, description="HTTP retries on 429 / 5xx / timeouts")
+    n_ctx: int = Field(8192, ge=256, description="context length assumed when the server does not say")
+
+    _url_with_host = field_validator("base_url")(url_with_host)
+
+
 class OpenAIBackend(Backend):
     name = "openai"
     description = "OpenAI-compatible HTTP server (vLLM, llama.cpp server, Ollama, OpenAI)"
+    Options = OpenAIOptions
 
     # Class attributes so tests can shrink the waits.
     backoff_base: ClassVar[float] = 0.5
@@ -49,24 +62,25 @@ class OpenAIBackend(Backend):
     embed_batch_size: ClassVar[int] = 64
 
     def __init__(self, settings: Settings) -> None:
-        if not settings.base_url:
+        self.options = options = self.options_from(settings)
+        if not options.base_url:
             raise BackendError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        if not re.match(r"https?://", settings.base_url):
-            raise BackendError(f"--base-url must start with http:// or https:// (got {redact_url(settings.base_url)!r})")
+        if not re.match(r"https?://", options.base_url):
+            raise BackendError(f"--base-url must start with http:// or https:// (got {redact_url(options.base_url)!r})")
         if not settings.model:
             raise BackendError("--backend openai needs --model NAME (the model name the server serves)")
-        self.base_url = settings.base_url.rstrip("/")
+        self.base_url = options.base_url.rstrip("/")
         self.public_url = redact_url(self.base_url)  # what messages show: no user or password
         self.model = settings.model
         self.embedding_model = settings.embedding_model or settings.model
         self.settings = settings
-        self.chat = settings.openai_chat
-        key = settings.api_key or os.environ.get("PERSONAHUB_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self.chat = options.openai_chat
+        key = options.api_key or os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._key = key
         self.client = httpx.Client(
             headers=headers,
-            timeout=settings.request_timeout,
+            timeout=options.request_timeout,
             limits=httpx.Limits(max_connections=settings.batch_size, max_keepalive_connections=settings.batch_size),
         )
         self._context_length: int | None = None
@@ -78,13 +92,13 @@ class OpenAIBackend(Backend):
         self._check_server()
         return ModelInfo(
             name=self.model,
-            context_length=self._context_length or self.settings.n_ctx,
+            context_length=self._context_length or self.options.n_ctx,
             has_chat_template=self.chat,
         )
 
-    def generate(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
+    def generate(self, prompts: list[Prompt]) -> Iterator[tuple[int, Completion]]:
         self._check_server()
-        yield from self._in_pool(self._generate_one, requests)
+        yield from self._in_pool(self._generate_one, prompts)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         self._check_server()
@@ -100,32 +114,32 @@ class OpenAIBackend(Backend):
 
     # -- one request ---------------------------------------------------------------------------------
 
-    def _generate_one(self, req: GenerationRequest, stop: threading.Event) -> GenerationResult:
-        use_chat = self.chat and req.messages is not None
+    def _generate_one(self, prompt: Prompt, stop: threading.Event) -> Completion:
+        use_chat = self.chat and prompt.chat is not None
         body: dict[str, Any] = {
             "model": self.model,
-            "max_tokens": req.max_tokens,
-            "temperature": req.temperature,
-            "top_p": req.top_p,
-            "seed": req.seed,
+            "max_tokens": prompt.max_tokens,
+            "temperature": prompt.temperature,
+            "top_p": prompt.top_p,
+            "seed": prompt.seed,
         }
         if use_chat:
-            body["messages"] = req.messages
+            body["messages"] = prompt.chat
         else:
-            body["prompt"] = req.prompt
-        if req.stop:
-            body["stop"] = list(req.stop)
-        if req.json_schema is not None:
+            body["prompt"] = prompt.completion
+        if prompt.stop:
+            body["stop"] = list(prompt.stop)
+        if prompt.json_schema is not None:
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "output", "schema": req.json_schema},
+                "json_schema": {"name": "output", "schema": prompt.json_schema},
             }
 
-        def parse(data: Any) -> GenerationResult:
+        def parse(data: Any) -> Completion:
             choice = data["choices"][0]
             text = choice["message"]["content"] if use_chat else choice["text"]
             usage = data.get("usage") or {}
-            return GenerationResult(
+            return Completion(
                 text=text or "",
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
                 completion_tokens=int(usage.get("completion_tokens") or 0),
@@ -135,7 +149,7 @@ class OpenAIBackend(Backend):
         try:
             return self._post("/chat/completions" if use_chat else "/completions", body, parse, stop)
         except RequestFailed as exc:
-            return GenerationResult(text="", finish_reason="error", error=str(exc))
+            return Completion(text="", finish_reason="error", error=str(exc))
 
     def _embed_batch(self, texts: list[str], stop: threading.Event) -> list[list[float]]:
         def parse(data: Any) -> list[list[float]]:
@@ -156,14 +170,14 @@ class OpenAIBackend(Backend):
         """
         url = self.base_url + path
         shown = self.public_url + path
-        attempts = self.settings.max_retries + 1
+        attempts = self.options.max_retries + 1
         for attempt in range(attempts):
             retry_after: float | None = None
             detail = ""
             try:
                 resp = self.client.post(url, json=body)
             except httpx.TimeoutException:
-                reason = f"timed out ({self.settings.request_timeout:g} s)"
+                reason = f"timed out ({self.options.request_timeout:g} s)"
             except httpx.TransportError as exc:
                 reason, detail = "connection error", _describe(exc)
             else:

@@ -10,9 +10,10 @@ the cost grows as n^1.5 instead of n^2. docs/dedup.md measures what the buckets 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from personahub_core.dedup import KEPT, checked, cluster_roots, forget, keep_earliest, record, unchecked_personas
+from personahub_core.dedup import DedupOutline, cluster_roots, keep_earliest
 from personahub_core.hookspecs import hookimpl
 from personahub_core.tasks import Deduplicator
 from personahub_core.vector_search import VectorIndex, embed_missing, index_path, kept_vectors, model_name, similar_pairs
@@ -27,50 +28,39 @@ class Options(BaseModel):
     fresh: bool = Field(False, description="forget earlier embedding results and check every persona again")
 
 
-class EmbeddingDeduplicator(Deduplicator):
+class EmbeddingDeduplicator(DedupOutline, Deduplicator):
     name = METHOD
     description = "near-duplicate personas by embedding cosine similarity, compared within k-means buckets"
     Options = Options
+    dedup_step = 3  # `personahub dedup`: last, on what MinHash kept (the paper's order)
+    dedup_measure = "cosine"  # `personahub dedup --cosine` sets its threshold
 
-    def run(self, ctx) -> None:
+    def compare(self, ctx, count, batches) -> None:
         o, store = self.options, ctx.store
-        if o.fresh:
-            forget(store, METHOD)
-        total = store.count("personas")
-        if total == 0:
-            ctx.note("embedding: the store has no personas; nothing to deduplicate")
-            return
-        new = unchecked_personas(store, METHOD, ctx.where, ctx.limit)
-        if new.num_rows == 0:
-            ctx.note(f"embedding: all {total} personas are already checked or marked; nothing new")
-            return
+        new = pa.Table.from_batches(list(batches))
         texts = new.column("persona").to_pylist()
         wordless = {pid for pid, t in zip(new.column("id").to_pylist(), texts) if not any(ch.isalnum() for ch in t)}
         new_ids = [pid for pid in new.column("id").to_pylist() if pid not in wordless]
         model = model_name(ctx.settings, ctx.backend)
-        store.con.register("_new", new.select(["id"]))
-        try:
-            with ctx.progress("embedding", total=None) as progress:
-                participants = f"({checked(METHOD)} OR p.id IN (SELECT id FROM _new))"
-                embed_missing(store, ctx.backend, model, ctx.note, progress, only=participants)
-        finally:
-            store.con.unregister("_new")
+        kept = store.select_personas(checked_by=METHOD, columns=("id",)).column("id")  # checked and kept earlier
+        participants = pa.chunked_array(kept.chunks + new.column("id").chunks, pa.string())
+        with ctx.progress("embedding", total=None) as progress:
+            embed_missing(store, ctx.backend, model, ctx.note, progress, ids=participants)
         with VectorIndex(index_path(ctx.settings.db)) as index:
             centroids = index.sync(store, model)
-            marks = self.compare(ctx, model, new_ids, centroids) if new_ids else []
-            record(store, METHOD, ctx.run_id, new.column("id").to_pylist(), marks)
+            marks = self.pairs(ctx, model, kept, new_ids, centroids) if new_ids else []
+            self.mark(ctx, new.column("id"), marks)
             index.sync(store, model)  # the newly marked leave the search index
-        ctx.stats.items_done += new.num_rows
         if wordless:
             ctx.note(f"embedding: {len(wordless)} personas have no words; not compared (the quality filter marks them)")
         ctx.note(f"embedding: checked {len(new_ids)} new personas; marked {len(marks)} near-duplicates "
                  f"at cosine >= {o.threshold}")
 
-    def compare(self, ctx, model: str, new_ids: list[str], centroids: np.ndarray) -> list[dict]:
+    def pairs(self, ctx, model: str, kept: pa.ChunkedArray, new_ids: list[str], centroids: np.ndarray) -> list[dict]:
         """Numbering kept-first (already checked and kept), then new, both in creation order."""
         o = self.options
         _, ids, vectors = kept_vectors(ctx.store, model)
-        refs = {r[0] for r in ctx.store.query(f"SELECT p.id FROM personas p WHERE {KEPT} AND {checked(METHOD)}")}
+        refs = set(kept.to_pylist())
         position = {pid: k for k, pid in enumerate(ids)}
         new_set = set(new_ids)
         order = [position[pid] for pid in ids if pid in refs] + [position[pid] for pid in new_ids if pid in position]

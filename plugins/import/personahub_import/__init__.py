@@ -1,10 +1,11 @@
 """Import personas: PersonaHub's released ``{"persona": ...}`` jsonl (optionally with an id), or plain
 text with one persona per line. Invalid lines are reported with their line numbers and skipped.
 
-The file goes through DuckDB's own reader and one ``INSERT ... SELECT``: a persona's id is a hash of
-its text and the id the file gives it (kept as ``source_id``), so a different text under a repeated id
-is never lost, and the same line imported twice is one persona. Exact duplicates under different ids
-are all kept, for dedup to mark. Personas already stored are left out by an anti-join.
+The file goes through DuckDB's own reader (an in-memory DuckDB of the plugin's own) into one Arrow
+table, and that into the store by ``add_personas``: a persona's id is a hash of its text and the id
+the file gives it (kept as ``source_id``), so a different text under a repeated id is never lost, and
+the same line imported twice is one persona. Exact duplicates under different ids are all kept, for
+dedup to mark. Personas already stored are left out by the store's anti-join.
 """
 
 from __future__ import annotations
@@ -50,53 +51,43 @@ class ImportPersonas(PersonaSource):
         path = self.options.input
         if not path.is_file():
             raise UsageError(f"--input {path}: no such file")
-        con, stats = ctx.store.con, ctx.stats
-        limit = "" if ctx.limit is None else f"LIMIT {max(int(ctx.limit), 0)}"
-        with file_progress("import", 1, ctx.quiet):
+        stats = ctx.stats
+        # The file is read by a DuckDB of our own, in memory; the store sees only the finished personas.
+        with file_progress("import", 1, ctx.quiet), duckdb.connect() as con:
             try:
-                con.execute(f"CREATE OR REPLACE TEMP TABLE _incoming AS {self.records_sql()}", [str(path)])
-                rejected = self.rejects(ctx)
-                read, bad = con.execute("SELECT count(text), count(*) FILTER (WHERE bad) FROM _incoming").fetchone()
+                con.execute("SET memory_limit = '256MB'")  # a large file spills to disk instead of growing
+                con.execute(f"CREATE TEMP TABLE _incoming AS {self.records_sql()}", [str(path)])
+                rejected = self.rejects(ctx, con)
+                read, bad = con.execute("SELECT count(text), count(*) FILTER (WHERE bad) FROM _incoming").fetchall()[0]
                 # The id is work_key(persona), or work_key(source id, persona) when the file gives
                 # one (the JSON work_key hashes, written in SQL), as earlier versions made it.
-                new = f"""
-                    SELECT id, persona, source_id, n
-                    FROM (SELECT 'imp-' || sha256('[' || CASE WHEN source_id IS NULL THEN '' ELSE
-                                     to_json(source_id)::VARCHAR || ', ' END || to_json(persona)::VARCHAR || ']')[:24] AS id, *
-                          FROM (SELECT {normalised('text')} AS persona, source_id, min(rowid) AS n
-                                FROM _incoming WHERE text IS NOT NULL GROUP BY 1, 2)) i
-                    WHERE NOT EXISTS (SELECT 1 FROM personas p WHERE p.id = i.id)
-                """
-                # Under --limit, what the limit leaves out is neither done nor skipped.
-                candidates = con.execute(f"SELECT count(*) FROM ({new})").fetchone()[0] if limit else None
-                before = ctx.store.count("personas")
-                with ctx.store.transaction():
-                    con.execute(
-                        f"INSERT INTO personas (id, persona, origin, source_id, hop, task, run_id) "
-                        f"SELECT id, persona, 'import', coalesce(source_id, ?), 0, ?, ? FROM ({new}) ORDER BY n {limit}",
-                        [path.name, self.name, ctx.run_id],
-                    )
-                added = ctx.store.count("personas") - before
+                personas = con.sql(f"""
+                    SELECT 'imp-' || sha256('[' || CASE WHEN source_id IS NULL THEN '' ELSE
+                               to_json(source_id)::VARCHAR || ', ' END || to_json(persona)::VARCHAR || ']')[:24] AS id,
+                           persona, 'import' AS origin, coalesce(source_id, ?) AS source_id, 0 AS hop,
+                           ? AS task, ? AS run_id
+                    FROM (SELECT {normalised('text')} AS persona, source_id, min(rowid) AS n
+                          FROM _incoming WHERE text IS NOT NULL GROUP BY 1, 2)
+                    ORDER BY n
+                """, params=[path.name, self.name, ctx.run_id]).to_arrow_table()
             except duckdb.Error as exc:
                 raise file_error(path, exc) from None
             except (OSError, EOFError) as exc:
                 raise file_error(path, exc) from None
-            finally:
-                con.execute("DROP TABLE IF EXISTS _incoming")
+        new, added = ctx.store.add_personas(personas, limit=ctx.limit)
         stats.items_done += added
         stats.personas_added += added
-        stats.items_skipped += read - (added if candidates is None else candidates)
+        # Under --limit, what the limit leaves out is neither done nor skipped.
+        stats.items_skipped += read - (added if ctx.limit is None else new)
         stats.items_failed += bad + len(rejected)
         self.report(ctx, rejected, bad)
 
-    def rejects(self, ctx) -> list[tuple[int, str]]:
+    def rejects(self, ctx, con) -> list[tuple[int, str]]:
         """(line, problem) for each line DuckDB's reader refused. Lines with invalid UTF-8 are taken
         from DuckDB's copy, the bad bytes replaced, and counted instead."""
-        con = ctx.store.con
-        if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = '_rejected'").fetchone()[0]:
+        if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = '_rejected'").fetchall()[0][0]:
             return []
         rows = con.execute("SELECT line, error_type, csv_line FROM _rejected ORDER BY line").fetchall()
-        con.execute("DROP TABLE _rejected; DROP TABLE _rejected_scans")
         names = {"CAST": "invalid JSON", "LINE SIZE OVER MAXIMUM": "line too long"}
         problems, fixed = [], []
         for line, kind, text in rows:

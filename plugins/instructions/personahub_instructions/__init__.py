@@ -11,10 +11,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import (SynthesisOptions, answer_text, few_shot_block, persona_line, reject_copies,
-                                       synthesis_prompt)
-from personahub_core.sample_data import demonstrations
-from personahub_core.tasks import Prompt, Synthesis, Synthesizer, WorkItem
+from personahub_core.prompting import (SynthesisOptions, answer_text, demonstrations, few_shot_block, persona_line,
+                                       reject_copies, synthesis_prompt)
+from personahub_core.tasks import Completion, Prompt, Synthesis, Synthesizer, WorkItem
 
 SPEAKER = {"user": "User", "assistant": "Assistant"}
 HEADER = ("Below, different people ask an AI assistant for help. Each person's messages are specific and informative, "
@@ -40,7 +39,7 @@ class Instructions(Synthesizer):
 
     def shots(self) -> str:
         return few_shot_block(
-            demonstrations("instructions"), self.options.mode,
+            demonstrations(__name__), self.options.mode,
             lambda d, with_persona: persona_line(d, with_persona) + transcript(d["conversation"]),
         )
 
@@ -62,19 +61,35 @@ class Instructions(Synthesizer):
         return Prompt(completion=f"{HEADER}\n\n{self.shots()}Persona: {persona}\n{transcript(messages)}Assistant:",
                       chat=list(messages), max_tokens=200, stop=STOP)
 
+    def prompt(self, persona: str) -> Prompt:
+        return self.user_prompt(persona, [])
+
+    def parse(self, completion: Completion, persona: str) -> Synthesis:
+        """The persona's first prompt: the whole row with the default single turn."""
+        asked = user_message(completion, persona, min_words=5)
+        return Synthesis(asked, fields={"messages": [{"role": "user", "content": asked}]})
+
     def run_item(self, item: WorkItem):
-        persona = item.data["persona"]
-        demo_prompts = [m["content"] for d in demonstrations("instructions") for m in d["conversation"] if m["role"] == "user"]
-        messages: list[dict] = []
-        for turn in range(self.options.turns):
-            asked = answer_text((yield self.user_prompt(persona, messages)), label="User prompt",
-                                min_words=5 if turn == 0 else 2, max_words=200)
-            reject_copies(asked, persona=persona, demos=demo_prompts)
+        """The first prompt (the one-step path); with ``--turns`` above 1, then answer and follow-up in turn."""
+        synthesis = yield from super().run_item(item)
+        if self.options.turns == 1:
+            return synthesis
+        persona, messages = item.data["persona"], synthesis.fields["messages"]
+        while True:
+            answer = answer_text((yield self.answer_prompt(persona, messages)), min_words=2, max_words=250)
+            messages.append({"role": "assistant", "content": answer})
+            if len(messages) == 2 * self.options.turns:
+                return synthesis
+            asked = user_message((yield self.user_prompt(persona, messages)), persona, min_words=2)
             messages.append({"role": "user", "content": asked})
-            if self.options.turns > 1:
-                answer = answer_text((yield self.answer_prompt(persona, messages)), min_words=2, max_words=250)
-                messages.append({"role": "assistant", "content": answer})
-        return Synthesis(messages[0]["content"], fields={"messages": messages})
+
+
+def user_message(completion: Completion, persona: str, min_words: int) -> str:
+    """A message the persona writes to the assistant, or Rejected (as a copy of a demonstration's, too)."""
+    asked = answer_text(completion, label="User prompt", min_words=min_words, max_words=200)
+    demo_prompts = [m["content"] for d in demonstrations(__name__) for m in d["conversation"] if m["role"] == "user"]
+    reject_copies(asked, persona=persona, demos=demo_prompts)
+    return asked
 
 
 @hookimpl

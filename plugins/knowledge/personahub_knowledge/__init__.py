@@ -8,10 +8,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import (SynthesisOptions, answer_text, few_shot_block, persona_line, reject_copies,
-                                       synthesis_prompt)
-from personahub_core.sample_data import demonstrations
-from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
+from personahub_core.prompting import (SynthesisOptions, answer_text, demonstrations, few_shot_block, persona_line,
+                                       reject_copies, synthesis_prompt)
+from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer
 
 
 class Options(SynthesisOptions):
@@ -34,7 +33,7 @@ class KnowledgeArticles(Synthesizer):
 
     def prompt(self, persona: str) -> Prompt:
         shots = few_shot_block(
-            demonstrations("knowledge"), self.options.mode,
+            demonstrations(__name__), self.options.mode,
             lambda d, with_persona: persona_line(d, with_persona) + article(d["title"], d["body"]),
         )
         return synthesis_prompt(
@@ -63,11 +62,8 @@ class KnowledgeArticles(Synthesizer):
             raise Rejected(f"title has {len(title.split())} words (expected 2 to 25)")
         if len(body.split()) < self.options.min_words:
             raise Rejected(f"article body too short ({len(body.split())} words, at least {self.options.min_words})")
-        reject_copies(body, persona=persona, demos=[d["body"] for d in demonstrations("knowledge")])
+        reject_copies(body, persona=persona, demos=[d["body"] for d in demonstrations(__name__)])
         return Synthesis(f"{title}\n\n{body}", fields={"title": title, "body": body, **fields})
-
-    def run_item(self, item: WorkItem):
-        return self.parse((yield self.prompt(item.data["persona"])), item.data["persona"])
 
 
 @hookimpl

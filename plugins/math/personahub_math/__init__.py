@@ -9,9 +9,8 @@ from typing import Literal
 from pydantic import Field
 
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import (SynthesisOptions, answer_text, few_shot_block, reject_copies, require_question,
-                                       synthesis_prompt)
-from personahub_core.sample_data import demonstrations
+from personahub_core.prompting import (SynthesisOptions, answer_text, demonstrations, few_shot_block, reject_copies,
+                                       require_question, synthesis_prompt)
 from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
 
 LEVELS = {
@@ -50,7 +49,7 @@ class MathProblems(Synthesizer):
     def prompt(self, persona: str) -> Prompt:
         o = self.options
         shots = few_shot_block(
-            demonstrations("math"), o.mode,
+            demonstrations(__name__), o.mode,
             lambda d, with_persona:
                 f"{self.record(d['persona'] if with_persona else None, d['topic'], d['difficulty'])} {d['problem']}",
         )
@@ -70,7 +69,7 @@ class MathProblems(Synthesizer):
 
     def solve_prompt(self, problem: str) -> Prompt:
         shots = few_shot_block(
-            demonstrations("math"), self.options.mode,
+            demonstrations(__name__), self.options.mode,
             lambda d, _: f"Problem: {d['problem']}\nSolution: {d['solution']}\nFinal answer: {d['final_answer']}",
         )
         return synthesis_prompt(
@@ -83,15 +82,19 @@ class MathProblems(Synthesizer):
             temperature=0.2,  # solving wants the likeliest reasoning, not variety
         )
 
-    def run_item(self, item: WorkItem):
-        persona = item.data["persona"]
-        problem = answer_text((yield self.prompt(persona)), label="Problem", min_words=8, max_words=160)
-        reject_copies(problem, persona=persona, demos=[d["problem"] for d in demonstrations("math")])
+    def parse(self, completion: Completion, persona: str) -> Synthesis:
+        problem = answer_text(completion, label="Problem", min_words=8, max_words=160)
+        reject_copies(problem, persona=persona, demos=[d["problem"] for d in demonstrations(__name__)])
         require_question(problem)
-        if not self.options.with_solution:
-            return Synthesis(problem)
-        solution, final = parse_solution((yield self.solve_prompt(problem)))
-        return Synthesis(problem, fields={"solution": solution, "final_answer": final})
+        return Synthesis(problem)
+
+    def run_item(self, item: WorkItem):
+        """Pose the problem (the one-step path), then with ``--with-solution`` solve it too."""
+        synthesis = yield from super().run_item(item)
+        if self.options.with_solution:
+            solution, final = parse_solution((yield self.solve_prompt(synthesis.text)))
+            synthesis.fields.update(solution=solution, final_answer=final)
+        return synthesis
 
 
 def parse_solution(completion: Completion) -> tuple[str, str]:

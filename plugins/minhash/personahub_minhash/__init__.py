@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from personahub_core.dedup import KEPT, checked, cluster_roots, forget, keep_earliest, record, stream_unchecked
+from personahub_core.dedup import DedupOutline, cluster_roots, keep_earliest
 from personahub_core.hookspecs import hookimpl
 from personahub_core.tasks import Deduplicator
 
@@ -29,7 +29,21 @@ from .engine import (BITMAP_WORDS, MinHasher, TokenSets, Vocabulary, band_keys, 
 NO_WORDS = np.iinfo(np.uint32).max  # the signature of a persona without words is all of these
 CHUNK = 50_000  # personas tokenised and hashed at a time
 METHOD = "minhash"
+SIGNATURES = "minhash_signatures"
 DUCKDB_MEMORY = "256MB"  # DuckDB's cap while the task runs
+
+# The plugin's own table: signatures, so new personas are compared with kept ones without rehashing
+# them. Stores made before plugins owned their tables already have it (a core migration made it then).
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS minhash_signatures (
+        persona_id VARCHAR NOT NULL,
+        num_perm INTEGER NOT NULL,
+        ngram INTEGER NOT NULL,
+        signature BLOB NOT NULL           -- num_perm little-endian uint32 minima
+    );
+    """
+]
 
 
 class Options(BaseModel):
@@ -58,58 +72,43 @@ class Hashed:
     bitmaps: np.ndarray
 
 
-class MinHashDeduplicator(Deduplicator):
+class MinHashDeduplicator(DedupOutline, Deduplicator):
     name = METHOD
     description = "near-duplicate personas by MinHash LSH on word n-grams, verified by exact Jaccard"
     Options = Options
     uses_backend = False
+    batch_rows = CHUNK
+    dedup_step = 2  # `personahub dedup`: after the quality filter, before embeddings
+    dedup_measure = "jaccard"  # `personahub dedup --jaccard` sets its threshold
+    bootstrap_step = 2  # the main job: dedup the personas the bootstrap made
 
     def run(self, ctx) -> None:
-        if ctx.settings.executor == "ray":  # corpora larger than one machine: band buckets via a Ray shuffle
-            from .distributed import run_on_ray
-
-            return run_on_ray(self, ctx)
-        con = ctx.store.con
         # By default DuckDB caches what it reads and writes up to 80% of RAM; here it only streams
         # personas in and signatures and marks out, while the task's own arrays hold the weight.
-        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
-        changed = ["memory_limit"]
-        try:
-            # Signatures are random bytes: DuckDB's dictionary+FSST analysis of them finds nothing
-            # to compress and triples the time to write them.
-            con.execute("SET disabled_compression_methods = 'dict_fsst'")
-            changed.append("disabled_compression_methods")
-        except duckdb.Error:  # a DuckDB older than 1.3 has no dict_fsst to skip
-            pass
-        try:
-            self.deduplicate(ctx)
-        finally:
-            for setting in changed:
-                con.execute(f"RESET {setting}")
+        # Signatures are random bytes: DuckDB's dictionary+FSST analysis of them finds nothing to
+        # compress and triples the time to write them (a DuckDB before 1.3 has no dict_fsst to skip).
+        with ctx.store.tuned(memory_limit=DUCKDB_MEMORY, disabled_compression_methods="dict_fsst"):
+            super().run(ctx)
 
-    def deduplicate(self, ctx) -> None:
-        o, store = self.options, ctx.store
-        if o.fresh:
-            forget(store, METHOD)
-            store.con.execute("DELETE FROM minhash_signatures")
+    def forget_own(self, ctx) -> None:
+        ctx.store.delete(SIGNATURES)
+
+    def prepare(self, ctx) -> None:
         # Signatures of an interrupted run (written before its checks) are redone.
-        store.con.execute(f"DELETE FROM minhash_signatures s WHERE NOT EXISTS (SELECT 1 FROM dedup_checked c "
-                          f"WHERE c.persona_id = s.persona_id AND c.method = '{METHOD}')")
-        total = store.count("personas")
-        if total == 0:
-            ctx.note("minhash: the store has no personas; nothing to deduplicate")
-            return
-        count, batches = stream_unchecked(store, METHOD, ctx.where, ctx.limit, CHUNK)
-        if count == 0:
-            ctx.note(f"minhash: all {total} personas are already checked or marked; nothing new")
-            return
+        ctx.store.delete(SIGNATURES, unchecked_by=METHOD)
+
+    def compare(self, ctx, count, batches) -> None:
+        if ctx.settings.executor == "ray":  # corpora larger than one machine: band buckets via a Ray shuffle
+            from .distributed import compare_on_ray
+
+            return compare_on_ray(self, ctx, batches)
+        o = self.options
         vocab = Vocabulary(o.ngram)
         hasher = MinHasher(o.num_perm)
         new_ids, hashed = self.hash_new(ctx, count, batches, vocab, hasher)
         ref_ids, ref_keys = self.kept_signatures(ctx, vocab, hasher)
-        marks, stats = self.compare(ctx, vocab, new_ids, hashed, ref_ids, ref_keys)
-        record(store, METHOD, ctx.run_id, new_ids, marks)
-        ctx.stats.items_done += len(new_ids)
+        marks, stats = self.near_duplicates(ctx, vocab, new_ids, hashed, ref_ids, ref_keys)
+        self.mark(ctx, new_ids, marks)
         empty = int((hashed.docs.lengths == 0).sum())
         if empty:
             ctx.note(f"minhash: {empty} personas have no words (empty or only punctuation); not compared "
@@ -157,36 +156,28 @@ class MinHashDeduplicator(Deduplicator):
         offsets = pa.py_buffer((np.arange(len(sig) + 1, dtype=np.int32) * (4 * o.num_perm)).tobytes())
         data = pa.py_buffer(np.ascontiguousarray(sig, "<u4").tobytes())
         blobs = pa.Array.from_buffers(pa.binary(), len(sig), [None, offsets, data])
-        con = ctx.store.con
-        con.register("_signatures", pa.table({"persona_id": ids, "signature": blobs}))
-        try:
-            con.execute("INSERT INTO minhash_signatures SELECT persona_id, ?, ?, signature FROM _signatures",
-                        [o.num_perm, o.ngram])
-        finally:
-            con.unregister("_signatures")
+        ctx.store.append(SIGNATURES, pa.table({"persona_id": ids, "signature": blobs}),
+                         constants={"num_perm": o.num_perm, "ngram": o.ngram})
 
     def kept_signatures(self, ctx, vocab: Vocabulary, hasher: MinHasher) -> tuple[pa.Array, np.ndarray]:
         """Ids and band keys (bands x personas) of the personas already checked and kept, in creation
         order. Their stored signatures are reused; those made with other settings (num-perm, ngram)
         are made again."""
         o, store = self.options, ctx.store
-        stale = store.con.sql(
-            f"SELECT p.seq, p.id, p.persona FROM personas p WHERE {KEPT} AND {checked(METHOD)} "
-            f"AND NOT EXISTS (SELECT 1 FROM minhash_signatures s WHERE s.persona_id = p.id AND s.num_perm = {o.num_perm} "
-            f"AND s.ngram = {o.ngram}) ORDER BY p.seq"
-        ).to_arrow_table()
-        if stale.num_rows:
-            ctx.note(f"minhash: re-hashing {stale.num_rows} kept personas signed with other settings")
-            store.con.execute("DELETE FROM minhash_signatures WHERE persona_id IN (SELECT unnest(?))",
-                              [stale.column("id").to_pylist()])
+        same_settings, settings = "t.num_perm = ? AND t.ngram = ?", [o.num_perm, o.ngram]
+        kept = store.select_personas(checked_by=METHOD, columns=("id",)).column("id")
+        signed = store.read(SIGNATURES, ["persona_id"], where=same_settings, params=settings).column("persona_id")
+        stale_ids = kept.filter(pc.invert(pc.is_in(kept, value_set=signed.combine_chunks())))
+        if len(stale_ids):
+            ctx.note(f"minhash: re-hashing {len(stale_ids)} kept personas signed with other settings")
+            store.delete(SIGNATURES, persona_ids=stale_ids)
+            stale = store.select_personas(ids=stale_ids, columns=("id", "persona"))
             for start in range(0, stale.num_rows, CHUNK):
                 part = stale.slice(start, CHUNK)
                 docs = vocab.tokenise(part.column("persona").to_pylist())
                 self.store_signatures(ctx, part.column("id"), hasher.signatures(docs, vocab.hashes))
-        reader = store.con.sql(
-            f"SELECT p.id, s.signature FROM minhash_signatures s JOIN personas p ON p.id = s.persona_id "
-            f"WHERE {KEPT} AND {checked(METHOD)} AND s.num_perm = {o.num_perm} AND s.ngram = {o.ngram} ORDER BY p.seq"
-        ).to_arrow_reader(CHUNK)
+        reader = store.read(SIGNATURES, ["persona_id", "signature"], where=same_settings, params=settings,
+                            of_personas={"checked_by": METHOD}, batch_rows=CHUNK)
         ids = [pa.array([], pa.string())]
         keys = [np.zeros((o.bands, 0), dtype=np.uint64)]
         for batch in reader:
@@ -197,8 +188,8 @@ class MinHashDeduplicator(Deduplicator):
         return pa.concat_arrays(ids), np.concatenate(keys, axis=1)
 
     # -- comparing -----------------------------------------------------------------------------
-    def compare(self, ctx, vocab: Vocabulary, new_ids: pa.Array, new: Hashed, ref_ids: pa.Array,
-                ref_keys: np.ndarray) -> tuple[pa.Table, dict]:
+    def near_duplicates(self, ctx, vocab: Vocabulary, new_ids: pa.Array, new: Hashed, ref_ids: pa.Array,
+                        ref_keys: np.ndarray) -> tuple[pa.Table, dict]:
         """Documents are numbered kept-first (0..R-1) then new (R..R+N-1): the keep-earliest order."""
         o = self.options
         R, N = len(ref_ids), len(new_ids)
@@ -255,19 +246,14 @@ class MinHashDeduplicator(Deduplicator):
         ref_lengths = np.zeros(R, dtype=np.int64)
         ref_bitmaps = np.zeros((BITMAP_WORDS, R), dtype=np.uint64)
         flats = []
-        con = ctx.store.con
-        con.register("_wanted", pa.table({"k": refs, "id": ref_ids.take(refs)}))
-        try:
-            reader = con.sql("SELECT w.k, p.persona FROM _wanted w JOIN personas p ON p.id = w.id "
-                             "ORDER BY w.k").to_arrow_reader(CHUNK)
-            for batch in reader:
-                k = batch.column(0).to_numpy()
-                docs = vocab.tokenise(batch.column(1).to_pylist())
-                ref_lengths[k] = docs.lengths
-                ref_bitmaps[:, k] = word_bitmaps(docs, vocab.hashes)
-                flats.append(docs.flat)
-        finally:
-            con.unregister("_wanted")
+        # Stored in the kept-first numbering: a wanted persona's position among ``refs`` gives its number.
+        _, batches = ctx.store.stream_personas(ids=ref_ids.take(refs), columns=("persona",), batch_rows=CHUNK)
+        for batch in batches:
+            k = refs[batch.column("position").to_numpy()]
+            docs = vocab.tokenise(batch.column("persona").to_pylist())
+            ref_lengths[k] = docs.lengths
+            ref_bitmaps[:, k] = word_bitmaps(docs, vocab.hashes)
+            flats.append(docs.flat)
         lengths = np.concatenate([ref_lengths, new.docs.lengths])
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         return (TokenSets(np.concatenate(flats + [new.docs.flat]), offsets),
@@ -288,3 +274,8 @@ def signature_matrix(blobs: pa.Array, num_perm: int) -> np.ndarray:
 @hookimpl
 def register_tasks(register):
     register(MinHashDeduplicator)
+
+
+@hookimpl
+def register_migrations(register):
+    register("minhash", MIGRATIONS)

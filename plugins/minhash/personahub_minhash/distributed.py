@@ -21,7 +21,7 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from personahub_core.dedup import KEPT, checked, cluster_roots, forget, keep_earliest, ragged_arange, record, unchecked_personas
+from personahub_core.dedup import cluster_roots, keep_earliest, ragged_arange
 
 from .engine import MinHasher, Vocabulary, band_keys, jaccard
 
@@ -120,31 +120,22 @@ def find_duplicates(dataset, options, rows: int, settled_below: int = 0) -> list
     ]
 
 
-def run_on_ray(task, ctx) -> None:
-    """The minhash task under ``--executor ray``: the local run's selection (new personas against the
-    kept ones) and marks, with the bucket comparison on Ray. Signatures are not stored: a later local
-    run re-hashes the kept personas it finds unsigned."""
+def compare_on_ray(task, ctx, batches) -> None:
+    """The minhash task's comparison under ``--executor ray``: the local run's selection (new personas
+    against the kept ones) and marks, with the bucket comparison on Ray. Signatures are not stored: a
+    later local run re-hashes the kept personas it finds unsigned."""
     from personahub_core.ray_executor import ensure_ray
 
     from . import METHOD
 
     ray = ensure_ray(ctx.settings)
-    options, store = task.options, ctx.store
-    if options.fresh:
-        forget(store, METHOD)
-    new = unchecked_personas(store, METHOD, ctx.where, ctx.limit)
-    if new.num_rows == 0:
-        ctx.note(f"minhash: all {store.count('personas')} personas are already checked or marked; nothing new")
-        return
-    kept = store.con.sql(f"SELECT p.seq, p.id, p.persona FROM personas p WHERE {KEPT} AND {checked(METHOD)} "
-                         f"ORDER BY p.seq").to_arrow_table()
+    new = pa.Table.from_batches(list(batches))
+    kept = ctx.store.select_personas(checked_by=METHOD)
     table = pa.concat_tables([kept, new])
     table = pa.table({"id": table.column("id"), "order": pa.array(np.arange(table.num_rows)),
                       "text": table.column("persona")})
     blocks = [table.slice(start, ROWS_PER_BLOCK) for start in range(0, table.num_rows, ROWS_PER_BLOCK)]
-    marks = find_duplicates(ray.data.from_arrow(blocks), options, table.num_rows, settled_below=kept.num_rows)
-    new_ids = new.column("id").to_pylist()
-    record(store, METHOD, ctx.run_id, new_ids, marks)
-    ctx.stats.items_done += len(new_ids)
-    ctx.note(f"minhash on ray: checked {len(new_ids)} new personas against {kept.num_rows} kept ones; "
+    marks = find_duplicates(ray.data.from_arrow(blocks), task.options, table.num_rows, settled_below=kept.num_rows)
+    task.mark(ctx, new.column("id"), marks)
+    ctx.note(f"minhash on ray: checked {new.num_rows} new personas against {kept.num_rows} kept ones; "
              f"marked {len(marks)} near-duplicates")

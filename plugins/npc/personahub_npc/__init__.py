@@ -15,10 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import (SynthesisOptions, few_shot_block, persona_line, reject_copies,
+from personahub_core.prompting import (SynthesisOptions, demonstrations, few_shot_block, persona_line, reject_copies,
                                        repeats_itself, structured_answer, synthesis_prompt)
-from personahub_core.sample_data import demonstrations
-from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
+from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer
 
 from .world import World, WorldError, load_world
 
@@ -87,8 +86,8 @@ class GameNPCs(Synthesizer):
     @staticmethod
     def demos_for(world: World) -> list[dict]:
         """Demonstrations from this world when there are some, else from every bundled world."""
-        own = [d for d in demonstrations("npc") if d["world"] == world.slug]
-        return own or demonstrations("npc")
+        own = [d for d in demonstrations(__name__) if d["world"] == world.slug]
+        return own or demonstrations(__name__)
 
     def prompt(self, persona: str) -> Prompt:
         shots = few_shot_block(
@@ -114,11 +113,8 @@ class GameNPCs(Synthesizer):
 
     def parse(self, completion: Completion, persona: str) -> Synthesis:
         npc = parse_npc(completion)
-        reject_copies(npc.background, persona=persona, demos=[d["npc"]["background"] for d in demonstrations("npc")])
+        reject_copies(npc.background, persona=persona, demos=[d["npc"]["background"] for d in demonstrations(__name__)])
         return Synthesis(npc.render(), fields={"npc": npc.model_dump(), "world": self.world.name})
-
-    def run_item(self, item: WorkItem):
-        return self.parse((yield self.prompt(item.data["persona"])), item.data["persona"])
 
 
 def parse_npc(completion: Completion) -> NPC:

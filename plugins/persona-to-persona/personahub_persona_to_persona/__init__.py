@@ -8,8 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from personahub_core.hookspecs import hookimpl
 from personahub_core.persona_text import clean_persona
-from personahub_core.runner import run_generative
-from personahub_core.sample_data import demonstrations
+from personahub_core.prompting import demonstrations
 from personahub_core.tasks import NewPersona, PersonaExpander, Prompt, Rejected, WorkItem, work_key
 
 RELATIONS = ["family", "colleague", "client", "patient", "supplier", "competitor", "mentor", "student",
@@ -37,12 +36,8 @@ class PersonaToPersona(PersonaExpander):
         return ranked[: self.options.per_persona]
 
     def items_for_hop(self, ctx, hop: int):
-        parents = ctx.store.query_dicts(
-            "SELECT id, persona FROM personas p WHERE hop = ? "
-            "AND NOT EXISTS (SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id) ORDER BY seq",
-            [hop - 1],
-        )
-        for parent in parents:
+        parents = ctx.store.select_personas(where=[f"hop={hop - 1}"], columns=("id", "persona"))
+        for parent in parents.to_pylist():
             for relation in self.relations_for(parent["id"]):
                 yield WorkItem(
                     key=self.item_key(parent["id"], relation, ctx.settings.seed),
@@ -57,12 +52,12 @@ class PersonaToPersona(PersonaExpander):
             if ctx.limit is not None and ctx.limit <= 0:
                 ctx.note(f"stopped before hop {hop}: budget used")
                 break
-            run_generative(self, ctx, self.items_for_hop(ctx, hop), label=f"hop {hop}/{self.options.hops}")
+            ctx.run_generative(self, self.items_for_hop(ctx, hop), label=f"hop {hop}/{self.options.hops}")
 
     def prompt(self, persona: str, relation: str) -> Prompt:
         shots = "".join(
             f"Persona: {d['persona']}\nRelation: {d['relation']}\nRelated persona: {d['related_persona']}\n\n"
-            for d in demonstrations("persona-to-persona")
+            for d in demonstrations(__name__)
         )
         instruction = "For each persona, describe in one sentence a person who is in a close relationship with them."
         return Prompt(

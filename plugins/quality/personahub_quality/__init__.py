@@ -10,12 +10,11 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from personahub_core.dedup import forget, record, unchecked_personas
+from personahub_core.dedup import DedupOutline
 from personahub_core.hookspecs import hookimpl
 from personahub_core.tasks import Deduplicator
 
 METHOD = "quality"
-CHUNK = 50_000
 WORD = re.compile(r"\w+")
 # Broken text: the replacement character left by a bad decode, or control characters.
 BROKEN = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -70,36 +69,27 @@ def problem(text: str, o: Options) -> str | None:
     return None
 
 
-class QualityFilter(Deduplicator):
+class QualityFilter(DedupOutline, Deduplicator):
     name = METHOD
     description = "marks empty, too short or long, repetitive, broken or non-persona texts"
     Options = Options
     uses_backend = False
+    dedup_step = 1  # first in `personahub dedup`: what it marks, the duplicate passes need not compare
 
-    def run(self, ctx) -> None:
-        if self.options.fresh:
-            forget(ctx.store, METHOD)
-        if ctx.store.count("personas") == 0:
-            ctx.note("quality: the store has no personas; nothing to check")
-            return
-        new = unchecked_personas(ctx.store, METHOD, ctx.where, ctx.limit)
-        if new.num_rows == 0:
-            ctx.note("quality: every persona is already checked or marked; nothing new")
-            return
+    def compare(self, ctx, count, batches) -> None:
         reasons: dict[str, int] = {}
-        for start in range(0, new.num_rows, CHUNK):
-            part = new.slice(start, CHUNK)
+        for batch in batches:
+            ids = batch.column("id").to_pylist()
             marks = []
-            for pid, text in zip(part.column("id").to_pylist(), part.column("persona").to_pylist()):
+            for pid, text in zip(ids, batch.column("persona").to_pylist()):
                 why = problem(text, self.options)
                 if why:
                     marks.append({"persona_id": pid, "reason": why})
                     kind = why.split(" (")[0]
                     reasons[kind] = reasons.get(kind, 0) + 1
-            record(ctx.store, METHOD, ctx.run_id, part.column("id").to_pylist(), marks)
-        ctx.stats.items_done += new.num_rows
+            self.mark(ctx, ids, marks)
         summary = ", ".join(f"{n} {kind}" for kind, n in sorted(reasons.items(), key=lambda kv: -kv[1])) or "none"
-        ctx.note(f"quality: checked {new.num_rows} personas; marked {sum(reasons.values())} ({summary})")
+        ctx.note(f"quality: checked {count} personas; marked {sum(reasons.values())} ({summary})")
 
 
 @hookimpl

@@ -9,10 +9,9 @@ from typing import Literal
 from pydantic import Field
 
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import (SynthesisOptions, answer_text, few_shot_block, persona_line, reject_copies,
-                                       require_question, synthesis_prompt)
-from personahub_core.sample_data import demonstrations
-from personahub_core.tasks import Prompt, Synthesis, Synthesizer, WorkItem
+from personahub_core.prompting import (SynthesisOptions, answer_text, demonstrations, few_shot_block, persona_line,
+                                       reject_copies, require_question, synthesis_prompt)
+from personahub_core.tasks import Completion, Prompt, Synthesis, Synthesizer
 
 STYLES = {
     "logical": "a logic puzzle: a few people or things, clues that constrain them, and one answer that follows "
@@ -38,7 +37,7 @@ class ReasoningProblems(Synthesizer):
     Options = Options
 
     def demos(self) -> list[dict]:
-        return [d for d in demonstrations("reasoning") if d["style"] == self.options.style]
+        return [d for d in demonstrations(__name__) if d["style"] == self.options.style]
 
     def prompt(self, persona: str) -> Prompt:
         definition = STYLES[self.options.style]
@@ -57,9 +56,8 @@ class ReasoningProblems(Synthesizer):
             stop=["\n\n", "\nPersona:", "\nPuzzle:", "\nAnswer:"],
         )
 
-    def run_item(self, item: WorkItem):
-        persona = item.data["persona"]
-        problem = answer_text((yield self.prompt(persona)), label="Puzzle", min_words=8, max_words=160)
+    def parse(self, completion: Completion, persona: str) -> Synthesis:
+        problem = answer_text(completion, label="Puzzle", min_words=8, max_words=160)
         reject_copies(problem, persona=persona, demos=[d["problem"] for d in self.demos()])
         require_question(problem)
         return Synthesis(problem, fields={"style": self.options.style})

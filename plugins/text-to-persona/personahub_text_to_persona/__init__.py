@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from personahub_core.errors import UsageError
 from personahub_core.hookspecs import hookimpl
 from personahub_core.persona_text import clean_persona
-from personahub_core.sample_data import demonstrations
+from personahub_core.prompting import demonstrations
 from personahub_core.tasks import GenerativeTask, NewPersona, PersonaSource, Prompt, WorkItem
 
 Perspective = Literal["read", "write", "like", "dislike"]
@@ -34,11 +34,15 @@ class TextToPersona(PersonaSource, GenerativeTask):
     template = "text-to-persona"
     template_version = "1"
     Options = Options
+    # The main job's first step on a store without personas; one persona per text (its writer) keeps
+    # the main job under ten minutes on two cores.
+    bootstrap_step = 1
+    bootstrap_options = {"perspectives": ["write"]}
 
     def work_items(self, ctx):
-        if not ctx.store.scalar("SELECT count(*) FROM documents"):
+        if not ctx.store.document_count():
             raise UsageError(f"{ctx.settings.db} has no documents to read: add texts first (personahub ingest FILE ...)")
-        for doc in ctx.store.query_dicts("SELECT id, text FROM documents ORDER BY seq"):
+        for doc in ctx.store.select_documents(("id", "text")).to_pylist():
             for perspective in dict.fromkeys(self.options.perspectives):
                 yield WorkItem(
                     key=self.item_key(doc["id"], perspective, ctx.settings.seed),
@@ -50,7 +54,7 @@ class TextToPersona(PersonaSource, GenerativeTask):
         question = f"Who is likely to {perspective} this text?"
         shots = "".join(
             f"Text: {d['text']}\nWho is likely to {d['perspective']} this text? {d['persona']}\n\n"
-            for d in demonstrations("text-to-persona")
+            for d in demonstrations(__name__)
         )
         instruction = "Each text is followed by a one-sentence description of a person. " + GRANULARITY[self.options.granularity]
         return Prompt(

@@ -22,9 +22,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import (SynthesisOptions, few_shot_block, persona_line, reject_copies,
+from personahub_core.prompting import (SynthesisOptions, demonstrations, few_shot_block, persona_line, reject_copies,
                                        repeats_itself, structured_answer, synthesis_prompt)
-from personahub_core.sample_data import demonstrations
 from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
 
 TYPES = ["string", "integer", "number", "boolean", "array", "object"]
@@ -133,7 +132,7 @@ class ToolInterfaces(Synthesizer):
 
     def prompt(self, persona: str) -> Prompt:
         shots = few_shot_block(
-            demonstrations("tools"), self.options.mode,
+            demonstrations(__name__), self.options.mode,
             lambda d, with_persona: persona_line(d, with_persona)
                                     + f"Tool: {json.dumps(as_written(d['tool']), ensure_ascii=False)}",
         )
@@ -153,7 +152,7 @@ class ToolInterfaces(Synthesizer):
     def implement_prompt(self, tool: Tool) -> Prompt:
         # The code depends on the interface only, so no mode shows personas here.
         shots = few_shot_block(
-            demonstrations("tools"), self.options.mode,
+            demonstrations(__name__), self.options.mode,
             lambda d, _: f"Tool: {json.dumps(d['tool'], ensure_ascii=False)}\nImplementation:\n```python\n{d['implementation']}\n```",
         )
         return synthesis_prompt(
@@ -168,14 +167,19 @@ class ToolInterfaces(Synthesizer):
             temperature=0.2,  # code wants the likeliest tokens
         )
 
+    def parse(self, completion: Completion, persona: str) -> Synthesis:
+        tool = parse_tool(completion)
+        reject_copies(tool.description, persona=persona,
+                      demos=[d["tool"]["description"] for d in demonstrations(__name__)])
+        return Synthesis(tool.to_json(), fields={"tool": tool.model_dump(by_alias=True)})
+
     def run_item(self, item: WorkItem):
-        persona = item.data["persona"]
-        tool = parse_tool((yield self.prompt(persona)))
-        reject_copies(tool.description, persona=persona, demos=[d["tool"]["description"] for d in demonstrations("tools")])
-        fields: dict = {"tool": tool.model_dump(by_alias=True)}
+        """Design the interface (the one-step path), then with ``--implement`` write its code."""
+        synthesis = yield from super().run_item(item)
         if self.options.implement:
-            fields["implementation"] = parse_code((yield self.implement_prompt(tool)), tool.function_name)
-        return Synthesis(tool.to_json(), fields=fields)
+            tool = Tool.model_validate(synthesis.fields["tool"])
+            synthesis.fields["implementation"] = parse_code((yield self.implement_prompt(tool)), tool.function_name)
+        return synthesis
 
 
 def parse_tool(completion: Completion) -> Tool:

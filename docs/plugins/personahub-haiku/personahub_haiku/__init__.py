@@ -6,7 +6,7 @@ This is the example of docs/plugins/writing-plugins.md; the test suite installs 
 from pydantic import BaseModel, ConfigDict, Field
 
 from personahub_core.hookspecs import hookimpl
-from personahub_core.tasks import Prompt, Rejected, Synthesis, Synthesizer
+from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer
 
 # Few-shot demonstrations for base models (no chat template): persona, then its haiku.
 DEMOS = [
@@ -42,8 +42,10 @@ class Haiku(Synthesizer):
             stop=["\n"],
         )
 
-    def parse(self, text: str, persona: str) -> Synthesis:
-        lines = [line.strip() for line in text.replace("\n", " / ").split(" / ") if line.strip()]
+    def parse(self, completion: Completion, persona: str) -> Synthesis:
+        if completion.finish_reason == "length":  # the model never reached the end of its line
+            raise Rejected("cut off at the token limit")
+        lines = [line.strip() for line in completion.text.replace("\n", " / ").split(" / ") if line.strip()]
         if len(lines) < 2:
             raise Rejected(f"expected three lines, got {len(lines)}")
         return Synthesis(text="\n".join(lines[:3]), fields={"lines": lines[:3], "season": self.options.season})

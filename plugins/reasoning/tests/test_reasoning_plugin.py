@@ -1,0 +1,50 @@
+"""The reasoning synthesizer: --style picks its definition and demonstrations; parse() checks the puzzle."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+import pytest
+
+from personahub_core.api import parse_task_options, resolve_task
+from personahub_core.prompting import demonstrations
+from personahub_core.tasks import Completion, Rejected, Synthesizer
+from personahub_core.testing import PERSONAS, FakeBackend, run_task
+from personahub_reasoning import ReasoningProblems
+
+DEMOS = demonstrations("personahub_reasoning")
+PUZZLE = (" Three hives, Amber, Birch and Clover, were inspected one after another on Monday. Birch was not first, "
+          "and Clover was inspected right after Amber. In what order were they inspected?")
+
+
+def task(*args: str) -> ReasoningProblems:
+    return ReasoningProblems(parse_task_options(resolve_task("reasoning"), list(args)))
+
+
+def test_demonstrations_ship_inside_the_plugin():
+    assert (files("personahub_reasoning") / "demonstrations.jsonl").is_file()
+    assert {d["style"] for d in DEMOS} == {"logical", "spatial", "trick"}
+
+
+def test_style_picks_its_definition_and_demonstrations():
+    prompt = task("--style", "trick").prompt(PERSONAS[3])
+    assert "catch" in prompt.completion.split("\n\n")[0]
+    assert all(d["problem"] in prompt.completion for d in DEMOS if d["style"] == "trick")
+    assert not any(d["problem"] in prompt.completion for d in DEMOS if d["style"] != "trick")
+
+
+def test_one_step_synthesizer_uses_the_base_path():
+    """reasoning writes only prompt() and parse(); the core's run_item drives them."""
+    assert ReasoningProblems.run_item is Synthesizer.run_item
+    result = task("--style", "spatial").parse(Completion("Puzzle:" + PUZZLE), PERSONAS[3])
+    assert result.text == PUZZLE.strip() and result.fields == {"style": "spatial"}
+    with pytest.raises(Rejected, match="runaway answer"):
+        task().parse(Completion(PUZZLE, finish_reason="length"), PERSONAS[3])
+
+
+def test_copying_a_demonstration_of_the_style_is_rejected(tmp_path, personas_file):
+    run_task("import", ["--input", str(personas_file)])
+    logical = next(d["problem"] for d in DEMOS if d["style"] == "logical")
+    FakeBackend.responder = lambda p: " " + logical
+    summary = run_task("reasoning", [], backend="fake", limit=1)
+    assert summary["items_rejected"] == 1 and len(FakeBackend.calls) == 2  # retried once with a fresh seed

@@ -1,0 +1,134 @@
+"""The core's layering: no import circle between its modules, and every module imports on its own.
+
+Only module-level imports count (an import inside a function runs when it is called, and one under
+``if TYPE_CHECKING:`` never runs), since those are the ones that decide import order.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import personahub_core
+
+CORE = Path(personahub_core.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(CORE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(CORE.rglob("*.py"))}
+
+
+def top_level_imports(statements: list[ast.stmt]):
+    """Import statements that run when the module is imported: at the top, or inside a top-level
+    ``if``/``try`` (except ``if TYPE_CHECKING:``)."""
+    for node in statements:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, ast.If):
+            if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                yield from top_level_imports(node.body)
+            yield from top_level_imports(node.orelse)
+        elif isinstance(node, ast.Try):
+            for block in (node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)):
+                yield from top_level_imports(block)
+
+
+def core_imports(name: str, path: Path) -> set[str]:
+    """The core modules that importing ``name`` imports directly."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in top_level_imports(ast.parse(path.read_text(encoding="utf-8")).body):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        else:
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            # `from . import x` imports the module x when there is one, else a name from the package
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        found.update(t for t in targets if t in MODULES and t != name)
+    return found
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle as a path that ends where it starts, or None."""
+    state: dict[str, str] = {}  # "open" while on the current path, "done" after
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = "done"
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_the_finder_sees_a_circle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_the_graph_reads_relative_and_conditional_imports():
+    graph = {name: core_imports(name, path) for name, path in MODULES.items()}
+    assert "personahub_core.backends.base" in graph["personahub_core.backends.factory"]  # from .base import
+    assert "personahub_core.settings" in graph["personahub_core.backends.factory"]  # from ..settings import
+    assert "personahub_core.runner" not in graph["personahub_core.tasks"]  # only under TYPE_CHECKING
+
+
+def test_no_import_circle_between_core_modules():
+    graph = {name: core_imports(name, path) for name, path in MODULES.items()}
+    cycle = find_cycle(graph)
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+IMPORT_EACH = r'''
+import importlib, json, sys, traceback
+failed = {}
+for name in json.loads(sys.argv[1]):
+    for loaded in [m for m in sys.modules if m.startswith("personahub")]:  # the core's and plugins' modules
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception:
+        failed[name] = traceback.format_exc(limit=-3)
+print(json.dumps(failed))
+'''
+
+
+def test_every_core_module_imports_on_its_own():
+    """Each module first, in a fresh set of core modules: an order-dependent import (a circle that only
+    works when another module happened to be imported first) fails here."""
+    result = subprocess.run([sys.executable, "-c", IMPORT_EACH, json.dumps(sorted(MODULES))],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    failed = json.loads(result.stdout)
+    assert failed == {}, "\n".join(f"{name}:\n{trace}" for name, trace in failed.items())
+
+
+# The commands resolve tasks, backends and executors from the registry and hand them down (the test kit
+# runs and exports tasks as the commands do).
+COMMANDS = {"personahub_core.plugins", "personahub_core.cli", "personahub_core.api", "personahub_core.dedup_command",
+            "personahub_core.diversity", "personahub_core.plugin_migrations", "personahub_core.testing"}
+
+
+def test_only_the_commands_look_in_the_registry():
+    users = {name for name, path in MODULES.items() if "get_registry" in path.read_text(encoding="utf-8")}
+    assert users <= COMMANDS, f"below the commands, these reach up into the registry: {sorted(users - COMMANDS)}"
