@@ -9,7 +9,7 @@ import re
 from typing import Iterator
 
 from .errors import UsageError
-from .store import Store
+from .store import MARKED, Store
 
 FIELDS = {
     "id": "VARCHAR", "persona": "VARCHAR", "origin": "VARCHAR", "source_id": "VARCHAR",
@@ -59,7 +59,7 @@ def iter_persona_chunks(store: Store, where: list[str] | None = None, include_du
     sort only what they hold. Nothing is left open between chunks: the store stays free for other
     queries meanwhile."""
     clause, params = parse_where(where or [])
-    dedup = "" if include_duplicates else "AND NOT EXISTS (SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id)"
+    dedup = "" if include_duplicates else f"AND NOT {MARKED}"  # the filter the store API applies
     first, last = store.con.execute("SELECT min(seq), max(seq) FROM personas").fetchone()
     if first is None:
         return
