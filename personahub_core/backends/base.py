@@ -9,7 +9,7 @@ top_p, seed) before the backend sees it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 from pydantic import BaseModel
 
@@ -68,6 +68,26 @@ class Backend:
         ``finish_reason="error"`` and ``error`` set; only a backend-wide failure raises BackendError.
         """
         raise NotImplementedError
+
+    def stream(self, feed: Callable[[], tuple[Any, Prompt] | None], slots: int) -> Iterator[tuple[Any, Completion]]:
+        """Keep up to ``slots`` prompts in flight, and yield ``(ticket, completion)`` as each one finishes.
+
+        ``feed()`` gives the next ``(ticket, prompt)``, or None when the caller has nothing to send right
+        now. The backend calls it whenever a slot is free. While prompts are in flight a later call may give
+        more (the next step of an item whose completion was just yielded), so None with nothing in flight
+        ends the stream. Failures are reported as in ``generate``.
+
+        This default fills the slots, waits for the whole batch and fills them again: a backend that can
+        admit a prompt into a freed slot at once overrides it.
+        """
+        while True:
+            batch = []
+            while len(batch) < slots and (fed := feed()) is not None:
+                batch.append(fed)
+            if not batch:
+                return
+            for index, completion in self.generate([prompt for _, prompt in batch]):
+                yield batch[index][0], completion
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         raise NotImplementedError
