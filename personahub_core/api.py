@@ -86,6 +86,11 @@ def parse_task_options(task_cls: type[Task], args: list[str]) -> BaseModel:
             else:
                 values[name] = inline
         i += 1
+    return task_options(task_cls, values)
+
+
+def task_options(task_cls: type[Task], values: dict[str, Any]) -> BaseModel:
+    """The task's Options model from values by name; a bad or unknown one is a usage error."""
     try:
         return task_cls.Options(**values)
     except ValidationError as exc:
@@ -103,9 +108,11 @@ def _is_list(annotation) -> bool:
 
 
 def run(task_name: str, task_args: list[str], *, quiet: bool = False, limit: int | None = None,
-        where: list[str] | None = None, retry_failed: bool = False, **flags: Any) -> dict:
-    """Run one task and return its summary (the ``--json`` line of ``personahub run``)."""
-    task, settings, _ = checked(task_name, task_args, limit, where, flags)
+        where: list[str] | None = None, retry_failed: bool = False, options: dict[str, Any] | None = None,
+        **flags: Any) -> dict:
+    """Run one task and return its summary (the ``--json`` line of ``personahub run``). The task's
+    options come as command-line words (``task_args``) or by name (``options``)."""
+    task, settings, _ = checked(task_name, task_args, limit, where, flags, options)
     with Store(settings.db) as store:
         store.limit_memory(settings.memory_limit)
         if task.kind == "synthesizer" and not store.scalar("SELECT count(*) FROM personas"):
@@ -124,19 +131,19 @@ def dry_run(task_name: str, task_args: list[str], *, limit: int | None = None, w
 
 
 def checked(task_name: str, task_args: list[str], limit: int | None, where: list[str] | None,
-            flags: dict[str, Any]) -> tuple[Task, Settings, Registry]:
+            flags: dict[str, Any], options: dict[str, Any] | None = None) -> tuple[Task, Settings, Registry]:
     """The task, settings and registry of a run, every option checked before anything is opened or
     written (the bootstrap makes personas): an unknown task, backend or executor, a bad option of the
     task or the backend, a bad --limit or --where is a usage error before any work."""
     task_cls = resolve_task(task_name)
-    options = parse_task_options(task_cls, task_args)
+    model = task_options(task_cls, options) if options is not None else parse_task_options(task_cls, task_args)
     registry = get_registry()
     _, settings = chosen_backend(load_settings(**flags), registry)
     registry.executor(settings.executor)
     if limit is not None and limit < 0:
         raise UsageError("--limit must be 0 or more")
     parse_where(where or [])
-    return task_cls(options), settings, registry
+    return task_cls(model), settings, registry
 
 
 def chosen_backend(settings: Settings, registry: Registry) -> tuple[type, Settings]:
