@@ -29,7 +29,7 @@ from typing import Iterator
 import duckdb
 
 from .errors import UsageError
-from .store import Store
+from .store import Store, disk_full
 
 TEXT_FIELDS = ("text", "content", "body", "document", "persona")
 ID_FIELDS = ("id", "doc_id", "document_id")
@@ -310,9 +310,9 @@ class FileIngest:
                     [str(self.path)],
                 )
                 added = self.store.count("documents") - before
-        except duckdb.Error as exc:
-            raise file_error(self.path, exc) from None
-        except (OSError, EOFError, zlib.error) as exc:
+        except (duckdb.Error, OSError, EOFError, zlib.error) as exc:
+            if disk_full(exc):  # the store's disk (where DuckDB also spills), not the input, is at fault
+                raise self.store.full() from None
             raise file_error(self.path, exc) from None
         finally:
             con.execute("DROP TABLE IF EXISTS _incoming")

@@ -290,10 +290,21 @@ class Store:
         self.con.execute("BEGIN TRANSACTION")
         try:
             yield
-        except BaseException:
+        except BaseException as exc:
             self.con.execute("ROLLBACK")
+            if disk_full(exc):
+                raise self.full() from None
             raise
-        self.con.execute("COMMIT")
+        try:
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            if disk_full(exc):
+                raise self.full() from None
+            raise
+
+    def full(self) -> StoreError:
+        """The one line for a write that found the store's file system full (nothing of it was kept)."""
+        return StoreError(f"store {self.path}: no space left on device; nothing of this write was kept")
 
     # -- queries -------------------------------------------------------------------------------
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
