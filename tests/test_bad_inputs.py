@@ -13,8 +13,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from personahub_core.ingest import MAX_LINE_BYTES
-from personahub_core.store import Store
+from personahub_core.errors import PersonaHubError, UsageError
+from personahub_core.export import export
+from personahub_core.ingest import MAX_LINE_BYTES, ingest_paths
+from personahub_core.report import write_report
+from personahub_core.store import NotAStore, Store, StoreError
 from personahub_core.testing import PERSONAS, cli, last_json, run_task, write_jsonl
 
 DEEP = "[" * 10_000 + "]" * 10_000  # deeper than Python's recursion limit
@@ -41,17 +44,19 @@ def test_row_1_no_out_overwrites_the_store_or_another_duckdb_file(tmp_path):
     before = digest(store)
     (tmp_path / "link.jsonl").symlink_to(store)
     os.mkdir(tmp_path / "sub")
-    other = tmp_path / "other.duckdb"
-    duckdb.connect(str(other)).close()
-    for args in (["export", "personas", "--format", "jsonl", "--out", "personahub.duckdb"],
-                 ["export", "personas", "--format", "csv", "--out", "sub/../personahub.duckdb"],
-                 ["export", "personas", "--format", "parquet", "--out", "link.jsonl"],
-                 ["report", "--out", "personahub.duckdb"],
-                 ["report", "--out", str(tmp_path / "link.jsonl")]):
-        result = cli(*args)
-        assert result.returncode == 2 and "is the store" in one_line(result), (args, result.stderr)
-    result = cli("export", "personas", "--out", other)
-    assert result.returncode == 2 and "is a DuckDB database" in one_line(result)
+    duckdb.connect("other.duckdb").close()
+    with Store(store, read_only=True) as opened:
+        for fmt, out in (("jsonl", "personahub.duckdb"), ("csv", "sub/../personahub.duckdb"), ("parquet", "link.jsonl"),
+                         ("hf", str(store)), ("jsonl", "personahub.duckdb.wal")):
+            with pytest.raises(UsageError, match="is the store"):
+                export(opened, "personas", fmt, Path(out))
+        with pytest.raises(UsageError, match="is the store"):
+            write_report(opened, tmp_path / "link.jsonl", quiet=True)
+        with pytest.raises(UsageError, match="other.duckdb: is a DuckDB database; refusing to overwrite it"):
+            export(opened, "personas", "jsonl", Path("other.duckdb"))
+    result = cli("report", "--out", "personahub.duckdb")
+    assert result.returncode == 2
+    assert one_line(result) == "error: --out personahub.duckdb: that is the store personahub.duckdb; choose another file"
     assert digest(store) == before and stored(store, "SELECT count(*) FROM personas") == [len(PERSONAS)]
 
 
@@ -67,10 +72,9 @@ def test_row_3_values_that_are_not_strings_are_skipped_counted_and_named(tmp_pat
     assert stored("personahub.duckdb", "SELECT text FROM documents") == ["a real text"]
 
     (tmp_path / "p.jsonl").write_text("\n".join(line.replace('"text"', '"persona"') for line in lines) + "\n")
-    result = cli("run", "--plugin", "import", "--input", "p.jsonl", "--db", "p.duckdb", "--json")
-    assert result.returncode == 0, result.stderr
-    assert (last_json(result)["items_done"], last_json(result)["items_failed"]) == (1, 6)
-    assert "p.jsonl:5: 'persona' holds a list, not text; skipped" in result.stderr
+    summary = run_task("import", ["--input", "p.jsonl"], db="p.duckdb")
+    assert (summary["items_done"], summary["items_failed"]) == (1, 6)
+    assert "p.jsonl:5: 'persona' holds a list, not text; skipped" in summary["notes"]
     assert stored("p.duckdb", "SELECT persona FROM personas") == ["a real text"]
 
 
@@ -79,9 +83,11 @@ def test_row_4_ndjson_and_jsonl_in_any_case_are_json_lines(tmp_path):
     write_jsonl(tmp_path / "b.ndjson", [{"persona": PERSONAS[1]}])
     with gzip.open(tmp_path / "c.JSONL.GZ", "wt") as f:
         f.write(json.dumps({"persona": PERSONAS[2]}) + "\n")
-    for name in ("a.NDJSON", "b.ndjson", "c.JSONL.GZ"):
-        cli("run", "--plugin", "import", "--input", name, check=True)
-        cli("ingest", name, "--text-field", "persona", "--db", "docs.duckdb", check=True)
+    names = ["a.NDJSON", "b.ndjson", "c.JSONL.GZ"]
+    for name in names:
+        run_task("import", ["--input", name])
+    with Store("docs.duckdb") as store:
+        ingest_paths(store, [Path(n) for n in names], text_field="persona", quiet=True)
     assert stored("personahub.duckdb", "SELECT persona FROM personas ORDER BY seq") == PERSONAS[:3]
     assert stored("docs.duckdb", "SELECT text FROM documents ORDER BY seq") == PERSONAS[:3]
 
@@ -108,14 +114,13 @@ def test_row_8_long_lines_bad_files_and_random_bytes_are_named_and_the_rest_kept
 
 def test_row_9_import_of_deep_json_a_file_without_the_field_and_an_empty_file(tmp_path):
     (tmp_path / "deep.jsonl").write_text('{"persona": ' + DEEP + "}\n" + json.dumps({"persona": PERSONAS[0]}) + "\n")
-    result = cli("run", "--plugin", "import", "--input", "deep.jsonl", "--json")
-    assert result.returncode == 0 and "deep.jsonl:1: JSON nested too deeply; skipped" in result.stderr, result.stderr
-    assert last_json(result)["items_done"] == 1
+    summary = run_task("import", ["--input", "deep.jsonl"])
+    assert summary["items_done"] == 1 and summary["notes"] == ["deep.jsonl:1: JSON nested too deeply; skipped"]
     write_jsonl(tmp_path / "names.jsonl", [{"name": "Ada", "role": "engineer"}, {"name": "Bo", "bio": "a baker"}])
-    result = cli("run", "--plugin", "import", "--input", "names.jsonl")
-    assert result.returncode == 2
-    assert one_line(result) == ("error: names.jsonl: no line has a usable 'persona' field (choose another with "
-                                "--field); fields found: bio, name, role")
+    with pytest.raises(UsageError) as raised:
+        run_task("import", ["--input", "names.jsonl"])
+    assert str(raised.value) == ("names.jsonl: no line has a usable 'persona' field (choose another with --field); "
+                                 "fields found: bio, name, role")
     (tmp_path / "empty.jsonl").write_text("")
     result = cli("run", "--plugin", "import", "--input", "empty.jsonl")
     assert result.returncode == 2 and one_line(result) == "error: empty.jsonl: empty file, no personas in it"
@@ -149,18 +154,22 @@ def test_row_10_a_full_disk_is_one_line_naming_the_store_or_the_output(tmp_path,
     write_jsonl(tmp_path / "big.jsonl", [{"text": t} for t in texts])
     write_jsonl(tmp_path / "p.jsonl", [{"persona": t} for t in texts])
     store = small_disk / "s.duckdb"
-    for args in (["ingest", "big.jsonl"], ["run", "--plugin", "import", "--input", "p.jsonl", "-q"]):
-        result = cli(*args, "--db", store)
-        assert result.returncode == 1
-        assert one_line(result) == f"error: store {store}: no space left on device; nothing of this write was kept"
+    full = f"store {store}: no space left on device; nothing of this write was kept"
+    result = cli("ingest", "big.jsonl", "--db", store)
+    assert result.returncode == 1 and one_line(result) == f"error: {full}"
+    with pytest.raises(StoreError) as raised:
+        run_task("import", ["--input", "p.jsonl"], db=store)
+    assert str(raised.value) == full and raised.value.exit_code == 1
     assert stored(store, "SELECT count(*) FROM documents") == [0]  # the store opens, whole
     store.unlink()
 
     run_task("import", ["--input", str(write_jsonl(tmp_path / "few.jsonl", [{"persona": p} for p in PERSONAS]))])
     fill(small_disk)
-    for args, out in ((["report"], "r.html"), (["export", "personas", "--format", "parquet"], "e.parquet")):
-        result = cli(*args, "-q", "--out", small_disk / out)
-        assert result.returncode == 1 and one_line(result) == f"error: --out {small_disk / out}: no space left on device"
+    result = cli("export", "personas", "--format", "parquet", "-q", "--out", small_disk / "e.parquet")
+    assert result.returncode == 1 and one_line(result) == f"error: --out {small_disk / 'e.parquet'}: no space left on device"
+    with Store("personahub.duckdb", read_only=True) as opened, pytest.raises(PersonaHubError) as raised:
+        write_report(opened, small_disk / "r.html", quiet=True)
+    assert str(raised.value) == f"--out {small_disk / 'r.html'}: no space left on device"
     assert sorted(os.listdir(small_disk)) == ["filler"]  # no .partial left
 
 
@@ -170,19 +179,21 @@ def test_row_12_another_programs_duckdb_database_is_refused_untouched(tmp_path):
     con.close()
     before = digest(tmp_path / "sales.duckdb")
     write_jsonl(tmp_path / "d.jsonl", [{"text": "a text"}])
-    for args in (["ingest", "d.jsonl"], ["stats"], ["run", "--plugin", "import", "--input", "d.jsonl"]):
+    refused = "sales.duckdb is a DuckDB database but not a PersonaHub store (tables: orders); refusing to touch it"
+    for args in (["ingest", "d.jsonl"], ["stats"]):
         result = cli(*args, "--db", "sales.duckdb")
-        assert result.returncode == 2
-        assert one_line(result) == ("error: sales.duckdb is a DuckDB database but not a PersonaHub store "
-                                    "(tables: orders); refusing to touch it")
+        assert result.returncode == 2 and one_line(result) == f"error: {refused}"
+    with pytest.raises(NotAStore, match="refusing to touch it"):
+        run_task("import", ["--input", "d.jsonl"], db="sales.duckdb")
     assert digest(tmp_path / "sales.duckdb") == before
 
 
-def test_row_14_an_export_removes_a_killed_runs_partial_file_and_never_leaves_one(tmp_path, small_disk):
+def test_row_14_an_export_clears_a_killed_exports_partial_file(tmp_path, small_disk):
     run_task("import", ["--input", str(write_jsonl(tmp_path / "p.jsonl", [{"persona": p} for p in PERSONAS]))])
     out = small_disk / "personas.jsonl"
     stale = small_disk / ".personas.jsonl.partial"
     stale.write_bytes(b"\0" * 1_900_000)  # a killed export's leftover, filling most of the disk
-    cli("export", "personas", "--full", "--out", out, check=True)
+    with Store("personahub.duckdb", read_only=True) as store:
+        export(store, "personas", "jsonl", out, full=True)
     assert sorted(os.listdir(small_disk)) == ["personas.jsonl"]
     assert [json.loads(line)["persona"] for line in out.read_text().splitlines()] == PERSONAS
