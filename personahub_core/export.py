@@ -12,7 +12,7 @@ from .store import Store
 
 FORMATS = ("jsonl", "parquet", "csv", "hf")
 KEPT = "NOT EXISTS (SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id)"
-# DuckDB's memory while it sorts the rows for a file; past this it spills, so an export's peak stays flat.
+# DuckDB's memory while it sorts the rows for a file: past this it spills to disk instead of growing.
 EXPORT_MEMORY = "256MB"
 
 
@@ -101,11 +101,14 @@ def _write(store: Store, sql: str, params: list, fmt: str, tmp: Path, quiet: boo
                 relation.write_parquet(str(tmp))
             progress.update(progress.task_ids[0], completed=total)
             return total
-        # Arrow record batches streamed from DuckDB: one batch in Python at a time.
-        with store.con.sql(sql, params=params).to_arrow_reader(10_000) as reader, tmp.open("w", encoding="utf-8") as f:
-            for batch in reader:
-                progress.update(progress.task_ids[0], advance=batch.num_rows)
-                for record in batch.to_pylist():
+        # Batches of rows, one in Python at a time (fewer MB than Arrow batches, measured at 200k rows).
+        rel = store.con.execute(sql, params)
+        names = [d[0] for d in rel.description]
+        with tmp.open("w", encoding="utf-8") as f:
+            while rows := rel.fetchmany(10_000):
+                progress.update(progress.task_ids[0], advance=len(rows))
+                for row in rows:
+                    record = dict(zip(names, row))
                     for key in ("options", "sampling", "output", "prompt"):
                         if isinstance(record.get(key), str):
                             record[key] = json.loads(record[key])

@@ -38,6 +38,7 @@ def stored(db: str | Path, sql: str) -> list:
         return [r[0] for r in store.query(sql)]
 
 
+@pytest.mark.slow  # subprocess runs of the command line
 def test_row_1_no_out_overwrites_the_store_or_another_duckdb_file(tmp_path):
     run_task("import", ["--input", str(write_jsonl(tmp_path / "p.jsonl", [{"persona": p} for p in PERSONAS]))])
     store = tmp_path / "personahub.duckdb"
@@ -60,6 +61,7 @@ def test_row_1_no_out_overwrites_the_store_or_another_duckdb_file(tmp_path):
     assert digest(store) == before and stored(store, "SELECT count(*) FROM personas") == [len(PERSONAS)]
 
 
+@pytest.mark.slow  # subprocess runs of the command line
 def test_row_3_values_that_are_not_strings_are_skipped_counted_and_named(tmp_path):
     values = [123, 4.5, True, {"a": 1}, ["l", "m"]]
     lines = [json.dumps({"text": v}) for v in values] + ['{"text": ' + DEEP + "}", json.dumps({"text": "a real text"})]
@@ -92,6 +94,7 @@ def test_row_4_ndjson_and_jsonl_in_any_case_are_json_lines(tmp_path):
     assert stored("docs.duckdb", "SELECT text FROM documents ORDER BY seq") == PERSONAS[:3]
 
 
+@pytest.mark.slow  # subprocess runs of the command line
 def test_row_8_long_lines_bad_files_and_random_bytes_are_named_and_the_rest_kept(tmp_path):
     long_line = json.dumps({"text": "x" * (MAX_LINE_BYTES + 1)})
     (tmp_path / "corpus").mkdir()
@@ -112,6 +115,7 @@ def test_row_8_long_lines_bad_files_and_random_bytes_are_named_and_the_rest_kept
     assert result.returncode == 2 and one_line(result).endswith("b.txt: not UTF-8 text (invalid byte at offset 128)")
 
 
+@pytest.mark.slow  # subprocess runs of the command line
 def test_row_9_import_of_deep_json_a_file_without_the_field_and_an_empty_file(tmp_path):
     (tmp_path / "deep.jsonl").write_text('{"persona": ' + DEEP + "}\n" + json.dumps({"persona": PERSONAS[0]}) + "\n")
     summary = run_task("import", ["--input", "deep.jsonl"])
@@ -149,6 +153,7 @@ def fill(disk: Path) -> None:
             pass
 
 
+@pytest.mark.slow  # 40,000 texts onto a 2 MB disk
 def test_row_10_a_full_disk_is_one_line_naming_the_store_or_the_output(tmp_path, small_disk):
     texts = [f"Document {i} about the harbour ferry timetable and the {i % 97} market stalls." for i in range(40_000)]
     write_jsonl(tmp_path / "big.jsonl", [{"text": t} for t in texts])

@@ -178,6 +178,7 @@ def check_generations(db: Path, task: str, items: int, what: str) -> None:
     assert statuses <= {"ok", "rejected", "failed"}, (what, statuses)
 
 
+@pytest.mark.slow
 def test_kill_9_during_export_and_report_leaves_the_output_absent_or_whole_and_the_store_intact(tmp_path, rng):
     personas = [persona(i) for i in range(10_000)]
     resume("run", "--plugin", "import", "--input", str(write_jsonl(tmp_path / "p.jsonl", [{"persona": p} for p in personas])))
