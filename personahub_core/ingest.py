@@ -70,7 +70,8 @@ class Record:
     where: str  # file:line, for messages
 
 
-def _format(path: Path) -> str:
+def input_format(path: Path) -> str:
+    """The format a file's name gives, in lower case, under any .gz: "data.JSONL.gz" is ".jsonl"."""
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
@@ -83,11 +84,11 @@ def expand_paths(paths: list[Path]) -> list[Path]:
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _format(p) in FORMATS)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and input_format(p) in FORMATS)
             if not found:
                 raise UsageError(f"{path}: no files of a known format ({', '.join(FORMATS)}, optionally .gz)")
             files.extend(found)
-        elif _format(path) not in FORMATS:
+        elif input_format(path) not in FORMATS:
             raise UsageError(f"{path}: unknown format; expected one of {', '.join(FORMATS)} (optionally .gz)")
         else:
             files.append(path)
@@ -198,7 +199,7 @@ class FileIngest:
         self.store, self.con, self.path = store, store.con, path
         self.text_field, self.id_field, self.lines = text_field, id_field, lines
         self.report = report
-        self.fmt = _format(path)
+        self.fmt = input_format(path)
         self.params: list = []
         self.fixed: list[Record] = []  # lines with invalid UTF-8, parsed again from DuckDB's rejects
 
@@ -377,7 +378,7 @@ class FileIngest:
 
 def read_records(path: Path, text_field: str | None, id_field: str | None, lines: bool, report: IngestReport) -> Iterator[Record]:
     """Records one by one, in Python: used only to say where unusable records are."""
-    fmt = _format(path)
+    fmt = input_format(path)
     if fmt in (".jsonl", ".ndjson"):
         with open_text(path) as f:
             for n, line in enumerate(f, start=1):

@@ -28,14 +28,10 @@ def check_out(out_path: Path, store_path: Path) -> None:
         raise UsageError(f"--out {out}: is a DuckDB database; refusing to overwrite it")
 
 
-def partial_name(out_path: Path) -> Path:
-    return out_path.with_name(f".{out_path.name}.partial")
-
-
 @contextmanager
 def written(out_path: Path) -> Iterator[Path]:
     """The temporary path to write ``out_path`` to; renamed onto it when the block ends well."""
-    tmp = partial_name(out_path)
+    tmp = out_path.with_name(f".{out_path.name}.partial")
     tmp.unlink(missing_ok=True)  # a killed run's leftover
     try:
         yield tmp

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from personahub_core.errors import UsageError
 from personahub_core.hookspecs import hookimpl
-from personahub_core.ingest import (LINES_AS, MAX_LINE_BYTES, _format, file_error, file_progress, json_line,
-                                    json_records_sql, normalised, not_text, open_text, stripped)
+from personahub_core.ingest import (LINES_AS, MAX_LINE_BYTES, file_error, file_progress, json_line,
+                                    input_format, json_records_sql, normalised, not_text, open_text, stripped)
 from personahub_core.tasks import PersonaSource
 
 MAX_REPORTED = 5
@@ -41,7 +41,7 @@ class ImportPersonas(PersonaSource):
     uses_backend = False
 
     def as_json(self) -> bool:
-        return _format(self.options.input) in (".jsonl", ".ndjson", ".json")
+        return input_format(self.options.input) in (".jsonl", ".ndjson", ".json")
 
     def records_sql(self) -> str:
         """(text, source_id, bad) per non-blank line."""
@@ -134,7 +134,9 @@ class ImportPersonas(PersonaSource):
         path, name = self.options.input, self.options.field
         if not rejected and not bad:
             return f"{path}: empty file, no personas in it"
-        line, problem = min(rejected + (self.located(1) if bad else []))
+        line, problem = min(rejected + (self.located(1) if bad else []), default=(None, None))
+        if problem is None:  # counted unusable by SQL, yet no line found: say so without a line number
+            return f"{path}: no line of the file gives a persona"
         if problem == f"no '{name}' field":
             fields: set[str] = set()
             with open_text(path) as f:
