@@ -237,7 +237,8 @@ def ingest_cmd(
     with Store(settings.db) as store:
         report = ingest_paths(store, paths, text_field=text_field, id_field=id_field, lines=lines, quiet=as_json)
     if report.read == 0:  # an empty .jsonl, .csv or .txt alike
-        first = f"; first problem: {report.problems[0]}" if report.problems else " (the input is empty)"
+        problems = report.problems + report.unread
+        first = f"; first problem: {problems[0]}" if problems else " (the input is empty)"
         raise UsageError(f"no usable records in {', '.join(map(str, paths))}{first}")
     if report.replaced_utf8:
         err.print(f"[yellow]{report.replaced_utf8} line(s) had invalid UTF-8, replaced[/yellow]")
@@ -247,12 +248,16 @@ def ingest_cmd(
         err.print(f"[yellow]... and {report.bad - len(report.problems)} more skipped records[/yellow]")
     summary = {"files": report.files, "read": report.read, "added": report.added,
                "duplicates": report.duplicates, "bad": report.bad, "invalid_utf8_replaced": report.replaced_utf8,
-               "db": str(settings.db)}
+               "unread": report.unread, "db": str(settings.db)}
     if as_json:
         print(json.dumps(summary))
     else:
-        err.print(f"ingested {report.added} new documents from {report.files} file(s) "
+        err.print(f"ingested {report.added} new documents from {report.files - len(report.unread)} file(s) "
                   f"({report.duplicates} duplicates collapsed, {report.bad} bad records skipped) into {settings.db}")
+    for problem in report.unread:  # the files kept out, one line each, last
+        err.print(f"[red]not read:[/red] {escape(problem)}", highlight=False)
+    if report.unread:
+        raise typer.Exit(code=2)
 
 
 @app.command("export")
