@@ -1,12 +1,14 @@
-"""Driving work items through a backend: each item's ``run_item`` generator yields prompts, the
-pending prompts of every item go to the backend together, and each completion goes back to its item.
-Pure (no store, no registry), so any executor can use it, in this process or in a Ray actor."""
+"""Driving work items through a backend as a stream: each item's ``run_item`` generator yields prompts,
+the backend keeps ``batch_size`` of them in flight, and each completion goes back to its item, whose next
+prompt (if any) takes the freed slot before a new item does. Pure (no store, no registry), so any
+executor can use it, in this process or in a Ray actor."""
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .backends.base import Backend
 from .calls import Completion, Prompt
@@ -103,30 +105,45 @@ class _Driving:
         return self.outcome
 
 
-def drive(task: GenerativeTask, items: list[WorkItem], backend: Backend, settings: Settings) -> Iterator[Outcome]:
-    """Run items to completion, batching every pending prompt of every item into one backend call
-    per wave. Yields each item's Outcome as soon as it is final. Pure: no store, so any executor can use it."""
-    flying = [_Driving(task, item) for item in items]
-    while flying:
-        waiting = []
-        for d in flying:
-            if d.pending is None:
-                yield d.finished()
-            else:
-                waiting.append(d)
-        if not waiting:
-            return
-        prompts = []
-        for d in waiting:
-            attempt = d.attempt + d.item.earlier_runs * task.attempts
-            prompt = sampled(d.pending, settings, item_seed(settings.seed, d.item.key, d.step, attempt))
-            # Rows record prompts under these keys (prompt_hash, export, replay): keep them.
-            d.outcome.prompts.append({"prompt": prompt.completion, "messages": prompt.chat})
-            d.outcome.sampling = prompt.sampling()
-            prompts.append(prompt)
-        for index, completion in backend.generate(prompts):
-            d = waiting[index]
+def drive(task: GenerativeTask, items: Iterable[WorkItem], backend: Backend, settings: Settings) -> Iterator[Outcome]:
+    """Run items to completion through ``backend.stream`` with ``settings.batch_size`` calls in flight,
+    and yield each item's Outcome as soon as it is final.
+
+    A new item is taken from ``items`` only when the backend has a free slot and no item in flight has
+    its next step ready, so the iterable is read lazily and nothing holds more than the items in flight."""
+    source = iter(items)
+    ready: deque[_Driving] = deque()  # items whose next prompt waits for a slot
+    finished: deque[_Driving] = deque()  # final, not yet yielded
+    exhausted = False
+
+    def feed() -> tuple[_Driving, Prompt] | None:
+        nonlocal exhausted
+        while not ready and not exhausted and len(finished) < settings.batch_size:
+            item = next(source, None)
+            if item is None:
+                exhausted = True
+                break
+            d = _Driving(task, item)
+            (finished if d.pending is None else ready).append(d)  # a run_item may end before its first prompt
+        if not ready:
+            return None  # nothing to send now: the items in flight may still have next steps
+        d = ready.popleft()
+        attempt = d.attempt + d.item.earlier_runs * task.attempts
+        prompt = sampled(d.pending, settings, item_seed(settings.seed, d.item.key, d.step, attempt))
+        # Rows record prompts under these keys (prompt_hash, export, replay): keep them.
+        d.outcome.prompts.append({"prompt": prompt.completion, "messages": prompt.chat})
+        d.outcome.sampling = prompt.sampling()
+        return d, prompt
+
+    while True:
+        for d, completion in backend.stream(feed, settings.batch_size):
             d.receive(completion)
-            if d.pending is None:
-                yield d.finished()
-        flying = [d for d in waiting if d.pending is not None]
+            (ready if d.pending is not None else finished).append(d)
+            while finished:
+                yield finished.popleft().finished()
+        # The stream ends when nothing is in flight and feed() had nothing: either every item is done,
+        # or items that ended without a prompt filled ``finished`` and wait to be yielded.
+        while finished:
+            yield finished.popleft().finished()
+        if exhausted and not ready:
+            return

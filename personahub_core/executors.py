@@ -1,4 +1,4 @@
-"""Executors: where a window of work items runs. The writer always stays in this process.
+"""Executors: where the stream of work items runs. The writer always stays in this process.
 
 The command resolves the executor by name from the registry and hands the instance to the run's
 TaskContext; the runner then calls ``run_items`` for every generative task.
@@ -10,8 +10,8 @@ import time
 from typing import TYPE_CHECKING, ClassVar, Iterable, Iterator
 
 from .driving import drive
-from .pending import pending_items
-from .runner import WINDOW_PER_SLOT, TaskContext, Writer
+from .pending import pending_chunks, spilled
+from .runner import TaskContext, Writer
 from .settings import Settings
 from .tasks import GenerativeTask, WorkItem
 
@@ -28,35 +28,34 @@ class Executor:
     def run_items(self, task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None) -> None:
         """Drive the task's missing work items through ``execute`` and store every outcome in this process.
         An executor that stores rows its own way (Ray writes shards) overrides this instead."""
-        todo = pending_items(ctx, items)
-        if ctx.limit is not None:
-            ctx.limit -= len(todo)  # a multi-stage task (hops) shares one budget
-        if not todo:
-            return
-        writer = Writer(ctx, task, ctx.model_label())
-        window = max(self.settings.batch_size * WINDOW_PER_SLOT, 8)
-        with ctx.progress(label or task.name, total=len(todo)) as progress:
-            bar = progress.task_ids[0]
-            started = time.perf_counter()
-            try:
-                for outcome in self.execute(task, todo, ctx, window):
-                    writer.add(outcome)
-                    if ctx.interrupted():
-                        raise KeyboardInterrupt
-                    rate = ctx.stats.completion_tokens / max(time.perf_counter() - started, 1e-6)
-                    progress.update(bar, advance=1, extra=f"{rate:5.1f} tok/s")
-            finally:
-                writer.flush()
+        with spilled(pending_chunks(ctx, items), folder=str(ctx.store.path.parent)) as (total, todo):
+            if ctx.limit is not None:
+                ctx.limit -= total  # a multi-stage task (hops) shares one budget
+            if not total:
+                return
+            writer = Writer(ctx, task, ctx.model_label())
+            with ctx.progress(label or task.name, total=total) as progress:
+                bar = progress.task_ids[0]
+                started = time.perf_counter()
+                try:
+                    for outcome in self.execute(task, todo, ctx):
+                        writer.add(outcome)
+                        if ctx.interrupted():
+                            raise KeyboardInterrupt
+                        rate = ctx.stats.completion_tokens / max(time.perf_counter() - started, 1e-6)
+                        progress.update(bar, advance=1, extra=f"{rate:5.1f} tok/s")
+                finally:
+                    writer.flush()
 
-    def execute(self, task: GenerativeTask, items: list[WorkItem], ctx: TaskContext, window: int) -> Iterator["Outcome"]:
+    def execute(self, task: GenerativeTask, items: Iterator[WorkItem], ctx: TaskContext) -> Iterator["Outcome"]:
+        """The outcome of every item, as each is final. ``items`` is a stream: take them as they are needed."""
         raise NotImplementedError
 
 
 class LocalExecutor(Executor):
-    """In this process, with the context's backend (cached through the store)."""
+    """In this process, with the context's backend (cached through the store), as one stream."""
 
     name = "local"
 
-    def execute(self, task, items, ctx, window):
-        for start in range(0, len(items), window):
-            yield from drive(task, items[start : start + window], ctx.backend, self.settings)
+    def execute(self, task, items, ctx):
+        return drive(task, items, ctx.backend, self.settings)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Iterator
+import pickle
+import tempfile
+from contextlib import contextmanager
+from typing import IO, TYPE_CHECKING, Iterable, Iterator
 
 from .tasks import WorkItem
 
@@ -45,6 +48,24 @@ def pending_chunks(ctx: TaskContext, items: Iterable[WorkItem]) -> Iterator[list
             yield todo
 
 
-def pending_items(ctx: TaskContext, items: Iterable[WorkItem]) -> list[WorkItem]:
-    """All the items not yet stored, up to --limit (the local runner's progress bar wants a total)."""
-    return [item for chunk in pending_chunks(ctx, items) for item in chunk]
+@contextmanager
+def spilled(chunks: Iterable[list[WorkItem]], folder: str | None = None) -> Iterator[tuple[int, Iterator[WorkItem]]]:
+    """How many items the chunks hold, and the items themselves, read back lazily: each chunk goes to a
+    temporary file as it comes, so a run knows its total (the progress bar's) without holding 10^6 items.
+    Pickled, so an item comes back exactly as it was made."""
+    with tempfile.TemporaryFile(prefix="personahub-pending-", dir=folder) as file:
+        count = 0
+        for chunk in chunks:
+            pickle.dump(chunk, file, protocol=pickle.HIGHEST_PROTOCOL)
+            count += len(chunk)
+        file.seek(0)
+        yield count, _unpickled(file)
+
+
+def _unpickled(file: IO[bytes]) -> Iterator[WorkItem]:
+    while True:
+        try:
+            chunk = pickle.load(file)
+        except EOFError:
+            return
+        yield from chunk

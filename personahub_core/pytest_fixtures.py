@@ -19,11 +19,11 @@ def clean_env(tmp_path, monkeypatch):
     for name in list(os.environ):
         if name.startswith("PERSONAHUB_") and name != "PERSONAHUB_CACHE_DIR":
             monkeypatch.delenv(name)
-    FakeBackend.responder = None
+    FakeBackend.responder = FakeBackend.latency = None
     FakeBackend.calls = []
     reset_registry()
     yield
-    FakeBackend.responder = None
+    FakeBackend.responder = FakeBackend.latency = None
     reset_registry()
 
 

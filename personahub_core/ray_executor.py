@@ -4,8 +4,8 @@ writing its rows as Parquet shards (personahub_core/shards.py).
     driver (runner)                              Ray actors (ActorPoolStrategy)
     merge shards a killed run left
     selection, a chunk at a time ──> pending keys ──> <run>/items/part-N.parquet {key, input_id, data}
-    slices {path, start, count} ───────────────────> map_batches(_DriveActor): reads its slice, drive()
-                                                      with a backend (llama.cpp per actor, or HTTP)
+    slices {path, start, count} ───────────────────> map_batches(_DriveActor): streams its slice through
+                                                      drive() with a backend (llama.cpp per actor, or HTTP)
                                                       outcome_records() ──> <db>.shards/<run>/*.parquet
     progress bar <── tallies {done, failed, tokens} <──┘
     merge this run's shards: INSERT ... SELECT FROM read_parquet(...), keyed as the local Writer
@@ -39,7 +39,7 @@ from .errors import PersonaHubError, UsageError
 from .executors import Executor
 from .driving import drive
 from .pending import pending_chunks
-from .runner import WINDOW_PER_SLOT, RunStats, TaskContext, outcome_records
+from .runner import RunStats, TaskContext, outcome_records
 from .settings import Settings
 from .shards import ShardSpec, ShardWriter, Tally, merge_shards, read_items, shard_root, write_items
 from .store import Store
@@ -169,47 +169,44 @@ def tally_from_row(row: dict) -> Tally:
 
 
 class _DriveActor:
-    """One per Ray actor: builds the backend on first use, drives each batch of items through it in
-    windows, and writes the rows as Parquet shards. Only small tallies go back to the driver.
+    """One per Ray actor: builds the backend on first use, streams each batch of items through it with
+    ``batch_size`` calls in flight, and writes the rows as Parquet shards. Only small tallies go back to
+    the driver.
 
     An error that stops the backend (bad model, unreachable server) comes back as a row, not as an
     exception: Ray keeps an exception's type and message only inside a traceback text.
     """
 
-    def __init__(self, task: GenerativeTask, settings: Settings, backend_class: type, spec: ShardSpec, model: str,
-                 window: int):
+    def __init__(self, task: GenerativeTask, settings: Settings, backend_class: type, spec: ShardSpec, model: str):
         self.task = task
         self.backend_class = backend_class  # resolved by the driver's command; classes travel by reference
         self.settings = settings
         self.model = model
-        self.window = window
         self.shards = ShardWriter(spec)
         self.backend = None
 
     def __call__(self, batch: dict) -> Iterator[dict]:
         from .backends.factory import make_backend
 
-        items = [item for path, start, count in zip(batch["path"], batch["start"], batch["count"])
-                 for item in rows_to_items(read_items(self.shards.fs, str(path), int(start), int(count)).to_pydict())]
+        items = (item for path, start, count in zip(batch["path"], batch["start"], batch["count"])
+                 for item in rows_to_items(read_items(self.shards.fs, str(path), int(start), int(count)).to_pydict()))
         rows: list[dict] = []
         personas: list[dict] = []
         progress, written = Tally(), time.monotonic()
         try:
             if self.backend is None:
                 self.backend = make_backend(self.backend_class, self.settings)  # no store here: the cache lives with the driver
-            for start in range(0, len(items), self.window):
-                for outcome in drive(self.task, items[start : start + self.window], self.backend, self.settings):
-                    row, made = outcome_records(outcome, self.task, self.model, self.shards.spec.run_id,
-                                                self.settings.seed)
-                    rows.append(row)
-                    personas.extend(made)
-                    progress.count(outcome.status, outcome.prompt_tokens, outcome.completion_tokens)
-                    if len(rows) >= ROWS_PER_SHARD or time.monotonic() - written > SECONDS_PER_SHARD:
-                        self.shards.write(rows, personas)
-                        rows, personas, written = [], [], time.monotonic()
-                    if progress.items >= self.settings.batch_size:
-                        yield tally_row(progress)
-                        progress = Tally()
+            for outcome in drive(self.task, items, self.backend, self.settings):
+                row, made = outcome_records(outcome, self.task, self.model, self.shards.spec.run_id, self.settings.seed)
+                rows.append(row)
+                personas.extend(made)
+                progress.count(outcome.status, outcome.prompt_tokens, outcome.completion_tokens)
+                if len(rows) >= ROWS_PER_SHARD or time.monotonic() - written > SECONDS_PER_SHARD:
+                    self.shards.write(rows, personas)
+                    rows, personas, written = [], [], time.monotonic()
+                if progress.items >= self.settings.batch_size:
+                    yield tally_row(progress)
+                    progress = Tally()
             self.shards.write(rows, personas)
         except Exception as exc:
             message = str(exc) if isinstance(exc, PersonaHubError) else f"{type(exc).__name__}: {_first_line(exc)}"
@@ -282,7 +279,6 @@ class RayExecutor(Executor):
         restarts = {"max_restarts": retries, "max_task_retries": retries}
         # At least one batch per actor; a batch ends with a shard, so batches are not small either.
         per_batch = max(1, min(ITEMS_PER_BATCH, math.ceil(total / plan.actors)))
-        window = max(self.settings.batch_size * WINDOW_PER_SLOT, 8)
         # Each actor reads its slice of the item files itself: Ray Data's own reader would take CPUs
         # the actors hold (and needs fsspec's HTTP extras even for local files).
         dataset = ray.data.from_items(item_slices(files, per_batch))
@@ -292,7 +288,7 @@ class RayExecutor(Executor):
             tallies = dataset.map_batches(
                 _DriveActor,
                 fn_constructor_kwargs={"task": task, "settings": plan.settings, "backend_class": ctx.backend_class, "spec": spec,
-                                       "model": ctx.model_label(), "window": window},
+                                       "model": ctx.model_label()},
                 batch_size=1,  # one slice
                 compute=ray.data.ActorPoolStrategy(size=plan.actors),
                 batch_format="numpy",

@@ -1,12 +1,13 @@
-"""The runner: takes a task's work items, skips the ones already stored, drives the rest through the
-backend in batches, and writes their results in small transactions as they finish.
+"""The runner: takes a task's work items, skips the ones already stored, streams the rest through the
+backend with ``batch_size`` calls in flight, and writes their results in small transactions as they finish.
 
-    work_items() ──> ctx.run_generative() ──> executor.run_items(): skip keys already in `generations`
-        ──> windows of items
-        └─> executor.execute(window) ── drive(): each item's run_item() generator yields a Prompt;
-            the pending prompts of all items go to backend.generate() together; each completion is
-            sent back to its generator until it returns a result or raises Rejected
-        └─> Outcome per item ──> writer (batched transactions: generation rows + new personas)
+    work_items() ──> ctx.run_generative() ──> executor.run_items(): keys checked against `generations`
+        a chunk at a time; the missing items spill to a temporary file (their count is the progress total)
+        └─> executor.execute(stream of items) ── drive(): each item's run_item() generator yields a Prompt;
+            backend.stream() keeps batch_size prompts in flight and asks drive() for the next one as a
+            slot frees: the next step of an item just answered, else a new item read from the stream;
+            each completion is sent back to its generator until it returns a result or raises Rejected
+        └─> Outcome per item, as it is final ──> writer (batched transactions: generation rows + new personas)
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 
 stderr = Console(stderr=True, soft_wrap=True)  # one message per line, never hard-wrapped
 
-# How many items are in flight per batch slot: enough that the backend refills slots from a queue.
-WINDOW_PER_SLOT = 4
 # A flush is one columnar insert: its cost hardly depends on its size, so flush often enough that a kill
 # loses little (a resumed run redoes it) and rarely enough that the insert is not the bottleneck.
 FLUSH_EVERY_ROWS = 1000
@@ -191,7 +190,7 @@ class Writer:
         self.ctx, self.task, self.model = ctx, task, model
         self.rows: list[dict] = []
         self.personas: list[dict] = []
-        self.retried: set[str] = set()  # keys with a stored failed row (pending_items found them)
+        self.retried: set[str] = set()  # keys with a stored failed row (pending_chunks found them)
         self.last_flush = time.monotonic()
 
     def add(self, outcome: Outcome) -> None:

@@ -5,7 +5,7 @@ The core does *how*: choosing inputs, batching, calling the backend, caching, st
 
 A generative task's ``run_item`` is a generator: it yields a ``Prompt``, receives a ``Completion``,
 and returns its result. Multi-step work (solve after posing, several conversation turns) is just
-several yields; the runner batches the pending prompts of many items together.
+several yields; the runner keeps the prompts of many items in flight together.
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ class EchoBackend(Backend):
 class OneByOne(Executor):
     name = "one-by-one"
 
-    def execute(self, task, items, ctx, window):
+    def execute(self, task, items, ctx):
+        items = list(items)
         ctx.note(f"one-by-one: {len(items)} items, one backend call each")
         for item in items:
             yield from drive(task, [item], ctx.backend, self.settings)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Iterator
+from collections import deque
+from typing import Any, Iterator
 
 from ..settings import Settings
 from ..tasks import work_key
@@ -32,6 +33,8 @@ class CachingBackend(Backend):
     name = "cache"
     PUT_EVERY = 1000
     PUT_EVERY_SECONDS = 2.0
+    # Hits a stream holds before it lets the caller take them: bounds memory when nearly every call hits.
+    HITS_HELD = 1000
 
     def __init__(self, inner: Backend, store):
         self.inner = inner
@@ -57,24 +60,63 @@ class CachingBackend(Backend):
 
     def generate(self, prompts: list[Prompt]) -> Iterator[tuple[int, Completion]]:
         keys = [self._key(p) for p in prompts]
-        stored = [k for k in keys if k in self._written and k not in self._fresh] if self._cold else keys
-        hits = self.store.cache_get(stored) if stored else {}
-        hits.update({k: self._fresh[k][1:] for k in keys if k in self._fresh})
+        hits = self._stored(keys)
         misses = []
         for i, key in enumerate(keys):
             if key in hits:
-                text, pt, ct, finish = hits[key]
-                yield i, Completion(text, finish, pt, ct, cached=True)
+                yield i, self._hit(hits[key])
             else:
                 misses.append(i)
         if not misses:
             return
         for j, result in self.inner.generate([prompts[i] for i in misses]):
-            i = misses[j]
-            if result.finish_reason != "error":
-                self._fresh[keys[i]] = (keys[i], result.text, result.prompt_tokens, result.completion_tokens,
-                                        result.finish_reason)
-            yield i, result
+            self._remember(keys[misses[j]], result)
+            yield misses[j], result
+        self._flush_when_due()
+
+    def stream(self, feed, slots: int) -> Iterator[tuple[Any, Completion]]:
+        """Hits are answered at once, without taking a slot; misses go to the inner backend's stream."""
+        hits: deque[tuple[Any, Completion]] = deque()  # answered, to yield after the inner's next completion
+
+        def misses() -> tuple[tuple[Any, str], Prompt] | None:
+            while len(hits) < self.HITS_HELD and (fed := feed()) is not None:
+                ticket, prompt = fed
+                key = self._key(prompt)
+                hit = self._stored([key]).get(key)
+                if hit is None:
+                    return (ticket, key), prompt
+                hits.append((ticket, self._hit(hit)))
+            return None  # the caller has nothing now, or many answers wait: they go out first
+
+        while True:
+            for (ticket, key), result in self.inner.stream(misses, slots):
+                self._remember(key, result)
+                yield ticket, result
+                while hits:
+                    yield hits.popleft()
+                self._flush_when_due()
+            if not hits:
+                return  # the inner stream ended with nothing in flight and nothing held: the caller is done
+            while hits:  # the caller may have more once it has these (an item's next step)
+                yield hits.popleft()
+
+    def _stored(self, keys: list[str]) -> dict[str, tuple]:
+        """The answers this cache holds for these keys: this run's own and the store's."""
+        asked = [k for k in keys if k not in self._fresh and (not self._cold or k in self._written)]
+        hits = self.store.cache_get(asked) if asked else {}
+        hits.update({k: self._fresh[k][1:] for k in keys if k in self._fresh})
+        return hits
+
+    @staticmethod
+    def _hit(stored: tuple) -> Completion:
+        text, prompt_tokens, completion_tokens, finish = stored
+        return Completion(text, finish, prompt_tokens, completion_tokens, cached=True)
+
+    def _remember(self, key: str, result: Completion) -> None:
+        if result.finish_reason != "error":
+            self._fresh[key] = (key, result.text, result.prompt_tokens, result.completion_tokens, result.finish_reason)
+
+    def _flush_when_due(self) -> None:
         if len(self._fresh) >= self.PUT_EVERY or time.monotonic() - self._last_put > self.PUT_EVERY_SECONDS:
             self.flush()
 
