@@ -49,6 +49,7 @@ from personahub_core.backends.openai_http import OpenAIBackend  # noqa: E402
 from personahub_core.settings import Settings  # noqa: E402
 
 MODEL = "bench-model"
+PERSONAHUB = str(Path(sys.executable).parent / "personahub")  # the console script beside this Python
 
 
 def vllm_latency(body: dict) -> float:
@@ -138,7 +139,7 @@ def store_with_personas(folder: Path, n: int) -> Path:
     personas.write_text("".join(json.dumps({"persona": f"a {job} number {i}"}) + "\n"
                                 for i, job in zip(range(n), ["nurse", "baker", "pilot", "chemist"] * n)))
     db = folder / "personas.duckdb"
-    subprocess.run([sys.executable, "-m", "personahub_core.cli", "run", "--plugin", "import", "--input",
+    subprocess.run([PERSONAHUB, "run", "--plugin", "import", "--input",
                     str(personas), "--db", str(db), "--quiet"], check=True, cwd=folder)
     return db
 
@@ -146,7 +147,7 @@ def store_with_personas(folder: Path, n: int) -> Path:
 def cli_run(url: str, db: Path, slots: int, items: int) -> float:
     """``personahub run --plugin math`` over the store; returns the child's CPU seconds."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([sys.executable, "-m", "personahub_core.cli", "run", "--plugin", "math", "--backend", "openai",
+    subprocess.run([PERSONAHUB, "run", "--plugin", "math", "--backend", "openai",
                     "--base-url", url, "--model", MODEL, "--batch-size", str(slots), "--limit", str(items),
                     "--db", str(db), "--quiet", "--no-cache"], check=True, cwd=db.parent, stdout=subprocess.DEVNULL)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -423,10 +423,11 @@ def runs_cmd(
     if as_json:
         print(json.dumps(runs, default=str))
         return
-    table = Table(Column("run", no_wrap=True), "task", "status", "done", "failed", "tokens", "seconds", "started")
+    table = Table(Column("run", no_wrap=True), "task", "status", "done", "failed", "tokens", "seconds", "started", "notes")
     for r in runs:
         table.add_row(r["id"], r["task"], r["status"], str(r["items_done"]), str(r["items_failed"]),
-                      str(r["completion_tokens"]), f"{r['seconds'] or 0:.1f}", str(r["started_at"])[:19])
+                      str(r["completion_tokens"]), f"{r['seconds'] or 0:.1f}", str(r["started_at"])[:19],
+                      "; ".join(r["notes"]))
     out.print(table)
 
 

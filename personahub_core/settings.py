@@ -230,7 +230,7 @@ def _one_line(err: dict, name: str, origin: str) -> str:
 # Up to the last "@" before the path: a password may hold an "@" of its own.
 _URL_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s?#]*@", re.I)
 # A key in a URL's query (Azure's ?api-key=, Google's ?key=, ?token=...).
-_QUERY_SECRET = re.compile(r"([?&](?:api[_-]?key|key|access[_-]?token|token|secret|password|sig|signature)=)[^&#\s\"']+", re.I)
+_QUERY_SECRET = re.compile(r"([?&](?:api[_-]?key|key|access[_-]?token|token|secret|password|sig|signature)=)[^&#\s\"',;:)]+", re.I)
 _SECRETS = [
     (re.compile(r"(\bBearer\s+)[^\s\"',]+", re.I), r"\1***"),
     (re.compile(r"\b(sk|pk|rk|hf|ghp|gho|xox[abp])[-_][A-Za-z0-9_\-]{6,}"), r"\1-***"),

@@ -204,13 +204,14 @@ def _handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             return False
 
         def do_GET(self) -> None:
-            if self.path.startswith("/stats"):
+            path = self.path.partition("?")[0]  # a base URL may carry a query (?api-version=, ?api-key=)
+            if path == "/stats":
                 stats: dict[str, Any] = {"max_open": server.max_open, "mean_open": server.mean_open,
                                          "answered": server.answered}
                 if self.path.endswith("?bodies=1"):  # what was asked, to replay with another client
                     stats["requests"] = [[r.path, r.body] for r in server.received]
                 self._send_json(200, stats)
-            elif self.path != "/v1/models" or not server.has_models:
+            elif path != "/v1/models" or not server.has_models:
                 self._send_json(404, {"error": {"message": "Not Found"}})
             elif self._authorized():
                 entry: dict[str, Any] = {"id": "test-model", "object": "model"}
@@ -220,6 +221,7 @@ def _handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            self.path = self.path.partition("?")[0]
             if self.path not in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
                 self._send_json(404, {"error": {"message": "Not Found"}})
                 return

@@ -253,8 +253,8 @@ class OpenAIBackend(Backend):
 
     async def _post(self, path: str, body: dict, parse: Callable[[Any], R], tokens: int) -> R:
         """POST with retries; return ``parse(json)`` or raise RequestFailed / BackendError."""
-        url = self.base_url + path
-        shown = self.public_url + path
+        url = self._endpoint(path)
+        shown = redact_url(url)
         attempts = self.options.max_retries + 1
         for attempt in range(attempts):
             await self.pacing.wait(tokens)
@@ -303,6 +303,11 @@ class OpenAIBackend(Backend):
             async with self._session.request(method, url, json=body) as resp:
                 return resp.status, resp.headers, await resp.read()
 
+    def _endpoint(self, path: str) -> str:
+        """The base URL with ``path`` added to its path; its query (``?api-version=...&api-key=...``) kept."""
+        parts = urlsplit(self.base_url)
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))
+
     def _message(self, raw: bytes) -> str:
         """The server's error message with keys and tokens masked: it is shown and stored with the row."""
         return redact(_server_message(raw), self._key)
@@ -318,13 +323,14 @@ class OpenAIBackend(Backend):
     async def _check_server(self) -> None:
         """One cheap GET /models on first use: fail early on a dead URL or a bad key."""
         try:
-            status, _, raw = await self._request("GET", f"{self.base_url}/models")
+            status, _, raw = await self._request("GET", self._endpoint("/models"))
         except aiohttp.ClientConnectorError as exc:
             raise BackendError(f"cannot reach {self.public_url}: {redact(_describe(exc), self._key)}") from None
         except (aiohttp.ClientError, TimeoutError):
             return  # a slow or flaky /models is not fatal; requests have their own retries
         if status in (401, 403):
-            raise BackendError(f"authentication failed (HTTP {status}) at {self.public_url}/models: {self._message(raw)}")
+            raise BackendError(f"authentication failed (HTTP {status}) at {redact_url(self._endpoint('/models'))}: "
+                               f"{self._message(raw)}")
         if status == 200:
             self._context_length = self._max_model_len(raw)
 

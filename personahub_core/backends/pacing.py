@@ -51,8 +51,10 @@ class Concurrency:
         """One line for the run's notes: how many were in flight, and whether and why that was lowered."""
         line = f"requests in flight: up to {self.peak} (--batch-size {self.ceiling})"
         if self.lowered:
-            why = ", ".join(f"{reason} x{times}" for reason, times in sorted(self.lowered.items()))
-            line += f"; lowered {sum(self.lowered.values())} times on {why}, down to {self.lowest}, {self.limit} at the end"
+            times = sum(self.lowered.values())
+            why = ", ".join(reason if n == 1 else f"{reason} x{n}" for reason, n in sorted(self.lowered.items()))
+            line += (f"; lowered {'once' if times == 1 else f'{times} times'} ({why}), down to {self.lowest}, "
+                     f"{self.limit} at the end")
         return line
 
 
