@@ -60,9 +60,16 @@ def vllm_latency(body: dict) -> float:
     return 5.0 if rng.random() < 0.02 else 0.5 * rng.lognormvariate(0.0, 0.25)
 
 
+def math_problem(key: str) -> str:
+    """An answer the math task accepts, so each item is one request (a rejected one would be asked again)."""
+    n = int.from_bytes(hashlib.sha256(key.encode()).digest()[:2], "big")
+    return (f"Problem: A workshop orders {n % 90 + 10} boxes of {n % 7 + 3} parts and uses {n % 5 + 2} parts "
+            "a day. How many days do the parts last?")
+
+
 def serve() -> None:
     """The server process: print the URL, serve until the parent closes our stdin."""
-    with FaultServer(latency=vllm_latency) as server:
+    with FaultServer(latency=vllm_latency, reply=math_problem) as server:
         print(server.url, flush=True)
         sys.stdin.read()
 

@@ -16,8 +16,8 @@ a key to the faults its 1st, 2nd, ... attempts suffer; later attempts succeed. F
 - ``"hold"``: answer only once every other request of the run (``total`` in all) has been answered
 
 Beyond faults, the server counts the requests open at once (``max_open``, ``mean_open``, also served as
-``GET /stats`` for a server in another process, with the requests received under ``?bodies=1``), can answer after a ``latency(body)`` of its own (a
-vLLM-like server for the benchmark), and with ``lockstep=N`` answers one request at a time, the oldest,
+``GET /stats`` for a server in another process, with the requests received under ``?bodies=1``), can answer after a ``latency(body)`` of its own with a ``reply(key)`` of its
+own (a vLLM-like server for the benchmark), and with ``lockstep=N`` answers one request at a time, the oldest,
 and only while ``min(N, requests left)`` are open: a client that does not refill a freed slot at once
 stalls it.
 """
@@ -56,6 +56,7 @@ class FaultServer:
         latency: Callable[[dict], float] | None = None,
         total: int | None = None,
         lockstep: int | None = None,
+        reply: Callable[[str], str] | None = None,
     ) -> None:
         self.faults = faults or {}
         self.every = every or []  # the faults of every key not in ``faults``
@@ -66,6 +67,7 @@ class FaultServer:
         self.latency = latency
         self.total = total  # requests the run will make: what "hold" and lockstep count down from
         self.lockstep = lockstep
+        self.reply = reply or (lambda key: f"echo: {key}")  # the answer's text, from the request's key
         self.received: list[Received] = []
         self.attempts: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -161,14 +163,14 @@ def _key(path: str, body: dict) -> str:
     return str(body["input"][0])
 
 
-def _answer(path: str, body: dict, key: str) -> dict[str, Any]:
+def _answer(path: str, body: dict, key: str, text: str) -> dict[str, Any]:
     usage = {"prompt_tokens": len(key.split()), "completion_tokens": 3}
     finish = "length" if body.get("max_tokens") == 1 else "stop"
     if path.endswith("/chat/completions"):
-        choice = {"index": 0, "message": {"role": "assistant", "content": f"echo: {key}"}, "finish_reason": finish}
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
         return {"object": "chat.completion", "choices": [choice], "usage": usage}
     if path.endswith("/completions"):
-        choice = {"index": 0, "text": f"echo: {key}", "finish_reason": finish}
+        choice = {"index": 0, "text": text, "finish_reason": finish}
         return {"object": "text_completion", "choices": [choice], "usage": usage}
     # Embeddings: a vector derived from the text, listed in reverse to check the client reorders by index.
     data = [{"index": i, "embedding": [float(len(t)), float(sum(map(ord, t)))]} for i, t in enumerate(body["input"])]
@@ -265,7 +267,7 @@ def _handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             else:
                 if fault == "slow":
                     time.sleep(server.slow_seconds)
-                self._send_json(200, _answer(self.path, body, key))
+                self._send_json(200, _answer(self.path, body, key, server.reply(key)))
 
         def _drip(self) -> None:
             self.send_response(200)
