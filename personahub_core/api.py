@@ -180,8 +180,11 @@ def run_in_store(task: Task, store: Store, settings: Settings, *, limit: int | N
         finally:
             seconds = time.perf_counter() - started
             s = ctx.stats
-            store.finish_run(run_id, status, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens, seconds)
-            ctx.close()
+            try:
+                ctx.close()  # first: closing, a backend notes what it saw (the requests it kept in flight)
+            finally:
+                store.finish_run(run_id, status, s.items_done, s.items_failed + s.items_rejected,
+                                 s.completion_tokens, seconds, s.notes)
     return summary(task, ctx.stats, seconds, run_id, settings)
 
 

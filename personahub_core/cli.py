@@ -111,6 +111,10 @@ def run_cmd(
     ray_address: Optional[str] = typer.Option(None, "--ray-address"),
     n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="llama.cpp context size"),
     threads: Optional[int] = typer.Option(None, "--threads", help="llama.cpp threads"),
+    max_requests_per_minute: Optional[int] = typer.Option(None, "--max-requests-per-minute",
+                                                          help="--backend openai: requests started per minute at most"),
+    max_tokens_per_minute: Optional[int] = typer.Option(None, "--max-tokens-per-minute",
+                                                        help="--backend openai: tokens per minute at most"),
     where: list[str] = typer.Option([], "--where", help="persona filter FIELD OP VALUE, e.g. 'hop<=2' or 'persona~nurse'"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="try failed and rejected items again"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not reuse earlier completions"),
@@ -130,7 +134,8 @@ def run_cmd(
         plan = api.dry_run(plugin, list(ctx.args), limit=limit, where=where, retry_failed=retry_failed, db=db,
                            batch_size=batch_size, max_tokens=max_tokens, seed=seed, temperature=temperature,
                            model=model, backend=backend, base_url=base_url, executor=executor, n_ctx=n_ctx,
-                           threads=threads)
+                           threads=threads, max_requests_per_minute=max_requests_per_minute,
+                           max_tokens_per_minute=max_tokens_per_minute)
         if not quiet:
             _print_plan(plan)
         if as_json:
@@ -144,6 +149,7 @@ def run_cmd(
                 db=db, batch_size=batch_size, max_tokens=max_tokens, seed=seed, temperature=temperature,
                 model=model, backend=backend, base_url=base_url, executor=executor, ray_address=ray_address,
                 n_ctx=n_ctx, threads=threads, cache=False if no_cache else None,
+                max_requests_per_minute=max_requests_per_minute, max_tokens_per_minute=max_tokens_per_minute,
             )
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]: finished items are stored; run the same command again to resume")
@@ -422,10 +428,11 @@ def runs_cmd(
     if as_json:
         print(json.dumps(runs, default=str))
         return
-    table = Table(Column("run", no_wrap=True), "task", "status", "done", "failed", "tokens", "seconds", "started")
+    table = Table(Column("run", no_wrap=True), "task", "status", "done", "failed", "tokens", "seconds", "started", "notes")
     for r in runs:
         table.add_row(r["id"], r["task"], r["status"], str(r["items_done"]), str(r["items_failed"]),
-                      str(r["completion_tokens"]), f"{r['seconds'] or 0:.1f}", str(r["started_at"])[:19])
+                      str(r["completion_tokens"]), f"{r['seconds'] or 0:.1f}", str(r["started_at"])[:19],
+                      "; ".join(r["notes"]))
     out.print(table)
 
 

@@ -195,6 +195,10 @@ migration(
     """
 )
 
+# A run keeps its notes (what changed it: a setting lowered, the requests a server let it keep in flight),
+# so `personahub runs` can show them after the run.
+migration("ALTER TABLE runs ADD COLUMN notes JSON;")
+
 
 # Plugins' own tables are made by their migrations (the register_migrations hook); this records
 # which of each plugin's migrations a store has run.
@@ -347,11 +351,12 @@ class Store:
             [done, failed, tokens, now(), run_id],
         )
 
-    def finish_run(self, run_id: str, status: str, done: int, failed: int, tokens: int, seconds: float) -> None:
+    def finish_run(self, run_id: str, status: str, done: int, failed: int, tokens: int, seconds: float,
+                   notes: list[str] | None = None) -> None:
         self.con.execute(
             "UPDATE runs SET status = ?, items_done = ?, items_failed = ?, completion_tokens = ?, seconds = ?, "
-            "finished_at = ?, updated_at = ? WHERE id = ?",
-            [status, done, failed, tokens, seconds, now(), now(), run_id],
+            "finished_at = ?, updated_at = ?, notes = ? WHERE id = ?",
+            [status, done, failed, tokens, seconds, now(), now(), json.dumps(notes or []), run_id],
         )
         _LIVE_RUNS.discard(run_id)
 
@@ -399,6 +404,8 @@ class Store:
         for run in dead:
             run["status"] = "died"
             run["items_done"], run["items_failed"] = counts.get(run["id"], (run["items_done"], run["items_failed"]))
+        for run in runs:
+            run["notes"] = json.loads(run["notes"] or "[]")
         return runs
 
     # -- generations ---------------------------------------------------------------------------
