@@ -12,7 +12,7 @@ from personahub_core.export import export
 from personahub_core.plugins import get_registry
 from personahub_core.prompting import demonstrations
 from personahub_core.store import Store
-from personahub_core.tasks import Completion, Rejected, Synthesizer
+from personahub_core.tasks import Completion, Rejected
 from personahub_core.testing import PERSONAS, FakeBackend, run_task
 from personahub_knowledge import KnowledgeArticles
 
@@ -44,7 +44,6 @@ def test_keeps_title_and_body_apart(tmp_path, personas_file):
 
 
 def test_cut_at_the_token_limit_keeps_finished_paragraphs():
-    assert KnowledgeArticles.run_item is Synthesizer.run_item  # one step: prompt() and parse() only
     task = KnowledgeArticles()
     cut = Completion(ARTICLE + "\nThe last paragraph never " + "ends and goes on " * 80, finish_reason="length")
     result = task.parse(cut, PERSONAS[3])

@@ -12,7 +12,7 @@ import pytest
 from personahub_core.api import parse_task_options, resolve_task
 from personahub_core.errors import UsageError
 from personahub_core.prompting import demonstrations
-from personahub_core.tasks import Completion, Rejected, Synthesizer
+from personahub_core.tasks import Completion, Rejected
 from personahub_core.testing import PERSONAS, FakeBackend, cli, exported_rows, run_task
 from personahub_npc import NPC as NPCModel
 from personahub_npc import SCHEMA, GameNPCs
@@ -55,7 +55,6 @@ def test_row_reads_like_personahub_and_keeps_the_structure(db):
 
 
 def test_one_step_parse_sees_the_finish_reason():
-    assert GameNPCs.run_item is Synthesizer.run_item  # prompt() and parse() only
     assert task().parse(Completion(json.dumps(NPC)), PERSONAS[3]).fields["npc"] == NPC
     with pytest.raises(Rejected, match="the JSON was cut off at the token limit"):
         task().parse(Completion(json.dumps(NPC)[:80], finish_reason="length"), PERSONAS[3])

@@ -8,7 +8,7 @@ import pytest
 
 from personahub_core.api import parse_task_options, resolve_task
 from personahub_core.prompting import demonstrations
-from personahub_core.tasks import Completion, Rejected, Synthesizer
+from personahub_core.tasks import Completion, Rejected
 from personahub_core.testing import PERSONAS, FakeBackend, run_task
 from personahub_reasoning import ReasoningProblems
 
@@ -33,9 +33,7 @@ def test_style_picks_its_definition_and_demonstrations():
     assert not any(d["problem"] in prompt.completion for d in DEMOS if d["style"] != "trick")
 
 
-def test_one_step_synthesizer_uses_the_base_path():
-    """reasoning writes only prompt() and parse(); the core's run_item drives them."""
-    assert ReasoningProblems.run_item is Synthesizer.run_item
+def test_parse_keeps_the_style_and_rejects_an_answer_cut_short():
     result = task("--style", "spatial").parse(Completion("Puzzle:" + PUZZLE), PERSONAS[3])
     assert result.text == PUZZLE.strip() and result.fields == {"style": "spatial"}
     with pytest.raises(Rejected, match="runaway answer"):
