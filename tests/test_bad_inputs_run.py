@@ -93,7 +93,7 @@ def test_a_store_path_with_markup_works(personas_file):
     ('prompt = "Write {persona}"\n[schema]\ntype = "object"\nproperties = { a = { "$ref" = "other.json" } }',
      "schema.properties.a.$ref"),
     ('prompt = "Write {persona}"\n[schema]\ntype = "string"\npattern = "^(a+)+$"', "schema.pattern"),
-    ('prompt = "Write {persona}"\n[schema]\ntype = "string"\nmaxLength = nan', "schema.maxLength"),
+    ('prompt = "Write {persona}"\n[schema]\ntype = "number"\nmaximum = nan', "schema.maximum"),
 ])
 def test_a_recipe_that_could_reach_out_hang_or_blow_up_is_refused_at_load(body, field):
     Path("r.toml").write_text(f'name = "r"\n{body}\n', encoding="utf-8")

@@ -4,7 +4,7 @@ finished paragraphs (parse() sees the completion's finish reason)."""
 from __future__ import annotations
 
 import json
-from importlib.resources import files
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +13,7 @@ from personahub_core.plugins import get_registry
 from personahub_core.prompting import demonstrations
 from personahub_core.store import Store
 from personahub_core.tasks import Completion, Rejected
-from personahub_core.testing import PERSONAS, FakeBackend, run_task
+from personahub_core.testing import PERSONAS, FakeBackend, run_task, wheel_files
 from personahub_knowledge import KnowledgeArticles
 
 ARTICLE = (" Why heather honey sets like jelly\nArticle: Heather honey is thixotropic: it is a gel until you stir "
@@ -23,8 +23,13 @@ ARTICLE = (" Why heather honey sets like jelly\nArticle: Heather honey is thixot
            "honey, and that is one reason the honey costs more in the shop.")
 
 
-def test_demonstrations_ship_inside_the_plugin():
-    assert (files("personahub_knowledge") / "demonstrations.jsonl").is_file()
+@pytest.mark.slow
+def test_demonstrations_ship_inside_the_plugin(tmp_path):
+    """In the wheel pip installs, not only in this source tree (the tests run an editable install)."""
+    assert "personahub_knowledge/demonstrations.jsonl" in wheel_files(Path(__file__).parents[1], tmp_path)
+
+
+def test_demonstrations_are_complete():
     assert all(d["title"] and d["body"] for d in demonstrations("personahub_knowledge"))
 
 
