@@ -45,7 +45,7 @@ class StatusFile:
                   "items_failed": failed, "items_total": self.total, "items_per_second": round(rate, 3),
                   "eta_seconds": round(left / rate) if rate > 0 else None, "started_at": self.started_at,
                   "updated_at": _now()}
-        partial = self.path.with_name(self.path.name + f".{os.getpid()}.partial")
+        partial = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
         try:
             partial.write_text(json.dumps(status), encoding="utf-8")
             os.replace(partial, self.path)  # readers see the old file or the new one, never half of one
