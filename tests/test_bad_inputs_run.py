@@ -71,6 +71,8 @@ def test_personas_with_markup_and_escape_codes_print_as_plain_text():
     assert "[/dim]" in result.stdout and "[bold red]shouting[/bold red]" in result.stdout
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
     assert "A sysadmin  who retitles windows." in result.stdout and "A clerk who clears  screens." in result.stdout
+    found = cli("personas", "search", "nurse notes", "--k", "4", "--backend", "fake", check=True)
+    assert "[/dim]" in found.stdout and "\x1b" not in found.stdout
     shown = cli("personas", "show", "\x1b]0;pwned\x07[/dim]")  # an error line repeats what was asked for
     assert "\x1b" not in one_line_error(shown, 2) and "[/dim]" in shown.stderr
 
