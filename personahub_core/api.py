@@ -15,9 +15,11 @@ from .errors import UsageError
 from .plugin_migrations import migrate_plugins
 from .plugins import Registry, get_registry
 from .recipes import is_recipe_path, load_recipe
+from .run_outcome import outcome
 from .runner import RunStats, TaskContext, new_run_id, stderr
 from .selection import parse_where
 from .settings import Settings, check_known, load_settings, with_options
+from .status_file import StatusFile
 from .store import Store
 from .tasks import GenerativeTask, Task
 
@@ -143,6 +145,9 @@ def checked(task_name: str, task_args: list[str], limit: int | None, where: list
     if limit is not None and limit < 0:
         raise UsageError("--limit must be 0 or more")
     parse_where(where or [])
+    if where and not task_cls.selects_personas:
+        raise UsageError(f"--where: task '{task_cls.name}' ({task_cls.kind}) does not select personas, so it "
+                         "cannot filter them; --where applies to synthesizers, expanders and deduplicators")
     return task_cls(model), settings, registry
 
 
@@ -165,6 +170,8 @@ def run_in_store(task: Task, store: Store, settings: Settings, *, limit: int | N
     ctx = TaskContext(store, settings, task, run_id, backend_class=backend_class, executor=executor,
                       limit=limit, where=where, retry_failed=retry_failed, quiet=quiet)
     store.start_run(run_id, task.name, settings.public(), task.options.model_dump(mode="json"))
+    ctx.status = StatusFile(store.path, run_id, task.name)
+    ctx.status.write(ctx.stats)
     started = time.perf_counter()
     status = "failed"
     with ctrl_c_remembered(store) as ctx.interrupted:
@@ -172,7 +179,7 @@ def run_in_store(task: Task, store: Store, settings: Settings, *, limit: int | N
             task.run(ctx)
             if ctx.interrupted():  # a Ctrl-C that a library call swallowed still ends the run as interrupted
                 raise KeyboardInterrupt
-            status = "done"
+            status = outcome(ctx.stats)
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt) or ctx.interrupted():
                 status = "interrupted"
@@ -185,7 +192,8 @@ def run_in_store(task: Task, store: Store, settings: Settings, *, limit: int | N
             finally:
                 store.finish_run(run_id, status, s.items_done, s.items_failed + s.items_rejected,
                                  s.completion_tokens, seconds, s.notes)
-    return summary(task, ctx.stats, seconds, run_id, settings)
+                ctx.status.remove()
+    return summary(task, ctx.stats, seconds, run_id, settings, status)
 
 
 _ctrl_c = threading.Event()
@@ -229,14 +237,16 @@ def ctrl_c_remembered(store: Store | None = None) -> Iterator[Callable[[], bool]
             signal.signal(signal.SIGINT, previous)
 
 
-def summary(task: Task, s: RunStats, seconds: float, run_id: str, settings: Settings) -> dict:
+def summary(task: Task, s: RunStats, seconds: float, run_id: str, settings: Settings, status: str) -> dict:
     return {
         "task": task.name,
         "kind": task.kind,
+        "status": status,
         "items_done": s.items_done,
         "items_failed": s.items_failed + s.items_rejected,
         "items_rejected": s.items_rejected,
         "items_skipped": s.items_skipped,
+        "items_skipped_failed": s.items_skipped_failed,
         "personas_added": s.personas_added,
         "prompt_tokens": s.prompt_tokens,
         "completion_tokens": s.completion_tokens,

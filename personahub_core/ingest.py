@@ -434,9 +434,9 @@ def file_progress(description: str, files: int, quiet: bool):
     """Files done, with a running count; transient, so an error after it is still the only line."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .progress import stderr
+    from .progress import LabelColumn, stderr
 
-    progress = Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(),
+    progress = Progress(LabelColumn(), BarColumn(), MofNCompleteColumn(),
                         TextColumn("files {task.fields[extra]}"), TimeElapsedColumn(), console=stderr,
                         disable=quiet, transient=True)
     progress.add_task(description, total=files, extra="")

@@ -49,6 +49,17 @@ def disk_full(exc: BaseException) -> bool:
     return getattr(exc, "errno", None) == errno.ENOSPC or "no space left on device" in str(exc).lower()
 
 
+class StoreLocked(StoreError):
+    """Another process holds the store; ``status`` is how far its run has got (None if unknown)."""
+
+    def __init__(self, path: Path, status: dict | None):
+        from .status_file import describe
+
+        self.status = status
+        super().__init__(f"store {path} is in use by another run (DuckDB lock held)"
+                         + (f"; {describe(status)}" if status else ""))
+
+
 MIGRATIONS: list[str] = []
 migration = MIGRATIONS.append
 
@@ -231,7 +242,9 @@ class Store:
         except duckdb.IOException as exc:
             msg = str(exc)
             if "lock" in msg.lower():
-                raise StoreError(f"store {self.path} is in use by another run (DuckDB lock held)") from None
+                from .status_file import live_status
+
+                raise StoreLocked(self.path, live_status(self.path)) from None
             raise StoreError(f"cannot open store {self.path}: {msg.splitlines()[0]}") from None
         except duckdb.Error as exc:
             raise StoreError(f"{self.path} is not a PersonaHub store: {str(exc).splitlines()[0]}") from None

@@ -141,6 +141,8 @@ def test_bad_requests_are_one_line_errors(db):
         assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_diversity_with_the_default_model(tmp_path):
     """The bundled model writes a few problems and embeds personas and problems (llama.cpp, mean pooling)."""
     rng = random.Random(3)

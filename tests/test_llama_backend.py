@@ -62,6 +62,8 @@ def backend():
     b.close()
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_info(backend):
     info = backend.info()
     assert info.name == "gemma-3-270m-q4_k_m" == LlamaCppBackend.model_label(Settings())  # known without loading
@@ -69,6 +71,8 @@ def test_info(backend):
     assert info.has_chat_template is False
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_generates_text_with_token_counts(backend):
     [(index, result)] = list(backend.generate(requests(1, max_tokens=16)))
     assert index == 0 and result.error is None
@@ -78,6 +82,8 @@ def test_generates_text_with_token_counts(backend):
     assert result.finish_reason in ("stop", "length")
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_same_seed_same_output_while_refilling_slots(backend):
     reqs = requests(6)  # 6 requests through 4 slots: two slots are refilled
     first = run(backend, reqs)
@@ -87,6 +93,8 @@ def test_same_seed_same_output_while_refilling_slots(backend):
     assert len({r.text for r in first.values()}) > 1  # different seeds and personas differ
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_stop_string_cuts_the_text(backend):
     free = run(backend, requests(1, temperature=0.0, stop=[]))[0].text
     stop = free[8:12]  # a piece of the greedy continuation, so the stopped run must meet it
@@ -95,6 +103,8 @@ def test_stop_string_cuts_the_text(backend):
     assert stopped.text == free[: free.index(stop)]
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_max_tokens_is_respected(backend):
     reqs = [ask("Once upon a time, in a small village by the sea,", max_tokens=5, seed=1)]
     result = run(backend, reqs)[0]
@@ -107,6 +117,8 @@ class Person(BaseModel):
     age: int
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_json_schema_output_always_parses(backend):
     reqs = [
         ask(
@@ -123,6 +135,8 @@ def test_json_schema_output_always_parses(backend):
         Person.model_validate(json.loads(result.text))
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_embeddings_are_normalised_and_meaningful(backend):
     texts = [
         "a retired nurse who gardens on her balcony",
@@ -139,6 +153,8 @@ def test_embeddings_are_normalised_and_meaningful(backend):
     assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_long_prompt_fails_alone():
     small = LlamaCppBackend(Settings(batch_size=2, n_ctx=256, threads=1))
     try:
@@ -164,6 +180,8 @@ LINES = [
 ]
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_shared_prefix_changes_nothing_but_speed(backend):
     # Each prompt starts copying one line of the shared prefix, so a right answer needs the prefix's
     # KV cells. Copying has wide logit margins: llama.cpp's CPU kernels round differently for different
@@ -191,6 +209,8 @@ def test_shared_prefix_changes_nothing_but_speed(backend):
     assert again_prompt_tokens < shared_prompt_tokens / 3  # and not again
 
 
+@pytest.mark.model
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [1, 2, 4])
 def test_requests_with_a_common_head_evaluate_it_once(batch_size):
     # One notebook, several questions about it: like one text asked about from several perspectives.
@@ -219,6 +239,8 @@ def test_requests_with_a_common_head_evaluate_it_once(batch_size):
     assert shared_prompt_tokens < alone_prompt_tokens / 2  # each notebook's head was evaluated once
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_batch_size_one_is_a_plain_stream():
     single = LlamaCppBackend(Settings(batch_size=1, n_ctx=1024, threads=1))
     try:

@@ -213,6 +213,8 @@ def test_commands_that_run_no_model_import_no_model_library(tmp_path, args, load
     assert json.loads((tmp_path / "imported.json").read_text()) == loaded
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_llama_cpp_says_once_when_it_decodes_fewer_sequences_than_asked():
     """--batch-size above llama.cpp's sequence limit, and a context too small for the batch: one note each."""
     from personahub_core.backends.base import Prompt

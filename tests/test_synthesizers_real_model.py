@@ -13,6 +13,8 @@ from personahub_core.testing import run_task
 
 from personahub_core.testing import PERSONAS
 
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
 TOOL_KEYS = ["name", "description", "function_name", "input_args", "return", "depend"]
 LIMITS = {"tools": 4}
 
