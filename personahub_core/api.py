@@ -193,7 +193,15 @@ def run_in_store(task: Task, store: Store, settings: Settings, *, limit: int | N
                 store.finish_run(run_id, status, s.items_done, s.items_failed + s.items_rejected,
                                  s.completion_tokens, seconds, s.notes)
                 ctx.status.remove()
-    return summary(task, ctx.stats, seconds, run_id, settings, status)
+    return summary(task, ctx.stats, seconds, run_id, settings, status) | {"slot_occupancy": slot_occupancy(ctx)}
+
+
+def slot_occupancy(ctx: TaskContext) -> float | None:
+    """Mean sequences decoded together / slots while work was queued, from a backend that counts it
+    (llama.cpp's timings), looking through the completion cache in front of it; else None."""
+    backend = getattr(ctx._backend, "inner", ctx._backend)  # only a backend the run built
+    occupancy = getattr(getattr(backend, "timings", None), "occupancy", None)
+    return None if occupancy is None else round(occupancy, 3)
 
 
 _ctrl_c = threading.Event()

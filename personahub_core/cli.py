@@ -221,6 +221,8 @@ def _print_summary(result: dict) -> None:
                        ("completion tokens", "completion_tokens"), ("cached calls", "cached_calls"),
                        ("seconds", "seconds"), ("tokens/s", "completion_tokens_per_second")]:
         table.add_row(label, str(result[key]))
+    if result.get("slot_occupancy") is not None:  # llama.cpp: how full --batch-size was kept while work was queued
+        table.add_row("slot occupancy", f"{result['slot_occupancy']:.0%}")
     err.print(table)
     if result["kind"] == "synthesizer":
         err.print(f"Results are in {markup_safe(result['db'])}: personahub export {markup_safe(result['task'])} "
