@@ -498,8 +498,9 @@ def personas_search(
     from .vector_search import search_personas
 
     settings = load_settings(db=db, embedding_model=embedding_model, backend=backend, base_url=base_url)
+    backend_class = get_registry().backend(settings.backend)
     with Store(settings.db) as store:
-        hits = search_personas(store, settings, text, k)
+        hits = search_personas(store, settings, backend_class, text, k)
     if as_json:
         print(json.dumps(hits))
         return

@@ -249,6 +249,7 @@ def run_study(task: str, *, db=None, embedding_model: str | None = None, bins: t
     """``personahub diversity``: make the baseline if asked, embed what is missing, run the study."""
     from .api import resolve_task, run_in_store
     from .embedders import open_embedder
+    from .plugins import get_registry
     from .progress import progress_bar
     from .settings import load_settings
 
@@ -272,7 +273,8 @@ def run_study(task: str, *, db=None, embedding_model: str | None = None, bins: t
             run_settings = load_settings(db=settings.db, **{**sampling, **given})
             run_in_store(baseline_task(task_cls, task_cls.Options(**options), baseline), store, run_settings, quiet=quiet)
         # The embedding model dedup and search use (the shipped sentence model unless one is named).
-        embedder = open_embedder(settings.model_copy(update={"embedding_model": embedding_model or settings.embedding_model}))
+        embedder = open_embedder(settings.model_copy(update={"embedding_model": embedding_model or settings.embedding_model}),
+                                 get_registry().backend(settings.backend))
         try:
             model = embedder.name
             with progress_bar("embedding personas", quiet=quiet) as progress:

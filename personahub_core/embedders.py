@@ -203,19 +203,21 @@ class _Shared(Embedder):
         return self.inner.embed(texts)
 
 
-def open_embedder(settings) -> Embedder:
-    """The embedding model the settings name (``embedding_model``; unset: the shipped model)."""
+def open_embedder(settings, backend_class: type | None = None) -> Embedder:
+    """The embedding model the settings name (``embedding_model``; unset: the shipped model). A served
+    model is embedded by ``backend_class``, the backend the command resolved for ``settings.backend``."""
     from .backends.factory import make_backend
-    from .plugins import get_registry
 
     name = settings.embedding_model
     if name in (None, "", SHIPPED_MODEL):
         return _Shared(shipped_embedder())
     if name.endswith(".gguf") or Path(name).is_file():
+        from .backends.llama_cpp import LlamaCppBackend
+
         if not Path(name).is_file():
             raise UsageError(f"--embedding-model {name}: no such GGUF file")
-        gguf = settings.model_copy(update={"backend": "llama-cpp", "model": name})
-        return BackendEmbedder(make_backend(get_registry().backend("llama-cpp"), gguf), f"llama-cpp:{Path(name).stem}")
-    if settings.backend == "llama-cpp":
+        gguf = settings.model_copy(update={"backend": LlamaCppBackend.name, "model": name})
+        return BackendEmbedder(make_backend(LlamaCppBackend, gguf), f"{LlamaCppBackend.name}:{Path(name).stem}")
+    if backend_class is None or settings.backend == "llama-cpp":
         raise UsageError(f"--embedding-model {name}: not a GGUF file; a served model needs --backend openai (and --base-url)")
-    return BackendEmbedder(make_backend(get_registry().backend(settings.backend), settings), f"{settings.backend}:{name}")
+    return BackendEmbedder(make_backend(backend_class, settings), f"{settings.backend}:{name}")

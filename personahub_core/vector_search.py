@@ -293,9 +293,10 @@ class VectorIndex:
         return sorted(hits, key=lambda h: -h[1])[:k]
 
 
-def search_personas(store: Store, settings: Settings, text: str, k: int) -> list[dict]:
+def search_personas(store: Store, settings: Settings, backend_class: type, text: str, k: int) -> list[dict]:
     """The kept personas most similar to ``text``: dicts of id, persona and cosine similarity, embedded by
-    the embedding model the settings name (the same one embedding dedup uses)."""
+    the embedding model the settings name (the same one embedding dedup uses; a served one through the
+    backend class the command resolved)."""
     from .embedders import open_embedder
     from .errors import UsageError
 
@@ -303,7 +304,7 @@ def search_personas(store: Store, settings: Settings, text: str, k: int) -> list
         raise UsageError("personas search: the search text is empty")
     if k < 1:
         raise UsageError("personas search: --k must be 1 or more")
-    embedder = open_embedder(settings)
+    embedder = open_embedder(settings, backend_class)
     try:
         model = embedder.name
         embed_missing(store, embedder, model)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from personahub_core.backends.fake import FakeBackend
 from personahub_core.calibration import HELD_OUT_SET, SHIPPED, Calibration, calibrate, choose_threshold, load_pairs
 from personahub_core.embedders import SHIPPED_MODEL, open_embedder, shipped_embedder
 from personahub_core.errors import UsageError
@@ -64,4 +65,4 @@ def test_a_name_that_is_no_gguf_needs_a_serving_backend():
         open_embedder(Settings(embedding_model="text-embedding-3-small"))
     with pytest.raises(UsageError, match="no such GGUF file"):
         open_embedder(Settings(embedding_model="missing.gguf"))
-    assert open_embedder(Settings(backend="fake", embedding_model="bow")).name == "fake:bow"
+    assert open_embedder(Settings(backend="fake", embedding_model="bow"), FakeBackend).name == "fake:bow"

@@ -67,7 +67,7 @@ class EmbeddingDeduplicator(DedupOutline, Deduplicator):
         texts = new.column("persona").to_pylist()
         wordless = {pid for pid, t in zip(new.column("id").to_pylist(), texts) if not any(ch.isalnum() for ch in t)}
         new_ids = [pid for pid in new.column("id").to_pylist() if pid not in wordless]
-        embedder = open_embedder(ctx.settings)
+        embedder = open_embedder(ctx.settings, ctx.backend_class)
         try:
             model = embedder.name
             threshold, source = self.threshold(ctx, embedder)
@@ -89,10 +89,12 @@ class EmbeddingDeduplicator(DedupOutline, Deduplicator):
 
     def threshold(self, ctx, embedder) -> tuple[float, str]:
         """The threshold to mark at and where it came from (given, or the model's calibrated one), recorded
-        with the run's options. A model that separates the calibration set poorly marks only at a given one."""
-        calibration = calibration_for(ctx, embedder)
+        with the run's options. A model that separates the calibration set poorly marks only at a given one.
+        A given threshold needs no calibration (a slow model is not made to embed the set), but one known
+        is still checked."""
         given = self.options.threshold
-        if calibration.poorly_separated:
+        calibration = known_calibration(ctx, embedder) if given is not None else calibration_for(ctx, embedder)
+        if calibration is not None and calibration.poorly_separated:
             warning = f"embedding: vectors poorly separated: {calibration.summary()}"
             if given is None:
                 raise UsageError(f"{warning}; not marking with them: use another --embedding-model, "
@@ -131,21 +133,30 @@ class EmbeddingDeduplicator(DedupOutline, Deduplicator):
         return marks
 
 
-def calibration_for(ctx, embedder) -> Calibration:
-    """The model's calibration: the shipped model's from its table, any other's from the store, made on
-    the calibration set the first time (once per set: a changed set is calibrated again)."""
+def known_calibration(ctx, embedder) -> Calibration | None:
+    """The shipped model's calibration from its table, any other's from the store (for this calibration
+    set: a changed set is calibrated again), or None."""
     if embedder.name in SHIPPED:
         return SHIPPED[embedder.name]
-    pairs = load_pairs()
-    digest = hashlib.sha256(json.dumps(pairs, sort_keys=True).encode()).hexdigest()
     stored = ctx.store.read("embedding_calibrations", CALIBRATION_COLUMNS, where="t.model = ? AND t.pairs_digest = ?",
-                            params=[embedder.name, digest]).to_pylist()
-    if stored:
-        return Calibration(**stored[-1])
+                            params=[embedder.name, pairs_digest(load_pairs())]).to_pylist()
+    return Calibration(**stored[-1]) if stored else None
+
+
+def pairs_digest(pairs: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(pairs, sort_keys=True).encode()).hexdigest()
+
+
+def calibration_for(ctx, embedder) -> Calibration:
+    """The model's calibration, made on the calibration set the first time and kept in the store."""
+    known = known_calibration(ctx, embedder)
+    if known is not None:
+        return known
+    pairs = load_pairs()
     ctx.note(f"embedding: calibrating {embedder.name} on the shipped calibration set ({len(pairs)} pairs), once")
     calibration = calibrate(embedder, pairs)
     row = {k: [v] for k, v in calibration.as_dict().items()}
-    ctx.store.append("embedding_calibrations", pa.table(row), {"pairs_digest": digest})
+    ctx.store.append("embedding_calibrations", pa.table(row), {"pairs_digest": pairs_digest(pairs)})
     return calibration
 
 

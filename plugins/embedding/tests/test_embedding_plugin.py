@@ -41,6 +41,7 @@ def cosine(a: str, b: str) -> float:
 THRESHOLD = SHIPPED[SHIPPED_MODEL].threshold
 
 
+@pytest.mark.slow  # two runs of the command, each loading the embedding model
 def test_embedding_dedup_marks_what_minhash_keeps():
     assert jac(NURSE, NURSE_REWORDED) < 0.9 and cosine(NURSE, NURSE_REWORDED) >= THRESHOLD
     assert all(cosine(NURSE, other) < THRESHOLD for other in OTHERS)
@@ -72,6 +73,7 @@ def run_options(task: str = "embedding") -> list[dict]:
         return [json.loads(r[0]) for r in store.query("SELECT options FROM runs WHERE task = ? ORDER BY started_at", [task])]
 
 
+@pytest.mark.slow  # three runs of the command
 def test_the_calibrated_threshold_is_shown_in_help_and_stored_with_the_marks():
     help_text = cli("dedup", "--help", env={"COLUMNS": "200"}, check=True).stdout
     assert "--embedding-threshold" in help_text and f"{THRESHOLD} for {SHIPPED_MODEL}" in help_text
@@ -116,3 +118,16 @@ def test_poorly_separated_vectors_are_not_marked_with_unless_a_threshold_is_give
         assert any("vectors poorly separated" in note for note in result["notes"])
         with Store(DB, read_only=True) as store:
             assert store.scalar("SELECT count(*) FROM embedding_calibrations") == 1  # not calibrated again
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_a_gguf_embedding_model_is_run_by_llama_cpp_at_a_given_threshold():
+    from personahub_core.models import default_model_path
+
+    gguf = default_model_path()
+    import_texts([NURSE] + OTHERS)
+    run_task("embedding", ["--threshold", "0.999"], embedding_model=str(gguf))
+    with Store(DB, read_only=True) as store:  # pooled by llama.cpp (mean: a generation model declares none)
+        assert store.query("SELECT DISTINCT model, dim FROM embeddings") == [(f"llama-cpp:{gguf.stem}", 640)]
+    assert (run_options()[-1]["threshold"], run_options()[-1]["threshold_source"]) == (0.999, "given")
