@@ -56,7 +56,7 @@ def dedup_cmd(
     steps = [name for name in chain if name not in skip]
     if not steps:
         raise UsageError("no deduplication step to run: every installed one is skipped")
-    # --jaccard and --cosine go to the steps that declare that measure (dedup_measure), --threshold to any.
+    # --jaccard and --embedding-threshold go to the steps that declare that measure (dedup_measure), --threshold to any.
     by_measure = {"jaccard": jaccard, "cosine": cosine}
     settings = load_settings(db=db, embedding_model=embedding_model, backend=backend, base_url=base_url)
     results = []

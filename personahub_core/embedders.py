@@ -220,4 +220,5 @@ def open_embedder(settings, backend_class: type | None = None) -> Embedder:
         return BackendEmbedder(make_backend(LlamaCppBackend, gguf), f"{LlamaCppBackend.name}:{Path(name).stem}")
     if backend_class is None or settings.backend == "llama-cpp":
         raise UsageError(f"--embedding-model {name}: not a GGUF file; a served model needs --backend openai (and --base-url)")
-    return BackendEmbedder(make_backend(backend_class, settings), f"{settings.backend}:{name}")
+    served = settings if settings.model else settings.model_copy(update={"model": name})  # a server checks it has one
+    return BackendEmbedder(make_backend(backend_class, served), f"{settings.backend}:{name}")

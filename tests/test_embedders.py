@@ -11,6 +11,8 @@ from personahub_core.calibration import HELD_OUT_SET, SHIPPED, Calibration, cali
 from personahub_core.embedders import SHIPPED_MODEL, open_embedder, shipped_embedder
 from personahub_core.errors import UsageError
 from personahub_core.settings import Settings
+from personahub_core.testing import import_texts, run_task
+from fault_server import FaultServer
 
 
 def test_the_forward_pass_gives_the_vector_the_model_is_known_for():
@@ -66,3 +68,18 @@ def test_a_name_that_is_no_gguf_needs_a_serving_backend():
     with pytest.raises(UsageError, match="no such GGUF file"):
         open_embedder(Settings(embedding_model="missing.gguf"))
     assert open_embedder(Settings(backend="fake", embedding_model="bow"), FakeBackend).name == "fake:bow"
+
+
+def test_a_served_model_is_calibrated_once_over_http_and_its_poor_separation_stops_marking():
+    # The test server's vectors are (length, sum of code points): every text points almost the same way.
+    import_texts(["A pediatric nurse in a rural clinic.", "A beekeeper who sells heather honey.",
+                  "A retired railway signal engineer.", "A junior Rust developer at a startup."])
+    with FaultServer() as server:
+        flags = {"backend": "openai", "base_url": server.url, "embedding_model": "served"}
+        with pytest.raises(UsageError, match="vectors poorly separated: openai:served on the calibration set"):
+            run_task("embedding", **flags)
+        calibrating = len(server.received)
+        result = run_task("embedding", ["--threshold", "0.99999"], **flags)
+    assert calibrating >= 5 and {r.path for r in server.received} == {"/v1/embeddings"}
+    assert sum(len(r.body["input"]) for r in server.received[calibrating:]) == 4  # the personas, not the set again
+    assert any("vectors poorly separated" in note for note in result["notes"])

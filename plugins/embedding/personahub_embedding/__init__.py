@@ -59,10 +59,10 @@ class EmbeddingDeduplicator(DedupOutline, Deduplicator):
     description = "near-duplicate personas by embedding cosine similarity, compared within k-means buckets"
     Options = Options
     dedup_step = 3  # `personahub dedup`: last, on what MinHash kept (the paper's order)
-    dedup_measure = "cosine"  # `personahub dedup --cosine` sets its threshold
+    dedup_measure = "cosine"  # `personahub dedup --embedding-threshold` (or --cosine) sets its threshold
 
     def compare(self, ctx, count, batches) -> None:
-        o, store = self.options, ctx.store
+        store = ctx.store
         new = pa.Table.from_batches(list(batches))
         texts = new.column("persona").to_pylist()
         wordless = {pid for pid, t in zip(new.column("id").to_pylist(), texts) if not any(ch.isalnum() for ch in t)}
