@@ -193,16 +193,6 @@ class BackendEmbedder(Embedder):
         self.backend.close()
 
 
-class _Shared(Embedder):
-    """The process's one copy of the shipped model: closing it keeps it for the next command."""
-
-    def __init__(self, inner: Embedder):
-        self.inner, self.name = inner, inner.name
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        return self.inner.embed(texts)
-
-
 def open_embedder(settings, backend_class: type | None = None) -> Embedder:
     """The embedding model the settings name (``embedding_model``; unset: the shipped model). A served
     model is embedded by ``backend_class``, the backend the command resolved for ``settings.backend``."""
@@ -210,7 +200,7 @@ def open_embedder(settings, backend_class: type | None = None) -> Embedder:
 
     name = settings.embedding_model
     if name in (None, "", SHIPPED_MODEL):
-        return _Shared(shipped_embedder())
+        return shipped_embedder()
     if name.endswith(".gguf") or Path(name).is_file():
         from .backends.llama_cpp import LlamaCppBackend
 
