@@ -32,3 +32,4 @@ bench: setup
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/dedup.py
 	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python benchmarks/embeddings.py
