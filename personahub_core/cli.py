@@ -15,6 +15,7 @@ from rich.text import Text
 
 from . import api
 from .dedup_command import dedup_cmd
+from .embedders import EMBEDDING_MODEL_HELP
 from .errors import PersonaHubError, UsageError
 from .plugins import get_registry
 from .settings import load_settings, public_values, resolve_options, settings_origins
@@ -337,7 +338,7 @@ def report_cmd(
 @app.command("diversity")
 def diversity_cmd(
     task: str = typer.Option(..., "--task", help="a synthesizer task with stored rows"),
-    embedding_model: Optional[str] = typer.Option(None, "--embedding-model", help="GGUF path (or served model name) for the vectors"),
+    embedding_model: Optional[str] = typer.Option(None, "--embedding-model", help=EMBEDDING_MODEL_HELP),
     bins: str = typer.Option("0.4,0.6,0.8,0.9", "--bins", help="persona similarities to sample pairs at"),
     width: float = typer.Option(0.05, "--width", help="half-width of each bin"),
     baseline: Optional[int] = typer.Option(None, "--baseline", help="make this many no-persona samples first"),
@@ -523,15 +524,15 @@ def personas_search(
     text: str = typer.Argument(..., help="what the personas should be like"),
     k: int = typer.Option(10, "--k", help="how many"),
     db: Optional[Path] = DbOption,
-    model: Optional[str] = typer.Option(None, "--model"),
-    backend: Optional[str] = typer.Option(None, "--backend"),
+    embedding_model: Optional[str] = typer.Option(None, "--embedding-model", "--model", help=EMBEDDING_MODEL_HELP),
+    backend: Optional[str] = typer.Option(None, "--backend", help="for a served embedding model: openai"),
     base_url: Optional[str] = typer.Option(None, "--base-url"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """The personas most similar to TEXT by embedding (sqlite-vec index, built on first use)."""
     from .vector_search import search_personas
 
-    settings = load_settings(db=db, model=model, backend=backend, base_url=base_url)
+    settings = load_settings(db=db, embedding_model=embedding_model, backend=backend, base_url=base_url)
     backend_class = get_registry().backend(settings.backend)
     with Store(settings.db) as store:
         hits = search_personas(store, settings, backend_class, text, k)

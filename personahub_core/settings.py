@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     # Any backend or executor a plugin registered: checked against the registry where a run builds it.
     backend: str = Field("llama-cpp", min_length=1, description="LLM backend: llama-cpp, openai, fake or one a plugin registered")
     model: str | None = Field(None, description="GGUF path, or model name for --backend openai (default: bundled Gemma 3 270M)")
-    embedding_model: str | None = Field(None, description="model for embeddings (default: the generation model)")
+    embedding_model: str | None = Field(None, description="embedding model: a GGUF path or a served model's name (default: the shipped all-MiniLM-L6-v2)")
     executor: str = Field("local", min_length=1, description="where the work runs: local, ray or one a plugin registered")
     ray_address: str | None = Field(None, description="Ray cluster address (default: start a local Ray)")
     ray_shards: str | None = Field(None, description="folder or URI for the Ray actors' Parquet shards (default: <db>.shards)")

@@ -364,6 +364,11 @@ class Store:
             [done, failed, tokens, now(), run_id],
         )
 
+    def amend_run_options(self, run_id: str, values: dict) -> None:
+        """Add what a task resolved while running (a threshold it looked up, say) to the run's options."""
+        self.con.execute("UPDATE runs SET options = json_merge_patch(coalesce(options, '{}'), ?::JSON) WHERE id = ?",
+                         [json.dumps(values), run_id])
+
     def finish_run(self, run_id: str, status: str, done: int, failed: int, tokens: int, seconds: float,
                    notes: list[str] | None = None) -> None:
         self.con.execute(

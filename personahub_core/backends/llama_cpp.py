@@ -343,10 +343,17 @@ class LlamaCppBackend(Backend):
         params.n_threads = params.n_threads_batch = self._threads
         params.embeddings = embeddings
         if embeddings:
-            params.pooling_type = lc.LLAMA_POOLING_TYPE_MEAN
+            params.pooling_type = lc.LLAMA_POOLING_TYPE_UNSPECIFIED  # what the model declares
         ctx = lc.llama_init_from_model(self._model, params)
         if not ctx:
             raise BackendError(f"cannot create a llama.cpp context of {n_ctx} tokens{_last_error()}")
+        if embeddings and lc.llama_pooling_type(ctx) == lc.LLAMA_POOLING_TYPE_NONE:
+            # A generation model declares no pooling: average its token states.
+            lc.llama_free(ctx)
+            params.pooling_type = lc.LLAMA_POOLING_TYPE_MEAN
+            ctx = lc.llama_init_from_model(self._model, params)
+            if not ctx:
+                raise BackendError(f"cannot create a llama.cpp context of {n_ctx} tokens{_last_error()}")
         return ctx
 
     @classmethod
