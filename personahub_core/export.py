@@ -27,10 +27,11 @@ def _persona_query(full: bool, include_all: bool) -> str:
     return f"SELECT {', '.join(cols)} FROM personas p WHERE {where} ORDER BY p.seq"
 
 
-def _task_query(full: bool, include_all: bool) -> str:
+def _task_query(full: bool, include_all: bool, encoded: bool = False) -> str:
+    text = "json_extract_string(g.output, '$.\"synthesized text\"')"
     cols = [
         "p.persona AS \"input persona\"",
-        "json_extract_string(g.output, '$.\"synthesized text\"') AS \"synthesized text\"",
+        f"{'released_text(' + text + ')' if encoded else text} AS \"synthesized text\"",
         "coalesce(json_extract_string(g.output, '$.description'), g.task) AS description",
     ]
     if full:
@@ -53,7 +54,32 @@ def export_query(store: Store, what: str, full: bool, include_all: bool) -> tupl
     tasks = [r[0] for r in store.query("SELECT DISTINCT task FROM generations ORDER BY 1")]
     if what not in tasks:
         raise UsageError(f"nothing stored for '{what}'; export 'personas' or one of: {', '.join(tasks) or 'none yet'}")
-    return _task_query(full, include_all), [what]
+    return _task_query(full, include_all, _register_encoding(store, what)), [what]
+
+
+def _register_encoding(store: Store, task: str) -> bool:
+    """``released_text(text)`` in SQL when the installed task encodes its exported text its own way
+    (``Synthesizer.released_text``); False when the text is exported as stored."""
+    import duckdb
+    import pyarrow as pa
+
+    from .plugins import get_registry
+    from .tasks import Synthesizer
+
+    cls = get_registry().tasks.get(task)
+    if not (isinstance(cls, type) and issubclass(cls, Synthesizer)
+            and cls.released_text.__func__ is not Synthesizer.released_text.__func__):
+        return False
+
+    def encode(texts: pa.Array) -> pa.Array:
+        return pa.array([None if t is None else cls.released_text(t) for t in texts.to_pylist()], pa.string())
+
+    try:
+        store.con.remove_function("released_text")
+    except duckdb.Error:
+        pass
+    store.con.create_function("released_text", encode, ["VARCHAR"], "VARCHAR", type="arrow")
+    return True
 
 
 def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False, include_all: bool = False,
