@@ -71,7 +71,7 @@ def _register_encoding(store: Store, task: str) -> bool:
             and cls.released_text.__func__ is not Synthesizer.released_text.__func__):
         return False
 
-    def encode(texts: pa.Array) -> pa.Array:
+    def encode(texts):  # no annotations: DuckDB evaluates them in this module's globals
         return pa.array([None if t is None else cls.released_text(t) for t in texts.to_pylist()], pa.string())
 
     try:

@@ -248,6 +248,7 @@ def test_with_and_without_personas_difference_has_an_interval_and_a_plain_senten
     assert result["distinct_1"]["difference"] == 0.0  # the same texts on both sides
 
 
+@pytest.mark.slow
 def test_study_json_has_intervals_fidelity_warnings_and_a_verdict(db):
     result = last_json(cli("diversity", "--task", "math", "--backend", "fake", "--db", db, "--json", check=True))
     for b in result["bins"]:

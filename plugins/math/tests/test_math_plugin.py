@@ -128,7 +128,9 @@ def test_well_posed_problems_pass(text):
 
 
 def test_a_near_copy_of_a_demonstration_is_rejected():
-    """The first demonstration with its numbers and the baker's name changed: trigrams miss it."""
-    near = DEMOS[0]["problem"].replace("Marisol", "Jorge").replace("40", "55").replace("$4.50", "$5").replace(" she ", " he ")
+    """The first demonstration with its numbers and a few words changed: shared word trigrams miss it."""
+    near = ("Marisol bakes 50 sourdough loaves every morning. The flour for each loaf costs $1.10, and running the "
+            "oven for the whole batch costs $14. If she sells each loaf for $4, what profit does she make on one "
+            "morning's batch?")
     with pytest.raises(Rejected, match="a near-copy of a demonstration"):
         task().parse(Completion(near), PERSONAS[3])

@@ -75,8 +75,7 @@ def test_puzzles_with_a_condition_pass(text):
 
 
 def test_a_near_copy_of_any_style_is_rejected():
-    """A trick demonstration with its animal changed, while the task runs the logical style."""
-    trick = next(d["problem"] for d in DEMOS if d["style"] == "trick" and "cow" in d["problem"])
-    near = trick.replace("cow", "goat").replace("20", "4").replace("bull", "billy goat")
+    """A trick demonstration reworded, while the task runs the logical style: word trigrams miss it."""
+    near = "Each cow on a dairy farm gives 25 litres of milk a day. How many litres does the bull on the farm give in a week?"
     with pytest.raises(Rejected, match="near-copy"):
         reasoning("logical").parse(Completion(near), PERSONAS[3])

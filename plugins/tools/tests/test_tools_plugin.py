@@ -80,6 +80,7 @@ def test_rows_export_in_the_released_encoding(db):
     assert json.dumps(as_written(DEMOS[0]["tool"]), ensure_ascii=False) in FakeBackend.calls[0].completion
 
 
+@pytest.mark.slow
 def test_every_export_format_holds_the_same_released_text(db, tmp_path):
     import datasets
     import duckdb
