@@ -271,7 +271,7 @@ def export_cmd(
     settings = load_settings(db=db)
     with Store(settings.db, read_only=True) as store:
         n = export(store, what, fmt, out_path, full=full, include_all=include_all, quiet=quiet,
-                   tasks=get_registry().tasks if full else None)
+                   tasks=get_registry().tasks)
     err.print(f"wrote {n} rows to {out_path}")
 
 
@@ -294,7 +294,8 @@ def push_cmd(
             from .replay import register_sql_function
 
             register_sql_function(store.con, get_registry().tasks)
-        url = push(store, what, repo, private=private, full=full, include_all=include_all, quiet=quiet)
+        url = push(store, what, repo, private=private, full=full, include_all=include_all, quiet=quiet,
+                   tasks=get_registry().tasks)
     err.print(f"pushed {what} to {url}")
 
 

@@ -30,11 +30,12 @@ def _require(module: str):
         raise PersonaHubError(f"Hugging Face export needs the '{module}' package: {INSTALL}") from None
 
 
-def rows_table(store: Store, what: str, full: bool, include_all: bool, quiet: bool = True) -> pa.Table:
+def rows_table(store: Store, what: str, full: bool, include_all: bool, quiet: bool = True,
+               tasks: dict[str, type] | None = None) -> pa.Table:
     """The exported rows as one Arrow table, in batches with a progress bar."""
     from .progress import progress_bar
 
-    sql, params = export_query(store, what, full, include_all)
+    sql, params = export_query(store, what, full, include_all, tasks)
     total = store.scalar(f"SELECT count(*) FROM ({sql})", params)
     reader = store.con.sql(sql, params=params).to_arrow_reader(10_000)
     batches = []
@@ -49,7 +50,7 @@ def rows_table(store: Store, what: str, full: bool, include_all: bool, quiet: bo
 
 
 def export_hf(store: Store, what: str, out_dir: Path, full: bool = False, include_all: bool = False,
-              quiet: bool = True) -> int:
+              quiet: bool = True, tasks: dict[str, type] | None = None) -> int:
     """Write ``out_dir`` as a saved dataset with ``README.md``; replaces an earlier export there."""
     datasets = _require("datasets")
     out_dir = Path(out_dir)
@@ -57,7 +58,7 @@ def export_hf(store: Store, what: str, out_dir: Path, full: bool = False, includ
         raise UsageError(f"--out {out_dir}: exists and is not an earlier dataset export; choose a new folder")
     if not out_dir.parent.exists():
         raise UsageError(f"--out {out_dir}: directory {out_dir.parent} does not exist")
-    table = rows_table(store, what, full, include_all, quiet)
+    table = rows_table(store, what, full, include_all, quiet, tasks)
     datasets.disable_progress_bars()  # ours is shown instead
     # Build beside the target and swap, so a failed export never leaves half a dataset.
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -197,7 +198,7 @@ def _diversity_section(store: Store, what: str) -> str:
 
 
 def push(store: Store, what: str, repo: str, private: bool = False, full: bool = False, include_all: bool = False,
-         quiet: bool = True) -> str:
+         quiet: bool = True, tasks: dict[str, type] | None = None) -> str:
     """Upload the rows (Parquet) and the card to the dataset repo ``repo``; returns its URL."""
     _require("datasets")
     hub = _require("huggingface_hub")
@@ -206,7 +207,7 @@ def push(store: Store, what: str, repo: str, private: bool = False, full: bool =
     token = hub.get_token()
     if not token:
         raise PersonaHubError("no Hugging Face token: set HF_TOKEN (or log in with 'hf auth login') and try again")
-    table = rows_table(store, what, full, include_all, quiet)
+    table = rows_table(store, what, full, include_all, quiet, tasks)
     parquet = "data/train-00000-of-00001.parquet"
     api = hub.HfApi(token=token)
     with tempfile.TemporaryDirectory() as folder:
