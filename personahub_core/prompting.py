@@ -166,13 +166,13 @@ _ASKS = re.compile(
     r"|(?:^|[.!:;]\s+|\n\s*)(?:what|which|who|whom|whose|when|where|why|how|is|are|does|do|can|could|will|would|should|"
     r"find|prove|show|calculate|compute|determine|work out|estimate|solve|evaluate|express|simplify|decide|deduce|"
     r"identify|figure out|explain|give|list|name|arrange|rank|order|sort|say)\b", re.I)
-_NUMBER_WORDS = ("zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
+_QUANTITY_WORDS = ("zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
                  "sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|"
                  "thousand|million|billion|dozen|half|halves|third|thirds|quarter|quarters|twice|double|triple|"
                  "percent|percentage|single|pair|both|each|every|some|all|none|first|second|last|least|most|more|"
                  "fewer|less|many|much|total|sum|number|amount|average|per|ratio|fraction|probability|area|volume|"
                  "length|distance")
-_QUANTITY = re.compile(rf"\d|[%$€£¥]|\b(?:{_NUMBER_WORDS})\b", re.I)
+_QUANTITY = re.compile(rf"\d|[%$€£¥]|\b(?:{_QUANTITY_WORDS})\b", re.I)
 _CONDITION = re.compile(r"\b(?:if|unless|only|exactly|not|no|never|always|either|neither|nor|before|after|"
                         r"between|next to|left|right|above|below|behind|opposite|same|different|\w+er than)\b", re.I)
 
