@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from personahub_core.diversity import distinct_n, output_spread, persona_set, run_study
-from personahub_core.diversity_stats import compare, fidelity, significance_sentence, spread_intervals
+from personahub_core.diversity_stats import compare, fidelity, pair_interval, significance_sentence, spread_intervals
 from personahub_core.store import Store
 from personahub_core.testing import FakeBackend, run_task
 
@@ -204,6 +204,14 @@ def test_spread_intervals_match_a_brute_force_bootstrap():
     point = output_spread(vectors, texts)
     for name, (lo, hi) in got.items():
         assert lo <= point[name] + 1e-4 and point[name] - 1e-4 <= hi, name  # the figure lies in its interval
+
+
+def test_a_bins_interval_resamples_its_pairs():
+    sims = np.random.default_rng(2).uniform(-1, 1, 15)
+    check = np.random.default_rng(8)
+    means = [sims[draw].mean() for draw in check.integers(0, 15, size=(1000, 15))]
+    assert pair_interval(sims, np.random.default_rng(8)) == pytest.approx(percentile_interval(means), abs=2e-4)
+    assert pair_interval(sims[:1], np.random.default_rng(8)) is None
 
 
 def test_fidelity_matches_a_brute_force_count_and_chance_is_chance():

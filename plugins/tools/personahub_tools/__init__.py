@@ -3,8 +3,9 @@ PersonaHub's released form: ``name``, ``description``, ``function_name``, ``inpu
 name -> {type, description}), ``return`` ({type, description}) and ``depend`` (libraries or APIs it
 needs). The interface is decoded under a JSON schema and validated; ``synthesized text`` is its JSON.
 A description that does not end a sentence was cut off (the model closed the string mid-thought, or the
-grammar's length limit did): it is cut back to its last full sentence, or rejected when it has none, so
-no row says "This interface is the same as the".
+grammar's length limit did): it is cut back to its last full sentence, since what precedes the cut is a
+finished description and rejecting it would cost a retry for nothing; with no full sentence it is
+rejected. No row says "This interface is the same as the".
 
 Exports write the released encoding (``released_text``): there ``synthesized text`` is a JSON string
 holding the tool's JSON (a reader decodes it twice), and ``input_args`` values, ``return`` and
