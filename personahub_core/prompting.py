@@ -182,7 +182,7 @@ def require_problem(text: str, *, quantity: bool = True) -> None:
     or, with ``quantity=False``, a quantity or a condition (if, only, not, left of, taller than ...);
     and something to find. A persona description ("A dentist who ...") has neither."""
     if not _ASKS.search(text):
-        raise Rejected("asks no question: no question mark, question word or instruction such as 'find'")
+        raise Rejected("asks no question")
     if not _QUANTITY.search(text) and (quantity or not _CONDITION.search(text)):
         raise Rejected("states no quantity" if quantity else "states no quantity or condition")
 

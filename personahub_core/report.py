@@ -309,18 +309,19 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-LABEL_CHARS = 48  # longer bar labels are shortened (the full text is the label's tooltip)
+LABEL_CHARS = 36  # longer bar labels are shortened (the full text is the label's tooltip)
 CHAR_WIDTH = 7.5  # px per character at the charts' 12px, wide enough for system-ui's wider letters
 
 
-def _bars(items: list[tuple[str, int]], bar_area: int = 320) -> str:
+def _bars(items: list[tuple[str, int]], width: int = 520) -> str:
     """Horizontal bars, one per label, longest first as given. The label column is as wide as the
-    longest shown label, so no label runs off the chart's left edge."""
+    longest shown label, so no label runs off the chart's left edge; the bars get what is left."""
     if not items:
         return _empty("nothing to show")
     top = max(n for _, n in items) or 1
     shown = [label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…" for label, _ in items]
     row, label_w = 22, int(12 + CHAR_WIDTH * max(len(s) for s in shown))
+    bar_area = max(160, width - label_w - 60)
     width = label_w + bar_area + 60
     bars = []
     for k, ((label, n), short) in enumerate(zip(items, shown)):
