@@ -8,7 +8,8 @@ A figure over pairs of rows (mean pairwise similarity, near-duplicate share) nev
 own copy: a resample is a vector of counts ``c`` and the pairs are weighted ``c_i * c_j`` for ``i != j``.
 Distinct-n is a ratio of sums over rows once each n-gram occurrence is weighted by one over how often
 that n-gram occurs in the whole set (those weights add up to the number of distinct n-grams), so a
-resample recomputes it as ``c @ distinct / c @ total`` and a drawn copy is not mistaken for repetition.
+resample recomputes it as ``c @ distinct / c @ total`` and a drawn copy is not mistaken for repetition
+(the weights are held at the whole set's, a first-order approximation of how distinct-n varies).
 """
 
 from __future__ import annotations
