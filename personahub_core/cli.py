@@ -288,7 +288,7 @@ def export_cmd(
     settings = load_settings(db=db)
     with Store(settings.db, read_only=True) as store:
         n = export(store, what, fmt, out_path, full=full, include_all=include_all, quiet=quiet,
-                   tasks=get_registry().tasks if full else None)
+                   tasks=get_registry().tasks)
     err.print(f"wrote {n} rows to {markup_safe(out_path)}")
 
 
@@ -311,7 +311,8 @@ def push_cmd(
             from .replay import register_sql_function
 
             register_sql_function(store.con, get_registry().tasks)
-        url = push(store, what, repo, private=private, full=full, include_all=include_all, quiet=quiet)
+        url = push(store, what, repo, private=private, full=full, include_all=include_all, quiet=quiet,
+                   tasks=get_registry().tasks)
     err.print(f"pushed {markup_safe(what)} to {markup_safe(url)}")
 
 
@@ -370,12 +371,14 @@ def diversity_cmd(
 
 
 def _print_study(result: dict) -> None:
-    table = Table("persona similarity", "pairs", "output similarity mean", "std",
+    from .diversity_stats import figure_text
+
+    table = Table("persona similarity", "pairs", "output similarity mean [95% interval]", "std",
                   title=f"diversity of {markup_safe(result['task'])} ({result['rows']} rows, {markup_safe(result['model'])})")
     for b in result["bins"]:
         o = b["output_similarity"]
         table.add_row(f"{b['persona_similarity']:.2f} ± {result['width']}", str(b["pairs"]),
-                      "–" if o["mean"] is None else f"{o['mean']:.3f}", "–" if o["std"] is None else f"{o['std']:.3f}")
+                      figure_text(o["mean"], o.get("interval")), "–" if o["std"] is None else f"{o['std']:.3f}")
     err.print(table)
     p = result["personas"]
     if p["mean_pairwise_similarity"] is not None:
@@ -383,15 +386,21 @@ def _print_study(result: dict) -> None:
         err.print(f"persona set: {p['count']} personas, mean pairwise similarity {p['mean_pairwise_similarity']:.3f}, "
                   f"nearest neighbour median {nn['p50']:.3f} (10th-90th percentile {nn['p10']:.3f}-{nn['p90']:.3f})")
     base = result["baseline"]
+    figures = ("mean_pairwise_similarity", "distinct_1", "distinct_2", "near_duplicate_share")
     if base:
         compare = Table("outputs", "mean pairwise similarity", "distinct-1", "distinct-2", "near-duplicate share",
-                        title=f"with personas against without ({base['samples']} each)")
+                        title=f"with personas against without ({base['samples']} each, 95% intervals)")
         for label, s in (("with personas", base["with_personas"]), ("without (baseline)", base["without_personas"])):
-            compare.add_row(label, *(("–" if s[k] is None else f"{s[k]:.3f}") for k in
-                                     ("mean_pairwise_similarity", "distinct_1", "distinct_2", "near_duplicate_share")))
+            compare.add_row(label, *(figure_text(s[k], s["intervals"][k]) for k in figures))
+        d = base["difference"]
+        compare.add_row("difference (p)", *(f"{figure_text(d[k]['difference'], d[k]['interval'])} (p {d[k]['p_value']})"
+                                            if d[k]["difference"] is not None else "–" for k in figures))
         err.print(compare)
     else:
         err.print(f"[dim]no baseline yet: personahub diversity --task {markup_safe(result['task'])} --baseline N[/dim]")
+    for warning in result["warnings"]:
+        err.print(f"[yellow]warning:[/yellow] {markup_safe(warning)}")
+    err.print(markup_safe(result["verdict"]))
 
 
 @app.command("stats")

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .diversity_stats import (NEAR_DUPLICATE, compare, fidelity, pair_interval, sample_warnings, significance_sentence,
+                              spread_intervals, verdict)
 from .errors import UsageError
 from .store import Store
 from .tasks import Prompt, Synthesizer, WorkItem
@@ -27,7 +29,6 @@ DEFAULT_BINS = (0.4, 0.6, 0.8, 0.9)
 DEFAULT_WIDTH = 0.05
 MAX_PAIRS_PER_BIN = 1000
 MAX_PERSONAS = 2000  # the pair matrix is n^2/2; above this a seeded sample of rows is studied
-NEAR_DUPLICATE = 0.9  # the paper's embedding dedup threshold
 OUTPUT_TEXT = "json_extract_string(g.output, '$.\"synthesized text\"')"
 
 
@@ -119,12 +120,16 @@ def study(store: Store, task: str, model: str, bins: tuple[float, ...] = DEFAULT
         result["bins"].append({
             "persona_similarity": centre,
             "pairs": int(len(chosen)),
-            "output_similarity": {"mean": _round(sims.mean()), "std": _round(sims.std())} if len(chosen)
+            "output_similarity": {"mean": _round(sims.mean()), "std": _round(sims.std()),
+                                  "interval": pair_interval(sims, rng)} if len(chosen)
             else {"mean": None, "std": None},
             "persona_similarity_mean": _round(persona_sims[chosen].mean()) if len(chosen) else None,
         })
-    result["outputs"] = output_spread(outputs, texts)
+    result["outputs"] = output_spread(outputs, texts, rng)
     result["baseline"] = _baseline_comparison(store, task, model, outputs, texts, rng)
+    result["fidelity"] = fidelity(personas, outputs, rng)
+    result["warnings"] = sample_warnings(n, result["bins"], result["baseline"])
+    result["verdict"] = verdict(result)
     return result
 
 
@@ -146,10 +151,13 @@ def persona_set(vectors: np.ndarray) -> dict[str, Any]:
     }
 
 
-def output_spread(vectors: np.ndarray, texts: list[str]) -> dict[str, Any]:
-    """How spread a set of outputs is: mean pairwise cosine, distinct-1/2, near-duplicate share."""
+def output_spread(vectors: np.ndarray, texts: list[str], rng: np.random.Generator | None = None) -> dict[str, Any]:
+    """How spread a set of outputs is: mean pairwise cosine, distinct-1/2, near-duplicate share; with
+    ``rng``, also a bootstrap interval for each (``intervals``)."""
     n = len(vectors)
     spread: dict[str, Any] = {"count": n, "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
+    if rng is not None:
+        spread["intervals"] = spread_intervals(vectors, texts, rng)
     if n < 2:
         return {**spread, "mean_pairwise_similarity": None, "near_duplicate_share": None}
     sims = vectors @ vectors.T
@@ -170,7 +178,8 @@ def distinct_n(texts: list[str], n: int) -> float | None:
 
 def _baseline_comparison(store: Store, task: str, model: str, outputs: np.ndarray, texts: list[str],
                          rng: np.random.Generator) -> dict[str, Any] | None:
-    """With personas against without, on equally many outputs (distinct-n depends on the count)."""
+    """With personas against without, on equally many outputs (distinct-n depends on the count), with
+    each figure's difference, its interval and p-value, and a sentence saying what they show."""
     rows = store.query(
         f"SELECT o.vector, {OUTPUT_TEXT} FROM generations g JOIN (SELECT generation_key, any_value(vector) AS vector "
         "FROM output_embeddings WHERE model = ? GROUP BY 1) o ON o.generation_key = g.key "
@@ -180,10 +189,15 @@ def _baseline_comparison(store: Store, task: str, model: str, outputs: np.ndarra
     k = min(len(rows), len(outputs))
     mine = np.sort(rng.choice(len(outputs), k, replace=False))
     theirs = np.sort(rng.choice(len(rows), k, replace=False))
+    with_vectors, with_texts = outputs[mine], [texts[m] for m in mine]
+    without_vectors, without_texts = _matrix([rows[t][0] for t in theirs]), [rows[t][1] or "" for t in theirs]
+    difference = compare(with_vectors, with_texts, without_vectors, without_texts, rng)
     return {
         "samples": k,
-        "with_personas": output_spread(outputs[mine], [texts[m] for m in mine]),
-        "without_personas": output_spread(_matrix([rows[t][0] for t in theirs]), [rows[t][1] or "" for t in theirs]),
+        "with_personas": output_spread(with_vectors, with_texts, rng),
+        "without_personas": output_spread(without_vectors, without_texts, rng),
+        "difference": difference,
+        "statement": significance_sentence(difference, k),
     }
 
 

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import duckdb
+
 from .errors import UsageError
 from .outputs import check_out, written
 from .store import Store
@@ -28,10 +30,11 @@ def _persona_query(full: bool, include_all: bool) -> str:
     return f"SELECT {', '.join(cols)} FROM personas p WHERE {where} ORDER BY p.seq"
 
 
-def _task_query(full: bool, include_all: bool) -> str:
+def _task_query(full: bool, include_all: bool, encoded: bool = False) -> str:
+    text = "json_extract_string(g.output, '$.\"synthesized text\"')"
     cols = [
         "p.persona AS \"input persona\"",
-        "json_extract_string(g.output, '$.\"synthesized text\"') AS \"synthesized text\"",
+        f"{'released_text(' + text + ')' if encoded else text} AS \"synthesized text\"",
         "coalesce(json_extract_string(g.output, '$.description'), g.task) AS description",
     ]
     if full:
@@ -47,20 +50,44 @@ def _task_query(full: bool, include_all: bool) -> str:
             f"WHERE g.task = ? AND {status} ORDER BY g.created_at, g.key")
 
 
-def export_query(store: Store, what: str, full: bool, include_all: bool) -> tuple[str, list]:
-    """The SQL and parameters of an export: personas, or one task's rows."""
+def export_query(store: Store, what: str, full: bool, include_all: bool,
+                 tasks: dict[str, type] | None = None) -> tuple[str, list]:
+    """The SQL and parameters of an export: personas, or one task's rows (written as the installed task
+    in ``tasks`` encodes them, when it has its own ``released_text``)."""
     if what == "personas":
         return _persona_query(full, include_all), []
-    tasks = [r[0] for r in store.query("SELECT DISTINCT task FROM generations ORDER BY 1")]
-    if what not in tasks:
-        raise UsageError(f"nothing stored for '{what}'; export 'personas' or one of: {', '.join(tasks) or 'none yet'}")
-    return _task_query(full, include_all), [what]
+    stored = [r[0] for r in store.query("SELECT DISTINCT task FROM generations ORDER BY 1")]
+    if what not in stored:
+        raise UsageError(f"nothing stored for '{what}'; export 'personas' or one of: {', '.join(stored) or 'none yet'}")
+    return _task_query(full, include_all, _register_encoding(store, (tasks or {}).get(what))), [what]
+
+
+def _register_encoding(store: Store, cls: type | None) -> bool:
+    """``released_text(text)`` in SQL when the task class encodes its exported text its own way
+    (``Synthesizer.released_text``); False when the text is exported as stored."""
+    import pyarrow as pa
+
+    from .tasks import Synthesizer
+
+    if not (isinstance(cls, type) and issubclass(cls, Synthesizer)
+            and cls.released_text.__func__ is not Synthesizer.released_text.__func__):
+        return False
+
+    def encode(texts):  # no annotations: DuckDB evaluates them in this module's globals
+        return pa.array([None if t is None else cls.released_text(t) for t in texts.to_pylist()], pa.string())
+
+    try:
+        store.con.remove_function("released_text")
+    except duckdb.Error:
+        pass
+    store.con.create_function("released_text", encode, ["VARCHAR"], "VARCHAR", type="arrow")
+    return True
 
 
 def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False, include_all: bool = False,
            quiet: bool = True, tasks: dict[str, type] | None = None) -> int:
-    """Write personas or a task's rows; ``tasks`` (the installed task classes by name) rebuild the prompts
-    that ``full`` adds to a task's rows."""
+    """Write personas or a task's rows; ``tasks`` (the installed task classes by name) encode a task's
+    ``synthesized text`` as its release did, and rebuild the prompts that ``full`` adds to a task's rows."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     check_out(out_path, store.path)
@@ -73,7 +100,7 @@ def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False
     if fmt == "hf":  # a folder, not a file: a Hugging Face dataset with its card
         from .hf import export_hf
 
-        return export_hf(store, what, out_path, full=full, include_all=include_all, quiet=quiet)
+        return export_hf(store, what, out_path, full=full, include_all=include_all, quiet=quiet, tasks=tasks)
     out_path = Path(out_path)
     if out_path.is_dir():
         raise UsageError(f"--out {out_path}: is a directory; give a file name, e.g. {out_path / ('out.' + fmt)}")
@@ -82,7 +109,7 @@ def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False
         raise UsageError(f"--out {out_path}: {out_path.parent} {problem}")
     if not os.access(out_path.parent, os.W_OK):
         raise UsageError(f"--out {out_path}: directory {out_path.parent} is not writable")
-    sql, params = export_query(store, what, full, include_all)
+    sql, params = export_query(store, what, full, include_all, tasks)
     with written(out_path) as tmp, store.tuned(memory_limit=EXPORT_MEMORY):
         return _write(store, sql, params, fmt, tmp, quiet)
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import yaml
 
 from .errors import PersonaHubError, UsageError
-from .export import export_query
+from .export import KEPT, export_query
 from .store import Store
 
 INSTALL = "pip install 'personahub[hf]'"
@@ -30,11 +30,12 @@ def _require(module: str):
         raise PersonaHubError(f"Hugging Face export needs the '{module}' package: {INSTALL}") from None
 
 
-def rows_table(store: Store, what: str, full: bool, include_all: bool, quiet: bool = True) -> pa.Table:
+def rows_table(store: Store, what: str, full: bool, include_all: bool, quiet: bool = True,
+               tasks: dict[str, type] | None = None) -> pa.Table:
     """The exported rows as one Arrow table, in batches with a progress bar."""
     from .progress import progress_bar
 
-    sql, params = export_query(store, what, full, include_all)
+    sql, params = export_query(store, what, full, include_all, tasks)
     total = store.scalar(f"SELECT count(*) FROM ({sql})", params)
     reader = store.con.sql(sql, params=params).to_arrow_reader(10_000)
     batches = []
@@ -49,7 +50,7 @@ def rows_table(store: Store, what: str, full: bool, include_all: bool, quiet: bo
 
 
 def export_hf(store: Store, what: str, out_dir: Path, full: bool = False, include_all: bool = False,
-              quiet: bool = True) -> int:
+              quiet: bool = True, tasks: dict[str, type] | None = None) -> int:
     """Write ``out_dir`` as a saved dataset with ``README.md``; replaces an earlier export there."""
     datasets = _require("datasets")
     out_dir = Path(out_dir)
@@ -57,16 +58,17 @@ def export_hf(store: Store, what: str, out_dir: Path, full: bool = False, includ
         raise UsageError(f"--out {out_dir}: exists and is not an earlier dataset export; choose a new folder")
     if not out_dir.parent.exists():
         raise UsageError(f"--out {out_dir}: directory {out_dir.parent} does not exist")
-    table = rows_table(store, what, full, include_all, quiet)
+    table = rows_table(store, what, full, include_all, quiet, tasks)
     datasets.disable_progress_bars()  # ours is shown instead
     # Build beside the target and swap, so a failed export never leaves half a dataset.
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the export is a normal folder
     try:
         datasets.Dataset(table).save_to_disk(str(tmp / "data"))
         for name in os.listdir(tmp / "data"):
             os.replace(tmp / "data" / name, tmp / name)
         (tmp / "data").rmdir()
-        (tmp / "README.md").write_text(dataset_card(store, what, table, full), encoding="utf-8")
+        (tmp / "README.md").write_text(dataset_card(store, what, table, full, include_all=include_all), encoding="utf-8")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -75,17 +77,33 @@ def export_hf(store: Store, what: str, out_dir: Path, full: bool = False, includ
     return table.num_rows
 
 
-def dataset_card(store: Store, what: str, table: pa.Table, full: bool, parquet: str | None = None) -> str:
-    """README.md: YAML metadata first (the Hub reads it), then how the data was made."""
+ORIGINS = {  # what each persona origin means, as the store records it
+    "import": "imported from a file as given",
+    "text": "written from ingested text (text-to-persona)",
+    "expansion": "grown from other personas through their relations (persona-to-persona)",
+}
+
+
+def dataset_card(store: Store, what: str, table: pa.Table, full: bool, parquet: str | None = None,
+                 include_all: bool = False) -> str:
+    """README.md: YAML metadata first (the Hub reads it), then how the data was made, stated only as
+    far as the store's provenance shows it for the exported rows."""
+    kept = "TRUE" if include_all else "status = 'ok'"
     if what == "personas":
-        models = [r[0] for r in store.query("SELECT DISTINCT model FROM personas WHERE model IS NOT NULL ORDER BY 1")]
+        exported = f"SELECT * FROM personas p WHERE {'TRUE' if include_all else KEPT}"
+        models = [r[0] for r in store.query(f"SELECT DISTINCT model FROM ({exported}) WHERE model IS NOT NULL ORDER BY 1")]
         statuses: dict = {}
         options: list = []
         sampling: dict = {}
+        params: list = []
     else:
+        exported = (f"SELECT p.* FROM generations g JOIN personas p ON p.id = g.input_id "
+                    f"WHERE g.task = ? AND g.{kept}")
+        params = [what]
         models = [r[0] for r in store.query(
-            "SELECT DISTINCT model FROM generations WHERE task = ? AND model IS NOT NULL ORDER BY 1", [what])]
-        statuses = dict(store.query("SELECT status, count(*) FROM generations WHERE task = ? GROUP BY 1 ORDER BY 1", [what]))
+            f"SELECT DISTINCT model FROM generations WHERE task = ? AND {kept} AND model IS NOT NULL ORDER BY 1", [what])]
+        statuses = dict(store.query(f"SELECT status, count(*) FROM generations WHERE task = ? AND {kept} "
+                                    "GROUP BY 1 ORDER BY 1", [what]))
         options = [json.loads(r[0]) for r in store.query(
             "SELECT DISTINCT options::VARCHAR FROM generations WHERE task = ? AND status = 'ok' ORDER BY 1", [what])]
         stored = store.scalar("SELECT any_value(sampling)::VARCHAR FROM generations WHERE task = ? AND status = 'ok'", [what])
@@ -106,35 +124,81 @@ def dataset_card(store: Store, what: str, table: pa.Table, full: bool, parquet: 
     }
     if parquet:
         meta["configs"] = [{"config_name": "default", "data_files": [{"split": "train", "path": parquet}]}]
-    personas = dict(store.query("SELECT origin, count(*) FROM personas GROUP BY 1 ORDER BY 1"))
-    marks = dict(store.query("SELECT method, count(*) FROM dedup_marks GROUP BY 1 ORDER BY 1"))
-    hops = store.scalar("SELECT max(hop) FROM personas") or 0
-    made = [
-        f"- {store.count('documents'):,} source documents were ingested.",
-        f"- Personas by origin: {', '.join(f'{o} {c:,}' for o, c in personas.items()) or 'none'}"
-        + (f"; persona-to-persona expansion reached hop {hops}." if hops else "."),
-        f"- Deduplication marked: {', '.join(f'{m} {c:,}' for m, c in marks.items()) or 'nothing'}; "
-        "marked personas are left out" + (" unless exported with --all." if what == "personas" else "."),
-    ]
-    if what != "personas":
-        made.append(f"- Task `{what}` ran with {', '.join(f'`{m}`' for m in models) or 'no model'}; "
-                    f"rows by status: {', '.join(f'{s} {c:,}' for s, c in statuses.items())}. "
-                    "Only rows with status ok are included unless exported with --all.")
     return (
         "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
         f"# PersonaHub {what}\n\n"
-        f"{n:,} rows made with PersonaHub, after the paper \"{PAPER}\": personas are written from web text "
-        "(text-to-persona), grown through their relations (persona-to-persona), deduplicated (MinHash, then "
-        "embeddings), and each persona is put into a task's prompt.\n\n"
-        "## How it was made\n\n" + "\n".join(made) + "\n\n"
-        "## Columns\n\n" + "\n".join(f"- `{f.name}` ({f.type})" for f in table.schema) + "\n\n"
+        f"{n:,} rows made with PersonaHub, after the paper \"{PAPER}\""
+        + (": personas, with where each came from.\n\n" if what == "personas"
+           else f": each row is one persona put into the `{what}` task's prompt.\n\n")
+        + "## How it was made\n\n" + "\n".join(_provenance(store, what, exported, params, models, statuses)) + "\n\n"
+        + _diversity_section(store, what)
+        + "## Columns\n\n" + "\n".join(f"- `{f.name}` ({f.type})" for f in table.schema) + "\n\n"
         "Synthesized rows keep the schema PersonaHub released: `input persona`, `synthesized text`, `description`.\n\n"
         "## Licence\n\nThe `license` field above is a placeholder: set it to what your corpus and model allow.\n"
     )
 
 
+def _provenance(store: Store, what: str, exported: str, params: list, models: list, statuses: dict) -> list[str]:
+    """One line per fact the store records about the exported rows' personas and generations."""
+    origins = store.query(f"SELECT origin, count(*), list(DISTINCT model ORDER BY model) FILTER (model IS NOT NULL), "
+                          f"max(hop) FROM ({exported}) GROUP BY 1 ORDER BY 1", params)
+    lines = []
+    documents = store.count("documents")
+    if documents and any(o == "text" for o, *_ in origins):
+        lines.append(f"- {documents:,} source documents were ingested.")
+    described = []
+    for origin, count, by, hop in origins:
+        how = ORIGINS.get(origin, origin)
+        if by:
+            how += f" by {', '.join(f'`{m}`' for m in by)}"
+        if origin == "expansion" and hop:
+            how += f", up to hop {hop}"
+        described.append(f"{origin} {count:,} ({how})")
+    whose = "Personas" if what == "personas" else "The rows' personas"
+    lines.append(f"- {whose} by origin: {'; '.join(described) or 'none recorded'}.")
+    # A mark naming the persona it duplicates is deduplication; a mark with only a reason is a filter.
+    marks = store.query("SELECT method, count(duplicate_of) > 0, count(*) FROM dedup_marks GROUP BY 1 ORDER BY 1")
+    dedup = [f"{m} marked {c:,}" for m, is_dedup, c in marks if is_dedup]
+    filters = [f"{m} marked {c:,}" for m, is_dedup, c in marks if not is_dedup]
+    left_out = "; marked personas are left out" + (" unless exported with --all." if what == "personas" else ".")
+    lines.append(f"- Deduplicated: {', '.join(dedup)}{left_out}" if dedup
+                 else "- Not deduplicated: no persona in the store carries a deduplication mark.")
+    if filters:
+        lines.append(f"- Filtered: {', '.join(filters)}{left_out}")
+    if what != "personas":
+        lines.append(f"- Task `{what}` ran with {', '.join(f'`{m}`' for m in models) or 'no recorded model'}; "
+                     f"exported rows by status: {', '.join(f'{s} {c:,}' for s, c in statuses.items()) or 'none'}.")
+    return lines
+
+
+def _diversity_section(store: Store, what: str) -> str:
+    """The diversity study of the task, when its outputs have been embedded (``personahub diversity``)."""
+    from .diversity import study, study_models
+    from .diversity_stats import figure_text
+
+    model = study_models(store).get(what)
+    if not model:
+        return ""
+    s = study(store, what, model)
+    if not s["rows"]:
+        return ""
+    o = s["outputs"]
+    lines = [f"Measured by `personahub diversity` on {s['rows']:,} rows with vectors from `{model}` "
+             "(95% bootstrap intervals in brackets):", ""]
+    for label, key in (("mean pairwise similarity of outputs", "mean_pairwise_similarity"),
+                       ("distinct-1", "distinct_1"), ("distinct-2", "distinct_2"),
+                       ("near-duplicate share", "near_duplicate_share")):
+        lines.append(f"- {label}: {figure_text(o[key], o['intervals'][key])}")
+    f = s["fidelity"]
+    if f["rate"] is not None:
+        lines.append(f"- persona fidelity (own persona nearest among {f['k']}; chance {f['chance']}): "
+                     f"{figure_text(f['rate'], f['interval'])}")
+    lines += ["", s["verdict"]] + [f"Warning: {w}." for w in s["warnings"]]
+    return "## Diversity\n\n" + "\n".join(lines) + "\n\n"
+
+
 def push(store: Store, what: str, repo: str, private: bool = False, full: bool = False, include_all: bool = False,
-         quiet: bool = True) -> str:
+         quiet: bool = True, tasks: dict[str, type] | None = None) -> str:
     """Upload the rows (Parquet) and the card to the dataset repo ``repo``; returns its URL."""
     _require("datasets")
     hub = _require("huggingface_hub")
@@ -143,7 +207,7 @@ def push(store: Store, what: str, repo: str, private: bool = False, full: bool =
     token = hub.get_token()
     if not token:
         raise PersonaHubError("no Hugging Face token: set HF_TOKEN (or log in with 'hf auth login') and try again")
-    table = rows_table(store, what, full, include_all, quiet)
+    table = rows_table(store, what, full, include_all, quiet, tasks)
     parquet = "data/train-00000-of-00001.parquet"
     api = hub.HfApi(token=token)
     with tempfile.TemporaryDirectory() as folder:
@@ -151,7 +215,8 @@ def push(store: Store, what: str, repo: str, private: bool = False, full: bool =
 
         (Path(folder) / "data").mkdir()
         pq.write_table(table, Path(folder) / parquet)
-        (Path(folder) / "README.md").write_text(dataset_card(store, what, table, full, parquet), encoding="utf-8")
+        (Path(folder) / "README.md").write_text(dataset_card(store, what, table, full, parquet, include_all),
+                                                encoding="utf-8")
         try:
             api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
             api.upload_folder(folder_path=folder, repo_id=repo, repo_type="dataset",
@@ -159,6 +224,12 @@ def push(store: Store, what: str, repo: str, private: bool = False, full: bool =
         except Exception as exc:  # the hub client raises many kinds; all mean the same to the user
             raise PersonaHubError(f"push to {repo} failed at {api.endpoint}: {_reason(exc)}") from None
     return f"{api.endpoint}/datasets/{repo}"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _reason(exc: Exception) -> str:

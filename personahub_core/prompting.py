@@ -108,6 +108,12 @@ def repeats_itself(text: str) -> bool:
     return len(words) >= 40 and len(set(words)) < len(words) * 0.3
 
 
+# Chosen on benchmarks/data/copy_check_calibration.jsonl (character 3-gram Jaccard split its near-copies
+# from its distinct problems with the widest margin: copies 0.34 and up, distinct at most 0.28), and
+# checked on copy_check_heldout.jsonl; benchmarks/copy_check.py prints both.
+NEAR_COPY = 0.31
+
+
 def reject_copies(text: str, *, persona: str, demos: list[str]) -> None:
     """Small base models often echo the persona or a demonstration instead of writing something new."""
     grams = _trigrams(text)
@@ -115,6 +121,26 @@ def reject_copies(text: str, *, persona: str, demos: list[str]) -> None:
         raise Rejected("repeats the persona instead of answering")
     if any(_copied_from(grams, demo) for demo in demos):
         raise Rejected("copies a demonstration")
+
+
+def reject_near_copies(problem: str, demos: list[str]) -> None:
+    """A problem that is a demonstration with its numbers, names or a few words changed. Calibrated
+    on problems of up to ~60 words: longer texts share more 3-grams by chance, so not for articles."""
+    if any(copy_similarity(problem, demo) >= NEAR_COPY for demo in demos):
+        raise Rejected("a near-copy of a demonstration")
+
+
+def copy_similarity(text: str, source: str) -> float:
+    """Jaccard similarity of the two texts' character 3-gram sets, read in lower case with every number
+    as 0 and punctuation as space: a demonstration with its numbers or names changed stays close."""
+    a, b = _char_grams(text), _char_grams(source)
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+@functools.lru_cache(maxsize=1024)
+def _char_grams(text: str, n: int = 3) -> frozenset[str]:
+    flat = " ".join(re.sub(r"\d+", "0", re.sub(r"[^\w]+", " ", text.lower())).split())
+    return frozenset(flat[i:i + n] for i in range(len(flat) - n + 1))
 
 
 def _copied_from(grams: set[tuple[str, ...]], source: str, share: float = 0.6) -> bool:
@@ -133,13 +159,32 @@ def _trigrams(text: str) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + 3]) for i in range(len(words) - 2)}
 
 
-_ASKING = re.compile(r"\?|\b(find|prove|show|calculate|compute|determine|work out|estimate|explain|which|who|how)\b", re.I)
+# Something to find: a question mark, a question word opening a sentence, "how many/much/...", or an
+# imperative opening a sentence. "who" or "which" inside a sentence is a relative pronoun, not a question.
+_ASKS = re.compile(
+    r"\?|\bhow (?:many|much|long|far|often|old|fast|tall|high|wide|deep|heavy)\b"
+    r"|(?:^|[.!:;]\s+|\n\s*)(?:what|which|who|whom|whose|when|where|why|how|is|are|does|do|can|could|will|would|should|"
+    r"find|prove|show|calculate|compute|determine|work out|estimate|solve|evaluate|express|simplify|decide|deduce|"
+    r"identify|figure out|explain|give|list|name|arrange|rank|order|sort|say)\b", re.I)
+_QUANTITY_WORDS = ("zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
+                 "sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|"
+                 "thousand|million|billion|dozen|half|halves|third|thirds|quarter|quarters|twice|double|triple|"
+                 "percent|percentage|single|pair|both|each|every|some|all|none|first|second|last|least|most|more|"
+                 "fewer|less|many|much|total|sum|number|amount|average|per|ratio|fraction|probability|area|volume|"
+                 "length|distance")
+_QUANTITY = re.compile(rf"\d|[%$€£¥]|\b(?:{_QUANTITY_WORDS})\b", re.I)
+_CONDITION = re.compile(r"\b(?:if|unless|only|exactly|not|no|never|always|either|neither|nor|before|after|"
+                        r"between|next to|left|right|above|below|behind|opposite|same|different|\w+er than)\b", re.I)
 
 
-def require_question(text: str) -> None:
-    """A problem or puzzle has to ask for something; a base model sometimes just tells a story."""
-    if not _ASKING.search(text):
+def require_problem(text: str, *, quantity: bool = True) -> None:
+    """A problem states what it is about and asks for something: a quantity (a number, an amount word)
+    or, with ``quantity=False``, a quantity or a condition (if, only, not, left of, taller than ...);
+    and something to find. A persona description ("A dentist who ...") has neither."""
+    if not _ASKS.search(text):
         raise Rejected("asks no question")
+    if not _QUANTITY.search(text) and (quantity or not _CONDITION.search(text)):
+        raise Rejected("states no quantity" if quantity else "states no quantity or condition")
 
 
 def structured_answer(completion: Completion, schema: dict) -> object:
@@ -170,9 +215,17 @@ def _tidy(value: object, schema: dict, path: str) -> object:
         return value
     text = " ".join(value.split())
     limit = schema.get("maxLength")
-    if limit is not None and len(value) >= limit and not text.endswith((".", "!", "?")):
-        cut = max(text.rfind(mark) for mark in (". ", "! ", "? "))
-        if cut < 0:
-            raise Rejected(f"{path or 'value'} cut off at {limit} characters")
-        text = text[: cut + 1]
+    if limit is not None and len(value) >= limit:
+        return whole_sentences(text, f"{path or 'value'} cut off at {limit} characters")
     return text
+
+
+def whole_sentences(text: str, reason: str) -> str:
+    """The text up to its last full sentence: itself when it ends with . ! or ?, else cut back to the
+    last sentence end, else Rejected(reason). A text without a final stop was cut mid-sentence."""
+    if text.rstrip("\"')”").endswith((".", "!", "?")):
+        return text
+    cut = max(text.rfind(mark) for mark in (". ", "! ", "? "))
+    if cut < 0:
+        raise Rejected(reason)
+    return text[: cut + 1]

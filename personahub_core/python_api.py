@@ -10,6 +10,8 @@ import pyarrow as pa
 
 from . import api
 from .export import export_query, store_stats
+from .plugins import get_registry
+from .replay import register_sql_function
 from .settings import load_settings
 from .store import Store
 
@@ -52,12 +54,10 @@ class OpenStore:
         return store_stats(self._store)
 
     def _table(self, what: str, full: bool, include_all: bool) -> pa.Table:
-        sql, params = export_query(self._store, what, full, include_all)
-        if full and what != "personas":  # a task's full rows carry their prompts, rebuilt by the task
-            from .plugins import get_registry
-            from .replay import register_sql_function
-
-            register_sql_function(self._store.con, get_registry().tasks)
+        tasks = get_registry().tasks  # a task writes its rows in its released encoding, rebuilds its prompts
+        sql, params = export_query(self._store, what, full, include_all, tasks)
+        if full and what != "personas":
+            register_sql_function(self._store.con, tasks)
         return self._store.con.sql(sql, params=params or None).to_arrow_table()
 
     def close(self) -> None:

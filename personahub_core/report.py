@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .diversity import OUTPUT_TEXT, distinct_n, study, study_models
+from .diversity_stats import figure_text
 from .errors import UsageError
 from .export import KEPT
 from .outputs import check_out, written
@@ -30,6 +31,9 @@ STOPWORDS = set("""a an the and or of in on at to for from with by as is are was
 their his her its they them he she it i you we our your my me us into about over under than then so but not no
 also who's has have had do does did while when where what how all any each more most other some such only own same
 can will just very one two out up down off""".split())
+# Near-duplicates of one another share most content words, even paraphrased ("a night-shift nurse at a
+# rural clinic" / "a nurse who works nights in a country clinic": 0.29); unrelated personas share ~0-0.1.
+CLEARLY_DIFFERENT = 0.2
 # A persona's role: its first words up to the first relative clause or prepositional phrase.
 ROLE_END = re.compile(r"\b(who|whose|that|which|with|in|at|from|for|on|of|working|living|based)\b|[,.;:()]", re.I)
 
@@ -160,21 +164,37 @@ def _dedup(store: Store) -> str:
     by_method = store.query("SELECT method, count(*) FROM dedup_marks GROUP BY 1 ORDER BY 1")
     parts = [_cards([("marked personas", marked)] + [(f"by {m}", n) for m, n in by_method])]
     for method, _ in by_method:
+        if not store.scalar("SELECT count(duplicate_of) FROM dedup_marks WHERE method = ?", [method]):
+            # Marked for a reason (a quality check), not as a copy of a kept persona: no clusters to show.
+            reasons = store.query("SELECT coalesce(reason, '?'), count(*) AS n FROM dedup_marks WHERE method = ? "
+                                  "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 8", [method])
+            parts.append(f"<h3>{_e(method)}: reasons for marking</h3>" + _bars(reasons))
+            continue
         clusters = store.query(
-            "SELECT coalesce(m.duplicate_of, ''), list(p.persona ORDER BY p.seq)[:3], list(m.similarity ORDER BY p.seq)[:3], "
-            "any_value(m.reason), count(*) AS n FROM dedup_marks m JOIN personas p ON p.id = m.persona_id WHERE m.method = ? "
-            "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 3", [method])
+            "SELECT m.duplicate_of, list(p.persona ORDER BY p.seq)[:3], list(m.similarity ORDER BY p.seq)[:3], "
+            "count(*) AS n FROM dedup_marks m JOIN personas p ON p.id = m.persona_id "
+            "WHERE m.method = ? AND m.duplicate_of IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 LIMIT 3", [method])
         keepers = dict(store.query("SELECT id, persona FROM personas WHERE id IN (SELECT unnest(?))",
                                    [[c[0] for c in clusters]]))
         parts.append(f"<h3>{_e(method)}: the largest clusters</h3>")
-        for kept_id, texts, sims, reason, n in clusters:
-            head = (f"<div class=kept><b>kept</b> {_e(keepers.get(kept_id, ''))}</div>" if kept_id
-                    else f"<div class=kept><b>reason</b> {_e(reason or '')}</div>")
+        for kept_id, texts, sims, n in clusters:
+            kept = keepers.get(kept_id, "")
+            overlap = sum(word_overlap(kept, t) for t in texts) / len(texts)
+            warning = (f"<div class=warn>These personas share few words (word overlap {overlap:.2f}): they may "
+                       f"be different people that the {_e(method)} similarity cannot tell apart. Check the "
+                       "threshold before trusting these marks.</div>" if overlap < CLEARLY_DIFFERENT else "")
             marks = "".join(f"<li>{_e(t)}" + (f" <span class=sim>{s:.3f}</span>" if s is not None else "") + "</li>"
                             for t, s in zip(texts, sims))
             extra = f"<li class=note>and {n - len(texts)} more</li>" if n > len(texts) else ""
-            parts.append(f"<div class=cluster>{head}<ul>{marks}{extra}</ul></div>")
+            parts.append(f"<div class=cluster>{warning}<div class=kept><b>kept</b> {_e(kept)}</div>"
+                         f"<ul>{marks}{extra}</ul></div>")
     return "".join(parts)
+
+
+def word_overlap(a: str, b: str) -> float:
+    """Jaccard overlap of two texts' content words (stopwords left out)."""
+    wa, wb = ({w for w in re.findall(r"\w+", t.lower()) if w not in STOPWORDS} for t in (a, b))
+    return len(wa & wb) / len(wa | wb) if wa | wb else 1.0
 
 
 def _task(store: Store, task: str) -> str:
@@ -224,25 +244,33 @@ def _diversity(store: Store, seed: int) -> str:
              "sampled in similarity bins; for each bin, the cosine similarity of the two outputs.</p>"]
     for s in studies:
         bins = s["bins"]
-        rows = [[_num(b["persona_similarity"], 2), b["pairs"], _num(b["output_similarity"]["mean"], 3),
+        rows = [[_num(b["persona_similarity"], 2), b["pairs"],
+                 figure_text(b["output_similarity"]["mean"], b["output_similarity"].get("interval")),
                  _num(b["output_similarity"]["std"], 3)] for b in bins]
         ps = s["personas"]
         nn = ps["nearest_neighbour"] or {}
+        fid = s["fidelity"]
         parts.append(
             f"<h3>{_e(s['task'])} <span class=note>({s['rows']} rows, vectors from {_e(s['model'])})</span></h3>"
-            "<div class=two><div>" + _study_plot(bins, s["width"]) + "</div><div>"
-            + _table(["persona similarity", "pairs", "output similarity mean", "std"], rows)
+            f"<p class=verdict>{_e(s['verdict'])}</p>"
+            + "".join(f"<div class=warn>{_e(w)}</div>" for w in s["warnings"])
+            + "<div class=two><div>" + _study_plot(bins, s["width"]) + "</div><div>"
+            + _table(["persona similarity", "pairs", "output similarity mean [95% interval]", "std"], rows)
             + _table(["persona set", "value"], [
                 ["personas", ps["count"]], ["mean pairwise similarity", _num(ps["mean_pairwise_similarity"], 3)],
                 ["nearest neighbour, median", _num(nn.get("p50"), 3)],
                 ["nearest neighbour, 10th–90th percentile", f"{_num(nn.get('p10'), 3)} – {_num(nn.get('p90'), 3)}"]])
+            + _table(["persona fidelity", "value"], [
+                [f"own persona nearest among {fid['k']}", figure_text(fid["rate"], fid["interval"])],
+                ["chance", _num(fid["chance"], 3)], ["outputs", fid["outputs"]]])
             + "</div></div>")
         base = s["baseline"]
         if base:
-            w, wo = base["with_personas"], base["without_personas"]
-            parts.append(f"<h4>With personas against without ({base['samples']} outputs each)</h4>" + _table(
-                ["measure", "with personas", "without (baseline)"],
-                [[label, _num(w[key], 3), _num(wo[key], 3)] for label, key in [
+            w, wo, d = base["with_personas"], base["without_personas"], base["difference"]
+            parts.append(f"<h4>With personas against without ({base['samples']} outputs each, 95% intervals)</h4>" + _table(
+                ["measure", "with personas", "without (baseline)", "difference", "p"],
+                [[label, figure_text(w[key], w["intervals"][key]), figure_text(wo[key], wo["intervals"][key]),
+                  figure_text(d[key]["difference"], d[key]["interval"]), _num(d[key]["p_value"], 3)] for label, key in [
                     ("mean pairwise similarity (lower is more diverse)", "mean_pairwise_similarity"),
                     ("distinct-1", "distinct_1"), ("distinct-2", "distinct_2"),
                     ("near-duplicate share (cosine ≥ 0.9)", "near_duplicate_share")]]))
@@ -281,17 +309,24 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+LABEL_CHARS = 36  # longer bar labels are shortened (the full text is the label's tooltip)
+CHAR_WIDTH = 7.5  # px per character at the charts' 12px, wide enough for system-ui's wider letters
+
+
 def _bars(items: list[tuple[str, int]], width: int = 520) -> str:
-    """Horizontal bars, one per label, longest first as given."""
+    """Horizontal bars, one per label, longest first as given. The label column is as wide as the
+    longest shown label, so no label runs off the chart's left edge; the bars get what is left."""
     if not items:
         return _empty("nothing to show")
     top = max(n for _, n in items) or 1
-    row, label_w = 22, 200
+    shown = [label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…" for label, _ in items]
+    row, label_w = 22, int(12 + CHAR_WIDTH * max(len(s) for s in shown))
+    bar_area = max(160, width - label_w - 60)
+    width = label_w + bar_area + 60
     bars = []
-    for k, (label, n) in enumerate(items):
+    for k, ((label, n), short) in enumerate(zip(items, shown)):
         y = k * row
-        w = max(1.0, (width - label_w - 60) * n / top)
-        short = label if len(label) <= 30 else label[:29] + "…"
+        w = max(1.0, bar_area * n / top)
         bars.append(f"<text x='{label_w - 6}' y='{y + 15}' text-anchor='end'>{_e(short)}<title>{_e(label)}</title></text>"
                     f"<rect x='{label_w}' y='{y + 4}' width='{w:.1f}' height='{row - 8}' rx='2'/>"
                     f"<text x='{label_w + w + 5:.1f}' y='{y + 15}' class='n'>{n:,}</text>")
@@ -383,6 +418,8 @@ ol.chain li { margin:3px 0; }
 .rel { background:var(--soft); color:var(--accent); border-radius:4px; padding:0 6px; font-size:13px; }
 .hop { color:var(--muted); font-size:12px; margin-right:4px; }
 .cluster { border:1px solid var(--line); border-radius:8px; padding:8px 12px; margin:8px 0; }
+.verdict { font-weight:500; }
+.warn { color:#b54708; background:#fffaeb; border-radius:4px; padding:2px 8px; margin:4px 0; font-size:13px; }
 .cluster ul { margin:4px 0; } .kept { color:#027a48; } .sim { color:var(--muted); font-size:12px; }
 .example { border-left:3px solid var(--accent); padding:6px 12px; margin:10px 0; background:#fafbff; }
 .example .output { white-space:pre-wrap; margin:4px 0; } .persona { color:#344054; font-size:14px; }

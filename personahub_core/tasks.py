@@ -173,3 +173,9 @@ class Synthesizer(GenerativeTask):
         persona = item.data["persona"]
         completion = yield self.prompt(persona)
         return self.parse(completion, persona)
+
+    @classmethod
+    def released_text(cls, text: str) -> str:
+        """The stored ``synthesized text`` as every export writes it. A task whose released rows encode
+        it differently (tools: a JSON string holding the tool's JSON) overrides this."""
+        return text

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
 
 import datasets
 import pytest
 import yaml
 
+from personahub_core.diversity import run_study
 from personahub_core.testing import FakeBackend, run_task
 
-from personahub_core.testing import PERSONAS, cli
+from personahub_core.testing import PERSONAS, cli, write_jsonl
 
 PROBLEM = "A beekeeper has 12 hives that each give 18 kg of honey. How many kilograms does she harvest in all?"
 
@@ -43,7 +46,7 @@ def test_export_hf_opens_with_datasets_and_has_a_card(tmp_path, db):
     assert meta["personahub"]["task"] == "math" and meta["personahub"]["rows"] == 4
     assert meta["personahub"]["models"] == ["fake"] and meta["personahub"]["statuses"] == {"ok": 4}
     assert "license" in meta and meta["size_categories"] == ["n<1K"]
-    assert "How it was made" in body and f"import {len(PERSONAS)}" in body
+    assert "How it was made" in body and "import 4 (imported from a file as given)" in body  # the rows' personas
 
 
 def test_export_hf_full_keeps_provenance_and_replaces_an_earlier_export(tmp_path, db):
@@ -106,3 +109,35 @@ def test_without_datasets_the_error_says_how_to_install(tmp_path, db):
     assert result.returncode == 1
     assert "pip install 'personahub[hf]'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_card_states_only_what_the_store_records(tmp_path, db):
+    out = tmp_path / "math-hf"
+    cli("export", "math", "--format", "hf", "--out", out, "--db", db, check=True)
+    meta, body = card(out)
+    assert "imported from a file as given" in body
+    assert "web text" not in body and "text-to-persona" not in body and "persona-to-persona" not in body
+    assert "Not deduplicated" in body and "Deduplicated:" not in body
+    assert "`fake`" in body and "exported rows by status: ok 4" in body
+    assert "## Diversity" not in body  # no study has been run
+
+    twins = ["A ferry pilot who crosses the strait four times a day and knows every buoy on the way by its light",
+             "A ferry pilot who crosses the strait four times a day and knows every buoy on the way by its lights"]
+    run_task("import", ["--input", str(write_jsonl(tmp_path / "twins.jsonl", [{"persona": p} for p in twins]))], db=db)
+    run_task("minhash", db=db)
+    run_study("math", db=db, backend="fake", quiet=True)
+    cli("export", "math", "--format", "hf", "--out", out, "--db", db, check=True)
+    _, body = card(out)
+    assert "Deduplicated: minhash marked 1" in body and "Not deduplicated" not in body
+    assert "## Diversity" in body and "95% bootstrap intervals" in body and "No no-persona baseline" in body
+
+
+@pytest.mark.slow
+def test_export_folder_has_normal_permissions(tmp_path, db):
+    old = os.umask(0o022)
+    try:
+        cli("export", "math", "--format", "hf", "--out", tmp_path / "math-hf", "--db", db, check=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "math-hf").stat().st_mode) == 0o755

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from personahub_core.diversity import run_study
+from personahub_core.store import Store
 from personahub_core.testing import FakeBackend, run_task
 
 from personahub_core.testing import PERSONAS, cli, last_json, write_jsonl
@@ -131,3 +132,50 @@ def test_report_shows_progress_unless_quiet_or_json(tmp_path, db):
     for quiet in ("-q", "--json"):
         silent = cli("report", "--out", tmp_path / "b.html", "--db", db, quiet, check=True)
         assert f"{sections}/{sections}" not in silent.stderr and "━" not in silent.stderr
+
+
+@pytest.mark.slow
+def test_dedup_section_flags_unlike_clusters_and_keeps_reasons_apart(tmp_path, db):
+    """A cluster of personas that share no words (as a badly calibrated embedding threshold makes) is
+    flagged; the MinHash near-duplicates are not; quality reasons are not shown as clusters."""
+    unlike = ["A heavy metal musician who lives in a remote area of the United States.",
+              "A dentist who has a practice in a busy city.", "A chess coach."]
+    run_task("import", ["--input", str(write_jsonl(tmp_path / "unlike.jsonl", [{"persona": p} for p in unlike]))], db=db)
+    run_task("quality", db=db)  # "A chess coach." is too short
+    with Store(db) as store:
+        ids = dict(store.query("SELECT persona, id FROM personas WHERE persona IN (SELECT unnest(?))", [unlike[:2]]))
+        store.con.execute("INSERT INTO dedup_marks (persona_id, method, duplicate_of, similarity) VALUES (?, 'embedding', ?, 0.93)",
+                          [ids[unlike[1]], ids[unlike[0]]])
+    out = tmp_path / "report.html"
+    cli("report", "--out", out, "--db", db, "-q", check=True)
+    page = out.read_text(encoding="utf-8")
+    clusters = re.findall(r"<div class=cluster>.*?</ul></div>", page)
+    flagged = [c for c in clusters if "share few words" in c]
+    assert len(flagged) == 1 and "A dentist who has a practice" in flagged[0]
+    assert any("harbour museum" in c and "share few words" not in c for c in clusters)
+    assert "quality: reasons for marking" in page and "quality: the largest clusters" not in page
+    assert "too short" in page
+
+
+@pytest.mark.slow
+def test_long_bar_labels_are_not_clipped_when_rendered(tmp_path, db):
+    """Chromium lays the page out; a script added to a copy (the report itself allows none) reports every
+    chart label that starts left of its chart, as a cut-off first letter would."""
+    extra = ["A WWII MEMORABILIA WAREHOUSE MANAGER who catalogues medals", "A MOUNTAIN WARDEN who maps trails"]
+    run_task("import", ["--input", str(write_jsonl(tmp_path / "more.jsonl", [{"persona": p} for p in extra]))], db=db)
+    FakeBackend.responder = lambda request: "word " * 400  # rejected: "runaway answer: stopped at the token limit"
+    run_task("math", db=db, backend="fake", where=["origin=import"])
+    out = tmp_path / "report.html"
+    cli("report", "--out", out, "--db", db, "-q", check=True)
+    page = out.read_text(encoding="utf-8")
+    probe = tmp_path / "probe.html"
+    check = ("<script>const bad = [...document.querySelectorAll('svg.chart')].flatMap(svg => "
+             "[...svg.querySelectorAll('text')].filter(t => t.getBoundingClientRect().left < "
+             "svg.getBoundingClientRect().left - 0.5).map(t => t.textContent));"
+             "document.body.setAttribute('data-clipped', JSON.stringify(bad));"
+             "document.body.setAttribute('data-labels', document.querySelectorAll('svg.chart text').length);</script>")
+    probe.write_text(re.sub(r"<meta http-equiv=['\"]?Content-Security-Policy[^>]*>", "", page)
+                     .replace("</body>", check + "</body>"), encoding="utf-8")
+    dom = render(probe).stdout
+    assert int(re.search(r'data-labels="(\d+)"', dom).group(1)) > 20
+    assert re.search(r'data-clipped="([^"]*)"', dom).group(1) == "[]"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from personahub_core.api import parse_task_options, resolve_task
-from personahub_core.prompting import answer_text, demonstrations, few_shot_block, reject_copies, structured_answer
+from personahub_core.prompting import (NEAR_COPY, answer_text, copy_similarity, demonstrations, few_shot_block,
+                                      reject_copies, require_problem, structured_answer, whole_sentences)
 from personahub_core.store import Store
 from personahub_core.tasks import Completion, Rejected, WorkItem
 from personahub_core.testing import PERSONAS, FakeBackend, cli, exported_rows, run_task
@@ -177,6 +178,50 @@ def test_few_shot_block_and_answer_checks():
         answer_text(Completion(" ".join(f"w{i}" for i in range(50))), max_words=40)
     with pytest.raises(Rejected, match="copies a demonstration"):
         reject_copies("Twelve hives give eighteen kilograms each", persona="A nurse", demos=["twelve hives give eighteen kilograms each year"])
+
+
+def copy_check_list(name: str) -> list[tuple[str, bool]]:
+    """(label, rejected) for each problem of a hand-written list in benchmarks/data."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / f"copy_check_{name}.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    demos = {t: [d["problem"] for d in demonstrations(f"personahub_{t}")] for t in ("math", "reasoning")}
+    return [(r["label"], max(copy_similarity(r["text"], d) for d in demos[r["task"]]) >= NEAR_COPY) for r in rows]
+
+
+@pytest.mark.parametrize("name, caught, wrongly_rejected", [("calibration", 16, 0), ("heldout", 16, 1)])
+def test_near_copy_threshold_on_its_calibration_and_held_out_lists(name, caught, wrongly_rejected):
+    """16 near-copies of demonstrations and 16 distinct problems per list; the held-out list was not used
+    to choose NEAR_COPY. Its one false alarm is a divisibility proof worded like the olympiad demonstration."""
+    scored = copy_check_list(name)
+    assert sum(rejected for label, rejected in scored if label == "copy") == caught
+    assert sum(rejected for label, rejected in scored if label == "distinct") == wrongly_rejected
+    assert len(scored) == 32
+
+
+@pytest.mark.parametrize("text, quantity", [
+    ("A shop sells 12 pencils a day. How many pencils does it sell in 7 days?", True),
+    ("Work out how many tiles cover a floor that is four metres square", True),
+    ("If Ana sits left of Ben, who sits on the right?", False),
+])
+def test_require_problem_accepts_problems(text, quantity):
+    require_problem(text, quantity=quantity)
+
+
+@pytest.mark.parametrize("text", ["A heavy metal musician who lives in a remote area of the United States.",
+                                  "A dentist who has a practice in a busy city.",
+                                  "A teacher which loves maps and who travels a lot."])
+def test_require_problem_rejects_persona_descriptions(text):
+    for quantity in (True, False):
+        with pytest.raises(Rejected, match="asks no question"):
+            require_problem(text, quantity=quantity)
+
+
+def test_whole_sentences_keeps_finished_text_and_cuts_back_the_rest():
+    assert whole_sentences("It works. It is fast!", "cut") == "It works. It is fast!"
+    assert whole_sentences('He said "stop."', "cut") == 'He said "stop."'
+    assert whole_sentences("It works. This interface is the same as the", "cut") == "It works."
+    with pytest.raises(Rejected, match="^cut$"):
+        whole_sentences("This interface is the same as the", "cut")
 
 
 def test_plugins_are_listed_with_their_synthesizers():

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from personahub_core.hookspecs import hookimpl
 from personahub_core.prompting import (SynthesisOptions, answer_text, demonstrations, few_shot_block, reject_copies,
-                                       require_question, synthesis_prompt)
+                                       reject_near_copies, require_problem, synthesis_prompt)
 from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
 
 LEVELS = {
@@ -84,8 +84,10 @@ class MathProblems(Synthesizer):
 
     def parse(self, completion: Completion, persona: str) -> Synthesis:
         problem = answer_text(completion, label="Problem", min_words=8, max_words=160)
-        reject_copies(problem, persona=persona, demos=[d["problem"] for d in demonstrations(__name__)])
-        require_question(problem)
+        demos = [d["problem"] for d in demonstrations(__name__)]
+        reject_copies(problem, persona=persona, demos=demos)
+        reject_near_copies(problem, demos)
+        require_problem(problem)
         return Synthesis(problem)
 
     def run_item(self, item: WorkItem):

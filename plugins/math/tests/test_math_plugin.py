@@ -98,3 +98,41 @@ def test_copying_a_demonstration_is_rejected(db):
     FakeBackend.responder = lambda p: " " + DEMOS[1]["problem"]
     assert run_task("math", [], db=db, backend="fake", limit=1)["items_rejected"] == 1
     assert exported_rows(db, "math", full=True, include_all=True)[0]["error"] == "copies a demonstration"
+
+
+@pytest.mark.parametrize("text", [
+    "A heavy metal musician who lives in a remote area of the United States.",
+    "A dentist who has a practice in a busy city and who sees patients from every part of town.",
+    "The orchard belongs to a farmer who is proud of the trees which line the road to his house.",
+])
+def test_a_description_with_who_or_which_is_not_a_problem(text):
+    with pytest.raises(Rejected, match="asks no question"):
+        task().parse(Completion(text), PERSONAS[3])
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("What is the name of the river that flows past the old mill in the story?", "states no quantity"),
+    ("The night sky over the desert looks much clearer tonight than it did over the city.", "asks no question"),
+])
+def test_a_problem_needs_a_quantity_and_something_to_find(text, reason):
+    with pytest.raises(Rejected, match=reason):
+        task().parse(Completion(text), PERSONAS[3])
+
+
+@pytest.mark.parametrize("text", [
+    "A nurse gives 3 injections an hour for 7 hours. How many injections does she give in total?",
+    "A garden plot is twelve metres long and five metres wide. Find its area in square metres.",
+    "A café sells 40 coffees at $3.20 each. Calculate the takings for the day",
+    "Determine the number of ways to seat four guests around a round table",
+])
+def test_well_posed_problems_pass(text):
+    assert task().parse(Completion(text), PERSONAS[3]).text == text
+
+
+def test_a_near_copy_of_a_demonstration_is_rejected():
+    """The first demonstration with its numbers and a few words changed: shared word trigrams miss it."""
+    near = ("Marisol bakes 50 sourdough loaves every morning. The flour for each loaf costs $1.10, and running the "
+            "oven for the whole batch costs $14. If she sells each loaf for $4, what profit does she make on one "
+            "morning's batch?")
+    with pytest.raises(Rejected, match="a near-copy of a demonstration"):
+        task().parse(Completion(near), PERSONAS[3])

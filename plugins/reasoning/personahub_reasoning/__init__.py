@@ -10,7 +10,8 @@ from pydantic import Field
 
 from personahub_core.hookspecs import hookimpl
 from personahub_core.prompting import (SynthesisOptions, answer_text, demonstrations, few_shot_block, persona_line,
-                                       reject_copies, require_question, synthesis_prompt)
+                                       reject_copies, reject_near_copies, require_problem,
+                                       synthesis_prompt)
 from personahub_core.tasks import Completion, Prompt, Synthesis, Synthesizer
 
 STYLES = {
@@ -58,8 +59,10 @@ class ReasoningProblems(Synthesizer):
 
     def parse(self, completion: Completion, persona: str) -> Synthesis:
         problem = answer_text(completion, label="Puzzle", min_words=8, max_words=160)
-        reject_copies(problem, persona=persona, demos=[d["problem"] for d in self.demos()])
-        require_question(problem)
+        demos = [d["problem"] for d in demonstrations(__name__)]
+        reject_copies(problem, persona=persona, demos=demos)
+        reject_near_copies(problem, demos)
+        require_problem(problem, quantity=False)
         return Synthesis(problem, fields={"style": self.options.style})
 
 

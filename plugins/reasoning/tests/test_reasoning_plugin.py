@@ -51,3 +51,34 @@ def test_copying_a_demonstration_of_the_style_is_rejected(tmp_path, personas_fil
     FakeBackend.responder = lambda p: " " + logical
     summary = run_task("reasoning", [], backend="fake", limit=1)
     assert summary["items_rejected"] == 1 and len(FakeBackend.calls) == 2  # retried once with a fresh seed
+
+
+def reasoning(style: str = "logical"):
+    return resolve_task("reasoning")(parse_task_options(resolve_task("reasoning"), ["--style", style]))
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("A heavy metal musician who lives in a remote area of the United States.", "asks no question"),
+    ("A retired teacher who grows roses and who writes to the local paper about them.", "asks no question"),
+    ("What should a birdwatcher pack for a long walk along the cliffs?", "states no quantity or condition"),
+])
+def test_a_puzzle_needs_a_condition_and_something_to_find(text, reason):
+    with pytest.raises(Rejected, match=reason):
+        reasoning().parse(Completion(text), PERSONAS[3])
+
+
+@pytest.mark.parametrize("text", [
+    "Ann is taller than Ben, and Ben is taller than Cy. Who is the shortest of the three friends?",
+    "If every gardener in the club grows roses and Mia does not grow roses, is Mia in the club?",
+    "A goat, a cabbage and a wolf wait by a river with a boat that carries one of them at a time. Work out how "
+    "the farmer gets all three across",
+])
+def test_puzzles_with_a_condition_pass(text):
+    assert reasoning().parse(Completion(text), PERSONAS[3]).text == text
+
+
+def test_a_near_copy_of_any_style_is_rejected():
+    """A trick demonstration reworded, while the task runs the logical style: word trigrams miss it."""
+    near = "Each cow on a dairy farm gives 25 litres of milk a day. How many litres does the bull on the farm give in a week?"
+    with pytest.raises(Rejected, match="near-copy"):
+        reasoning("logical").parse(Completion(near), PERSONAS[3])

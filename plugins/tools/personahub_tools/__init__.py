@@ -2,6 +2,15 @@
 PersonaHub's released form: ``name``, ``description``, ``function_name``, ``input_args`` (argument
 name -> {type, description}), ``return`` ({type, description}) and ``depend`` (libraries or APIs it
 needs). The interface is decoded under a JSON schema and validated; ``synthesized text`` is its JSON.
+A description that does not end a sentence was cut off (the model closed the string mid-thought, or the
+grammar's length limit did): it is cut back to its last full sentence, since what precedes the cut is a
+finished description and rejecting it would cost a retry for nothing; with no full sentence it is
+rejected. No row says "This interface is the same as the".
+
+Exports write the released encoding (``released_text``): there ``synthesized text`` is a JSON string
+holding the tool's JSON (a reader decodes it twice), and ``input_args`` values, ``return`` and
+``depend`` are strings ("number - Average gain in kg", "requests, Open-Meteo API"). The row in the
+store and ``--full``'s ``output.tool`` keep the typed form.
 
 The model writes ``input_args`` as a list of {name, type, description} (``as_written``): a JSON
 schema cannot bound how many keys an object has, and a small model left free keeps adding
@@ -23,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from personahub_core.hookspecs import hookimpl
 from personahub_core.prompting import (SynthesisOptions, demonstrations, few_shot_block, persona_line, reject_copies,
-                                       repeats_itself, structured_answer, synthesis_prompt)
+                                       repeats_itself, structured_answer, synthesis_prompt, whole_sentences)
 from personahub_core.tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
 
 TYPES = ["string", "integer", "number", "boolean", "array", "object"]
@@ -118,6 +127,18 @@ class Tool(BaseModel):
         return json.dumps(self.model_dump(by_alias=True), ensure_ascii=False)
 
 
+def released(tool: dict) -> dict:
+    """The typed tool in the shape of PersonaHub's released rows: argument, return and depend as strings."""
+    return {
+        "name": tool["name"],
+        "description": tool["description"],
+        "function_name": tool["function_name"],
+        "input_args": {name: f"{arg['type']} - {arg['description']}" for name, arg in tool["input_args"].items()},
+        "return": f"{tool['return']['type']} - {tool['return']['description']}",
+        "depend": ", ".join(tool["depend"]),
+    }
+
+
 class Options(SynthesisOptions):
     implement: bool = Field(False, description="also write Python code for each tool (stored, never executed)")
 
@@ -167,6 +188,11 @@ class ToolInterfaces(Synthesizer):
             temperature=0.2,  # code wants the likeliest tokens
         )
 
+    @classmethod
+    def released_text(cls, text: str) -> str:
+        """The stored tool JSON as the release encodes it: a JSON string holding the released tool's JSON."""
+        return json.dumps(json.dumps(released(json.loads(text)), ensure_ascii=False), ensure_ascii=False)
+
     def parse(self, completion: Completion, persona: str) -> Synthesis:
         tool = parse_tool(completion)
         reject_copies(tool.description, persona=persona,
@@ -189,6 +215,7 @@ def parse_tool(completion: Completion) -> Tool:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "tool"
         raise Rejected(f"invalid tool JSON: {where}: {err['msg']}") from None
+    tool = tool.model_copy(update={"description": whole_sentences(tool.description, "description cut off mid-sentence")})
     texts = [tool.description, tool.returns.description, *(a.description for a in tool.input_args.values())]
     if repeats_itself("\n".join(texts)):
         raise Rejected("repeats itself")

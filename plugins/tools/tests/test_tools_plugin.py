@@ -1,5 +1,5 @@
-"""The tools synthesizer: rows are PersonaHub's released tool JSON, invalid interfaces are rejected with
-their field, and --implement stores code that nothing ever runs."""
+"""The tools synthesizer: rows export in PersonaHub's released tool encoding in every format, invalid or
+cut-off interfaces are rejected with their field, and --implement stores code that nothing ever runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from personahub_core.prompting import demonstrations
 from personahub_core.tasks import Completion, Rejected, WorkItem
-from personahub_core.testing import PERSONAS, FakeBackend, exported_rows, run_task, wheel_files
+from personahub_core.testing import PERSONAS, FakeBackend, cli, exported_rows, run_task, wheel_files
 from personahub_tools import SCHEMA, Tool, ToolInterfaces, as_written
 
 DEMOS = demonstrations("personahub_tools")
@@ -49,19 +49,73 @@ def test_demonstrations_pass_the_checks_answers_face():
         assert len(demo["tool"]["description"]) <= SCHEMA["properties"]["description"]["maxLength"]
 
 
-def test_rows_are_the_released_tool_json(db):
+# A row shaped as PersonaHub's released tool rows are (our own wording): "synthesized text" is a JSON
+# string holding the tool's JSON, and argument, return and depend values are strings.
+RELEASED_ROW = {"input persona": "An allotment gardener who swaps seeds with neighbours.",
+                "synthesized text": json.dumps(json.dumps({
+                    "name": "Seed Swap Matching Interface", "description": "Finds neighbours who want the seeds you have.",
+                    "function_name": "match_seed_swaps", "input_args": {"seeds": "A list of seed variety names."},
+                    "return": "A list of neighbour names.", "depend": "sqlite3"})),
+                "description": "tool development"}
+
+
+def released_tool(row: dict) -> dict:
+    """A released row's tool: the cell is a JSON string, decoded once more."""
+    return json.loads(json.loads(row["synthesized text"]))
+
+
+def test_rows_export_in_the_released_encoding(db):
     run_task("tools", [], db=db, backend="fake", limit=2)
-    for row in exported_rows(db, "tools", full=False):
-        tool = json.loads(row["synthesized text"])
-        assert list(tool) == KEYS
-        assert all(set(arg) == {"type", "description"} for arg in tool["input_args"].values())
-        assert set(tool["return"]) == {"type", "description"}
-        assert all(isinstance(d, str) for d in tool["depend"])
+    ours = exported_rows(db, "tools", full=False)
+    for row in ours:
+        tool = released_tool(row)  # one script reads both
+        assert list(tool) == KEYS == list(released_tool(RELEASED_ROW))
+        for key in KEYS:
+            assert type(tool[key]) is type(released_tool(RELEASED_ROW)[key]), key
+        assert tool["input_args"] == {"hive_id": "string - Which hive the honey came from.",
+                                      "kilograms": "number - Weight of honey taken."}
+        assert tool["return"] == "boolean - True once the entry is saved." and tool["depend"] == "sqlite3"
+    full = exported_rows(db, "tools", full=True)
+    assert all(row["output"]["tool"] == TOOL for row in full)  # the typed form stays in the store
     schema = FakeBackend.calls[0].json_schema
     assert list(schema["properties"]) == KEYS and schema["required"] == KEYS
     # The model writes input_args as a bounded list, which the row turns into the released mapping.
     assert schema["properties"]["input_args"]["maxItems"] == 4
     assert json.dumps(as_written(DEMOS[0]["tool"]), ensure_ascii=False) in FakeBackend.calls[0].completion
+
+
+@pytest.mark.slow
+def test_every_export_format_holds_the_same_released_text(db, tmp_path):
+    import datasets
+    import duckdb
+
+    run_task("tools", [], db=db, backend="fake", limit=2)
+    expected = sorted(row["synthesized text"] for row in exported_rows(db, "tools"))
+    for fmt in ("parquet", "csv", "hf"):
+        out = tmp_path / f"tools-{fmt}"
+        cli("export", "tools", "--format", fmt, "--out", out, "--db", db, check=True)
+        if fmt == "hf":
+            cells = datasets.load_from_disk(str(out))["synthesized text"]
+        else:
+            reader = "read_parquet" if fmt == "parquet" else "read_csv"
+            cells = [r[0] for r in duckdb.sql(f"SELECT \"synthesized text\" FROM {reader}('{out}')").fetchall()]
+        assert sorted(cells) == expected, fmt
+
+
+@pytest.mark.parametrize("description, kept", [
+    ("Records the weight of honey taken from a hive. This interface is the same as the",
+     "Records the weight of honey taken from a hive."),
+    ("Records the weight of honey taken from each hive on a date!", "Records the weight of honey taken from each hive on a date!"),
+])
+def test_a_description_cut_mid_sentence_is_trimmed_to_its_last_full_sentence(description, kept):
+    result = ToolInterfaces().parse(Completion(json.dumps(as_written({**TOOL, "description": description}))), PERSONAS[3])
+    assert result.fields["tool"]["description"] == kept
+
+
+def test_a_description_without_one_full_sentence_is_rejected():
+    with pytest.raises(Rejected, match="description cut off mid-sentence"):
+        ToolInterfaces().parse(Completion(json.dumps(as_written({**TOOL, "description": "This interface is the same as the"}))),
+                               PERSONAS[3])
 
 
 def test_parse_is_the_interface_alone():
@@ -85,7 +139,7 @@ def test_invalid_interfaces_are_rejected_with_the_field(db):
 def test_names_become_python_identifiers(db):
     FakeBackend.responder = lambda p: json.dumps({**TOOL, "function_name": "Log Harvest"})
     run_task("tools", [], db=db, backend="fake", limit=1)
-    assert json.loads(exported_rows(db, "tools", full=False)[0]["synthesized text"])["function_name"] == "log_harvest"
+    assert released_tool(exported_rows(db, "tools", full=False)[0])["function_name"] == "log_harvest"
 
 
 def test_implement_stores_code_and_never_runs_it(db, tmp_path):
