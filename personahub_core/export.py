@@ -9,10 +9,17 @@ from pathlib import Path
 import duckdb
 
 from .errors import PersonaHubError, UsageError
+from .selection import VERDICT_FIELDS, parse_where
 from .store import Store
 
 FORMATS = ("jsonl", "parquet", "csv", "hf")
 KEPT = "NOT EXISTS (SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id)"
+# Verdicts on a task's rows (``?``: the task), one per finished verifier row: a verifier stores each
+# as a generation whose input is the judged row's key (``Verdict`` in personahub_core/tasks.py).
+VERDICTS = ("SELECT v.input_id AS row_key, v.task AS verdict, json_extract(v.output, '$.passed')::BOOLEAN AS passed, "
+            "TRY_CAST(json_extract(v.output, '$.score') AS DOUBLE) AS score, "
+            "TRY_CAST(json_extract(v.output, '$.agreement') AS DOUBLE) AS agreement FROM generations v "
+            "WHERE v.status = 'ok' AND json_extract_string(v.output, '$.verifies') = ?")
 
 
 def _persona_query(full: bool, include_all: bool) -> str:
@@ -27,7 +34,22 @@ def _persona_query(full: bool, include_all: bool) -> str:
     return f"SELECT {', '.join(cols)} FROM personas p WHERE {where} ORDER BY p.seq"
 
 
-def _task_query(full: bool, include_all: bool) -> str:
+def verdict_filter(task: str, verified: bool, where: list[str]) -> tuple[str, list]:
+    """Which rows of ``task`` (alias g) the verdicts keep. ``verified``: rows with at least one verdict
+    and no verdict that failed. ``where``: rows with one verdict meeting every condition."""
+    clauses, params = [], []
+    if verified:
+        clauses.append(f"EXISTS (SELECT 1 FROM ({VERDICTS}) v WHERE v.row_key = g.key) AND "
+                       f"NOT EXISTS (SELECT 1 FROM ({VERDICTS}) v WHERE v.row_key = g.key AND NOT v.passed)")
+        params += [task, task]
+    if where:
+        condition, values = parse_where(where, VERDICT_FIELDS, alias="v")
+        clauses.append(f"EXISTS (SELECT 1 FROM ({VERDICTS}) v WHERE v.row_key = g.key AND {condition})")
+        params += [task, *values]
+    return " AND ".join(clauses) or "TRUE", params
+
+
+def _task_query(full: bool, include_all: bool, kept: str = "TRUE") -> str:
     cols = [
         "p.persona AS \"input persona\"",
         "json_extract_string(g.output, '$.\"synthesized text\"') AS \"synthesized text\"",
@@ -43,25 +65,32 @@ def _task_query(full: bool, include_all: bool) -> str:
     source = ("(SELECT *, rebuilt_prompts(task, key, input_id, options, raw_output, item_data, prompt_hash, prompt) "
               "AS rebuilt FROM generations)" if full else "generations")
     return (f"SELECT {', '.join(cols)} FROM {source} g LEFT JOIN personas p ON p.id = g.input_id "
-            f"WHERE g.task = ? AND {status} ORDER BY g.created_at, g.key")
+            f"WHERE g.task = ? AND {status} AND {kept} ORDER BY g.created_at, g.key")
 
 
-def export_query(store: Store, what: str, full: bool, include_all: bool) -> tuple[str, list]:
-    """The SQL and parameters of an export: personas, or one task's rows."""
+def export_query(store: Store, what: str, full: bool, include_all: bool, verified: bool = False,
+                 where: list[str] | None = None) -> tuple[str, list]:
+    """The SQL and parameters of an export: personas, or one task's rows (those the verdicts keep)."""
     if what == "personas":
+        if verified or where:
+            raise UsageError("--verified and --where choose a task's rows by their verdicts; personas have none")
         return _persona_query(full, include_all), []
     tasks = [r[0] for r in store.query("SELECT DISTINCT task FROM generations ORDER BY 1")]
     if what not in tasks:
         raise UsageError(f"nothing stored for '{what}'; export 'personas' or one of: {', '.join(tasks) or 'none yet'}")
-    return _task_query(full, include_all), [what]
+    kept, params = verdict_filter(what, verified, where or [])
+    return _task_query(full, include_all, kept), [what, *params]
 
 
 def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False, include_all: bool = False,
-           quiet: bool = True, tasks: dict[str, type] | None = None) -> int:
+           quiet: bool = True, tasks: dict[str, type] | None = None, verified: bool = False,
+           where: list[str] | None = None) -> int:
     """Write personas or a task's rows; ``tasks`` (the installed task classes by name) rebuild the prompts
-    that ``full`` adds to a task's rows."""
+    that ``full`` adds to a task's rows; ``verified`` and ``where`` keep rows by their verdicts."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if fmt == "hf" and (verified or where):
+        raise UsageError("--verified and --where are not supported with --format hf yet; export jsonl or parquet")
     if full and what != "personas":
         from .replay import register_sql_function
 
@@ -80,7 +109,7 @@ def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False
         raise UsageError(f"--out {out_path}: {out_path.parent} {problem}")
     if not os.access(out_path.parent, os.W_OK):
         raise UsageError(f"--out {out_path}: directory {out_path.parent} is not writable")
-    sql, params = export_query(store, what, full, include_all)
+    sql, params = export_query(store, what, full, include_all, verified, where)
     # Write beside the target and rename, so a failed export never leaves half a file.
     tmp = out_path.with_name(f".{out_path.name}.partial")
     try:

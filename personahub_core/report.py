@@ -6,6 +6,7 @@ computed in DuckDB; Python only sees the few rows each section shows.
 
     overview ── personas (lengths, words, roles) ── graph (expansion chains) ── dedup (clusters)
         ── one section per task (statuses, reasons, lengths, distinct-n, examples) ── diversity
+        ── verdicts, when a verifier has judged rows (pass and agreement rates, score histograms)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ STOPWORDS = set("""a an the and or of in on at to for from with by as is are was
 their his her its they them he she it i you we our your my me us into about over under than then so but not no
 also who's has have had do does did while when where what how all any each more most other some such only own same
 can will just very one two out up down off""".split())
+VERIFIES = "json_extract_string(output, '$.verifies')"  # the task a verdict row judges
 # A persona's role: its first words up to the first relative clause or prepositional phrase.
 ROLE_END = re.compile(r"\b(who|whose|that|which|with|in|at|from|for|on|of|working|living|based)\b|[,.;:()]", re.I)
 
@@ -52,6 +54,8 @@ def write_report(store: Store, out_path: Path, *, seed: int = 0, quiet: bool = F
         *[(f"task-{_slug(t)}", f"Task: {t}", lambda t=t: _task(store, t)) for t in tasks],
         ("diversity", "Diversity study", lambda: _diversity(store, seed)),
     ]
+    if store.scalar(f"SELECT count(*) FROM generations WHERE {VERIFIES} IS NOT NULL"):
+        sections.append(("verdicts", "Verdicts", lambda: _verdicts(store)))
     parts = []
     with progress_bar("report", total=len(sections), quiet=quiet, unit="sections") as progress:
         for anchor, title, build in sections:
@@ -250,6 +254,67 @@ def _diversity(store: Store, seed: int) -> str:
             parts.append(f"<p class=note>No baseline yet: <code>personahub diversity --task {_e(s['task'])} "
                          f"--baseline N</code> makes N samples without a persona.</p>")
     return "".join(parts)
+
+
+def _verdicts(store: Store) -> str:
+    groups = store.query_dicts(
+        f"SELECT task AS verifier, {VERIFIES} AS verifies, count(*) FILTER (status = 'ok') AS n, "
+        "count(*) FILTER (status = 'ok' AND json_extract(output, '$.passed')::BOOLEAN) AS passed, "
+        "count(*) FILTER (status <> 'ok') AS unanswered, "
+        "count(*) FILTER (json_extract(output, '$.agreement') IS NOT NULL AND status = 'ok') AS solved, "
+        "count(*) FILTER (json_extract_string(output, '$.majority_answer') IS NOT NULL) AS agreed_some, "
+        "count(*) FILTER (json_extract(output, '$.matches_own_answer')::BOOLEAN) AS matches, "
+        "count(*) FILTER (json_extract(output, '$.matches_own_answer') IS NOT NULL "
+        "AND json_extract_string(output, '$.matches_own_answer') <> 'null') AS with_own "
+        f"FROM generations WHERE {VERIFIES} IS NOT NULL GROUP BY ALL ORDER BY 2, 1")
+    parts = ["<p>Verdicts on stored rows: answers solved k times and compared by value "
+             "(<code>run --plugin verify --task TASK</code>), code parsed, or a judge recipe's 1–5 score. A row "
+             "passes at the verifier's bar; <code>export TASK --verified</code> keeps rows whose verdicts all "
+             "passed. Intervals are 95% Wilson score intervals over the n rows judged.</p>"]
+    rows = []
+    for g in groups:
+        low, high = wilson_interval(g["passed"], g["n"])
+        rows.append([g["verifies"], g["verifier"], g["n"], g["passed"],
+                     f"{_num(g['passed'] / g['n'] if g['n'] else None, 3)} [{_num(low, 3)}, {_num(high, 3)}]",
+                     g["unanswered"]])
+    parts.append(_table(["task", "verifier", "rows judged (n)", "passed", "pass rate [95% CI]",
+                         "verifier gave no usable answer"], rows))
+    for g in groups:
+        name = f"{g['verifier']} on {g['verifies']}"
+        if g["solved"]:
+            agreement = store.query(
+                "SELECT round(json_extract(output, '$.agreement')::DOUBLE, 2) AS a, count(*) FROM generations "
+                f"WHERE task = ? AND {VERIFIES} = ? AND status = 'ok' AND json_extract(output, '$.agreement') "
+                "IS NOT NULL GROUP BY 1 ORDER BY 1", [g["verifier"], g["verifies"]])
+            own = ""
+            if g["with_own"]:
+                low, high = wilson_interval(g["matches"], g["with_own"])
+                own = (f"<p class=note>The agreed answer matches the row's own final answer in {g['matches']} of "
+                       f"{g['with_own']} rows ({_num(g['matches'] / g['with_own'], 3)} [{_num(low, 3)}, "
+                       f"{_num(high, 3)}]).</p>")
+            parts.append(f"<h3>{_e(name)}: share of the k answers that agree</h3>"
+                         + _columns([(f"{a:.2f}", n) for a, n in agreement]) + own)
+        scores = store.query(
+            "SELECT round(json_extract(output, '$.score')::DOUBLE) AS s, count(*) FROM generations "
+            f"WHERE task = ? AND {VERIFIES} = ? AND status = 'ok' AND json_extract(output, '$.score') IS NOT NULL "
+            "AND json_extract_string(output, '$.score') <> 'null' GROUP BY 1", [g["verifier"], g["verifies"]])
+        if scores:
+            counts = dict(scores)
+            mean = sum(s * n for s, n in scores) / sum(n for _, n in scores)
+            parts.append(f"<h3>{_e(name)}: scores</h3>"
+                         + _columns([(str(s), counts.get(float(s), 0)) for s in range(1, 6)])
+                         + f"<p class=note>mean score {_num(mean, 2)} over {sum(n for _, n in scores)} rows</p>")
+    return "".join(parts)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float | None, float | None]:
+    """The Wilson score interval of a proportion (95% at z = 1.96); (None, None) when n is 0."""
+    if n == 0:
+        return None, None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 # -- drawing --------------------------------------------------------------------------------------

@@ -23,10 +23,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .backends.base import Backend
 from .driving import Outcome
-from .selection import iter_persona_chunks
+from .selection import iter_persona_chunks, iter_row_chunks
 from .settings import Settings
 from .store import Store
-from .tasks import GenerativeTask, NewPersona, Synthesis, Task, WorkItem, work_key
+from .tasks import GenerativeTask, NewPersona, Synthesis, Task, Verdict, WorkItem, work_key
 
 if TYPE_CHECKING:
     from .executors import Executor
@@ -104,6 +104,11 @@ class TaskContext:
         for chunk in iter_persona_chunks(self.store, self.where):
             yield from chunk
 
+    def select_rows(self, task: str) -> Iterator[dict]:
+        """A task's finished rows, streamed, for a verifier (``iter_row_chunks``)."""
+        for chunk in iter_row_chunks(self.store, task):
+            yield from chunk
+
     def run_generative(self, task: GenerativeTask, items: Iterable[WorkItem], label: str | None = None) -> None:
         """Drive the task's missing work items through the executor and store every outcome."""
         if self.executor is None:
@@ -137,6 +142,9 @@ def outcome_records(outcome: Outcome, task: GenerativeTask, model: str, run_id: 
         elif isinstance(output, Synthesis):
             description = output.description or task.row_description or task.name
             output = {"synthesized text": output.text, "description": description, **output.fields}
+        elif isinstance(output, Verdict):  # a verifier's judgement of the row keyed by input_id
+            output = {"verifies": task.options.task, "passed": output.passed, "score": output.score,
+                      "agreement": output.agreement, **output.fields}
     row = {
         "key": outcome.item.key, "task": task.name, "input_id": outcome.item.input_id,
         "status": outcome.status, "output": output, "raw_output": outcome.raw_outputs,
