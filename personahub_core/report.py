@@ -257,16 +257,18 @@ def _diversity(store: Store, seed: int) -> str:
 
 
 def _verdicts(store: Store) -> str:
+    # Every row of a verifier task, typed; a failed one has no output, its options say what it judged.
+    verdicts = (f"(SELECT task AS verifier, coalesce({VERIFIES}, json_extract_string(options, '$.task')) AS verifies, "
+                "status, json_extract_string(output, '$.passed') = 'true' AS passed, "
+                "TRY_CAST(json_extract_string(output, '$.agreement') AS DOUBLE) AS agreement, "
+                "TRY_CAST(json_extract_string(output, '$.score') AS DOUBLE) AS score, "
+                "json_extract_string(output, '$.matches_own_answer') AS matches FROM generations "
+                f"WHERE task IN (SELECT task FROM generations WHERE {VERIFIES} IS NOT NULL))")
     groups = store.query_dicts(
-        f"SELECT task AS verifier, {VERIFIES} AS verifies, count(*) FILTER (status = 'ok') AS n, "
-        "count(*) FILTER (status = 'ok' AND json_extract(output, '$.passed')::BOOLEAN) AS passed, "
-        "count(*) FILTER (status <> 'ok') AS unanswered, "
-        "count(*) FILTER (json_extract(output, '$.agreement') IS NOT NULL AND status = 'ok') AS solved, "
-        "count(*) FILTER (json_extract_string(output, '$.majority_answer') IS NOT NULL) AS agreed_some, "
-        "count(*) FILTER (json_extract(output, '$.matches_own_answer')::BOOLEAN) AS matches, "
-        "count(*) FILTER (json_extract(output, '$.matches_own_answer') IS NOT NULL "
-        "AND json_extract_string(output, '$.matches_own_answer') <> 'null') AS with_own "
-        f"FROM generations WHERE {VERIFIES} IS NOT NULL GROUP BY ALL ORDER BY 2, 1")
+        "SELECT verifier, verifies, count(*) FILTER (status = 'ok') AS n, count(*) FILTER (passed) AS passed, "
+        "count(*) FILTER (status <> 'ok') AS unanswered, count(agreement) AS solved, count(score) AS scored, "
+        "count(*) FILTER (matches = 'true') AS matches, count(matches) AS with_own "
+        f"FROM {verdicts} GROUP BY ALL ORDER BY 2, 1")
     parts = ["<p>Verdicts on stored rows: answers solved k times and compared by value "
              "(<code>run --plugin verify --task TASK</code>), code parsed, or a judge recipe's 1–5 score. A row "
              "passes at the verifier's bar; <code>export TASK --verified</code> keeps rows whose verdicts all "
@@ -280,12 +282,10 @@ def _verdicts(store: Store) -> str:
     parts.append(_table(["task", "verifier", "rows judged (n)", "passed", "pass rate [95% CI]",
                          "verifier gave no usable answer"], rows))
     for g in groups:
-        name = f"{g['verifier']} on {g['verifies']}"
+        name, where = f"{g['verifier']} on {g['verifies']}", [g["verifier"], g["verifies"]]
         if g["solved"]:
-            agreement = store.query(
-                "SELECT round(json_extract(output, '$.agreement')::DOUBLE, 2) AS a, count(*) FROM generations "
-                f"WHERE task = ? AND {VERIFIES} = ? AND status = 'ok' AND json_extract(output, '$.agreement') "
-                "IS NOT NULL GROUP BY 1 ORDER BY 1", [g["verifier"], g["verifies"]])
+            agreement = store.query(f"SELECT round(agreement, 2) AS a, count(*) FROM {verdicts} WHERE verifier = ? "
+                                    "AND verifies = ? AND agreement IS NOT NULL GROUP BY 1 ORDER BY 1", where)
             own = ""
             if g["with_own"]:
                 low, high = wilson_interval(g["matches"], g["with_own"])
@@ -294,16 +294,12 @@ def _verdicts(store: Store) -> str:
                        f"{_num(high, 3)}]).</p>")
             parts.append(f"<h3>{_e(name)}: share of the k answers that agree</h3>"
                          + _columns([(f"{a:.2f}", n) for a, n in agreement]) + own)
-        scores = store.query(
-            "SELECT round(json_extract(output, '$.score')::DOUBLE) AS s, count(*) FROM generations "
-            f"WHERE task = ? AND {VERIFIES} = ? AND status = 'ok' AND json_extract(output, '$.score') IS NOT NULL "
-            "AND json_extract_string(output, '$.score') <> 'null' GROUP BY 1", [g["verifier"], g["verifies"]])
-        if scores:
-            counts = dict(scores)
-            mean = sum(s * n for s, n in scores) / sum(n for _, n in scores)
-            parts.append(f"<h3>{_e(name)}: scores</h3>"
-                         + _columns([(str(s), counts.get(float(s), 0)) for s in range(1, 6)])
-                         + f"<p class=note>mean score {_num(mean, 2)} over {sum(n for _, n in scores)} rows</p>")
+        if g["scored"]:
+            counts = dict(store.query(f"SELECT round(score)::INTEGER, count(*) FROM {verdicts} WHERE verifier = ? "
+                                      "AND verifies = ? AND score IS NOT NULL GROUP BY 1", where))
+            mean = sum(s * n for s, n in counts.items()) / g["scored"]
+            parts.append(f"<h3>{_e(name)}: scores</h3>" + _columns([(str(s), counts.get(s, 0)) for s in range(1, 6)])
+                         + f"<p class=note>mean score {_num(mean, 2)} over {g['scored']} rows</p>")
     return "".join(parts)
 
 
