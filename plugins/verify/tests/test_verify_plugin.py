@@ -172,6 +172,17 @@ def test_tools_code_is_parsed_and_never_run(personas_store, tmp_path):
     assert not any(p.completion.startswith("Each problem below") for p in FakeBackend.calls)  # nothing solved
 
 
+def test_dry_run_counts_rows_to_judge_including_ones_needing_no_call(db):
+    plan = json.loads(cli("run", "--plugin", "verify", "--task", "math", "--backend", "fake", "--dry-run", "--json",
+                          "--db", db, check=True).stdout.splitlines()[-1])
+    assert plan["items_to_run"] == 3 and plan["prompt_tokens"] > 0
+    FakeBackend.responder = lambda p: json.dumps(TOOL) if p.json_schema else "def log_harvest(kilograms):\n    return True"
+    run_task("tools", ["--implement"], db=db, backend="fake", limit=1)
+    plan = json.loads(cli("run", "--plugin", "verify", "--task", "tools", "--backend", "fake", "--dry-run", "--json",
+                          "--db", db, check=True).stdout.splitlines()[-1])
+    assert plan["items_to_run"] == 1 and plan["prompt_tokens"] == 0
+
+
 def test_tools_rows_without_code_are_skipped_with_a_note(personas_store):
     FakeBackend.responder = lambda p: json.dumps(TOOL)
     run_task("tools", db=personas_store, backend="fake", limit=2)
