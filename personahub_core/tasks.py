@@ -173,8 +173,9 @@ class Verifier(GenerativeTask):
             ctx.note(f"{self.name}: {skipped} rows of {self.options.task} have nothing it can check")
 
     def item_data(self, row: dict) -> dict | None:
-        """What ``run_item`` needs of a stored row (``persona``, ``text``, ``output``), or None to skip it."""
-        return {"persona": row["persona"], "text": row["text"]}
+        """What ``run_item`` needs of a stored row (``persona``, ``text``, ``output``), or None to skip it
+        (by default, rows without a synthesized text: personas, or another verifier's verdicts)."""
+        return None if row["text"] is None else {"persona": row["persona"], "text": row["text"]}
 
 
 class Synthesizer(GenerativeTask):

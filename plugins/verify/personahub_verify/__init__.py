@@ -40,6 +40,8 @@ class AnswerVerifier(Verifier):
         if "tool" in output:  # a tools row: only its implementation can be checked
             code = output.get("implementation")
             return None if code is None else {"code": code, "function_name": output["tool"]["function_name"]}
+        if row["text"] is None:  # not a synthesizer's row (personas, verdicts): nothing to solve
+            return None
         data = {"problem": row["text"]}
         if output.get("final_answer"):
             data["own_answer"] = output["final_answer"]
