@@ -13,7 +13,7 @@ own math problems for the bundled sample personas.
    the same run.
 
     python benchmarks/verification.py                  # the default model, 40 personas, k=3
-    python benchmarks/verification.py --n 10 --k 2
+    python benchmarks/verification.py --n 10 --k 2 --max-tokens 96 --db verify.duckdb   # keep (and resume) the store
 """
 
 from __future__ import annotations
@@ -71,11 +71,15 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=3, help="solutions per problem")
     parser.add_argument("--backend", default="llama-cpp")
     parser.add_argument("--model", default=None)
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="completion tokens per solution of verify (default: 256)")
+    parser.add_argument("--db", type=Path, default=None, help="keep the store here; a rerun resumes it")
     args = parser.parse_args()
     comparer_on_held_out()
     model = {"backend": args.backend, **({"model": args.model} if args.model else {})}
+    solving = {**model, **({"max_tokens": args.max_tokens} if args.max_tokens else {})}
     with tempfile.TemporaryDirectory() as folder:
-        db = Path(folder) / "verify.duckdb"
+        db = args.db or Path(folder) / "verify.duckdb"
         personas = [json.loads(line) for line in personas_path().read_text(encoding="utf-8").splitlines() if line.strip()]
         (Path(folder) / "p.jsonl").write_text("".join(json.dumps(p) + "\n" for p in personas[: args.n]), encoding="utf-8")
         run_task("import", ["--input", str(Path(folder) / "p.jsonl")], db=db)
@@ -84,7 +88,7 @@ def main() -> None:
         print(f"math: {made['items_done']} problems stored, {made['items_failed']} rejected or failed "
               f"({time.perf_counter() - started:.0f} s)")
         started = time.perf_counter()
-        run_task("verify", ["--task", "math", "--k", str(args.k)], db=db, **model)
+        run_task("verify", ["--task", "math", "--k", str(args.k)], db=db, **solving)
         rows = verdicts(db, "verify")
         passed = sum(r["passed"] for r in rows)
         answered = sum(a is not None for r in rows for a in r["answers"])

@@ -105,8 +105,9 @@ def test_resume_does_only_what_is_missing_and_never_duplicates(db):
     assert (first["items_done"], rest["items_done"], again["items_done"]) == (1, 2, 0)
     with Store(db, read_only=True) as store:
         assert store.query("SELECT count(*), count(DISTINCT input_id) FROM generations WHERE task = 'verify'") == [(3, 3)]
-    # Another k is other work: new verdicts, the old ones kept.
+    # Another k is other work: new verdicts, the old ones kept. Verdicts themselves are nothing to solve.
     assert run_task("verify", ["--task", "math", "--k", "2"], db=db, backend="fake")["items_done"] == 3
+    assert run_task("verify", ["--task", "verify"], db=db, backend="fake")["items_done"] == 0
 
 
 def test_export_verified_and_where_keep_rows_by_their_verdicts(db, tmp_path):
