@@ -4,13 +4,14 @@ broken recipe is one line naming the file and the field or line, exit code 2."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
 
-from personahub_core.recipes import load_recipe
+from personahub_core.recipes import RecipeError, load_recipe
 from personahub_core.store import Store
-from personahub_core.testing import FakeBackend, run_task
+from personahub_core.testing import FakeBackend, exported_rows, run_task
 
 from personahub_core.testing import PERSONAS, cli, last_json, write_jsonl
 from conftest import REPO
@@ -168,7 +169,7 @@ VALIDITY = RECIPES / "rubric-validity.toml"
 RELEVANCE = RECIPES / "rubric-relevance.toml"
 
 
-def test_judge_recipes_score_another_tasks_rows(db, tmp_path):
+def test_judge_recipes_score_another_tasks_rows(db):
     """A recipe with input = "rows" reads --task's rows: one verdict per row with its score and reasons,
     passing at 4; export keeps rows by them."""
     FakeBackend.responder = lambda p: f" A stall sells {len(p.completion) % 50 + 2} jars of honey at $7 a jar. How much does it take?"
@@ -190,11 +191,8 @@ def test_judge_recipes_score_another_tasks_rows(db, tmp_path):
     verdicts = [json.loads(j["output"]) for j in judged]
     assert sorted((v["score"], v["passed"]) for v in verdicts) == [(2, False), (4, True), (5, True)]
     assert all(v["verifies"] == "math" and v["reasons"].startswith("It gives") for v in verdicts)
-    out = tmp_path / "good.jsonl"
-    cli("export", "math", "--where", "score>=4", "--out", out, "--db", db, check=True)
-    assert len(out.read_text().splitlines()) == 2
-    cli("export", "math", "--where", "score>=5", "--where", "verdict=rubric-validity", "--out", out, "--db", db, check=True)
-    assert len(out.read_text().splitlines()) == 1
+    assert len(exported_rows(db, "math", where=["score>=4"])) == 2
+    assert len(exported_rows(db, "math", where=["score>=5", "verdict=rubric-validity"])) == 1
     # Resumed: nothing new. The relevance rubric shows the persona as well as the text.
     assert run_task(str(VALIDITY), ["--task", "math"], db=db, backend="fake")["items_done"] == 0
     FakeBackend.responder = lambda p: json.dumps({"reasons": "Honey jars belong to this persona's world.", "score": 4})
@@ -218,10 +216,16 @@ SCORED = '[schema]\ntype = "object"\nrequired = ["score"]\n[schema.properties.sc
     ('name = "j"\nprompt = "Judge {text} for {persona}"\n', "j.toml: prompt: unknown placeholder {text}"),
     (JUDGE + 'examples = "demos.jsonl"\n' + SCORED, "demos.jsonl:1: expected an object with \"persona\" (a string), \"text\""),
 ])
-def test_a_broken_judge_recipe_is_one_line(tmp_path, text, message):
+def test_a_broken_judge_recipe_names_file_and_field(tmp_path, text, message):
     (tmp_path / "j.toml").write_text(text)
     write_jsonl(tmp_path / "demos.jsonl", [{"persona": "p", "output": {"score": 3}}])
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        load_recipe(tmp_path / "j.toml")
+
+
+def test_a_broken_judge_recipe_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "j.toml").write_text(JUDGE)
     result = cli("run", "--plugin", tmp_path / "j.toml", "--task", "math", "--backend", "fake", "--db", tmp_path / "s.duckdb")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], lines[0]
+    assert result.stderr.strip() == f"error: {tmp_path / 'j.toml'}: schema: a judge (input = \"rows\") needs an object " \
+                                    "schema with a required integer 'score'"

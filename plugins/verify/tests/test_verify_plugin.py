@@ -5,11 +5,14 @@ backend, answers compared by value, verdicts stored as rows keyed by the judged 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
+from personahub_core.api import dry_run
+from personahub_core.errors import UsageError
 from personahub_core.store import Store
 from personahub_core.testing import PERSONAS, FakeBackend, cli, exported_rows, run_task
 
@@ -119,37 +122,44 @@ def test_export_verified_and_where_keep_rows_by_their_verdicts(db, tmp_path):
     verified = [json.loads(line) for line in out.read_text().splitlines()]
     assert problems(verified) == sorted([PROBLEMS[PERSONAS[0]], PROBLEMS[PERSONAS[2]]])
     assert set(verified[0]) == {"input persona", "synthesized text", "description"}
-    cli("export", "math", "--where", "agreement>=0.9", "--out", out, "--db", db, check=True)
-    assert problems(json.loads(line) for line in out.read_text().splitlines()) == [PROBLEMS[PERSONAS[0]]]
-    cli("export", "math", "--where", "passed=false", "--where", "verdict=verify", "--out", out, "--db", db, check=True)
-    assert problems(json.loads(line) for line in out.read_text().splitlines()) == [PROBLEMS[PERSONAS[1]]]
+    assert problems(exported_rows(db, "math", where=["agreement>=0.9"])) == [PROBLEMS[PERSONAS[0]]]
+    assert problems(exported_rows(db, "math", where=["passed=false", "verdict=verify"])) == [PROBLEMS[PERSONAS[1]]]
 
 
-def test_a_row_with_any_failed_verdict_is_not_verified(db, tmp_path):
+def test_a_row_with_any_failed_verdict_is_not_verified(db):
     """Verdicts from two verifiers (k=3, then k=2 whose two answers always differ): a row is verified
     only when every verdict on it passed."""
     run_task("verify", ["--task", "math"], db=db, backend="fake")
     answers = iter(["7", "8"] * 3)
     FakeBackend.responder = lambda prompt: f" Done.\nFinal answer: {next(answers)}"
     run_task("verify", ["--task", "math", "--k", "2"], db=db, backend="fake")
-    out = tmp_path / "v.jsonl"
-    cli("export", "math", "--verified", "--out", out, "--db", db, check=True)
-    assert out.read_text() == ""  # two rows passed the first verdict, none the second
-    cli("export", "math", "--where", "passed=true", "--out", out, "--db", db, check=True)
-    assert len(out.read_text().splitlines()) == 2  # --where: one verdict meeting the conditions is enough
+    assert exported_rows(db, "math", verified=True) == []  # two rows passed the first verdict, none the second
+    assert len(exported_rows(db, "math", where=["passed=true"])) == 2  # --where: one verdict meeting it is enough
 
 
 @pytest.mark.parametrize("args, message", [
     (["export", "math", "--where", "score>=high"], "'score' takes a number"),
-    (["export", "math", "--where", "colour=red"], "unknown field 'colour'"),
-    (["export", "personas", "--verified"], "personas have none"),
     (["run", "--plugin", "verify", "--task", "npc", "--backend", "fake"], "no finished rows of 'npc'"),
-    (["run", "--plugin", "verify", "--backend", "fake"], "--task"),
 ])
 def test_bad_selections_are_one_line_and_exit_2(db, tmp_path, args, message):
     result = cli(*args, *(["--out", tmp_path / "x.jsonl"] if args[0] == "export" else []), "--db", db)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("task, choose, message", [
+    ("math", {"where": ["colour=red"]}, "unknown field 'colour'; fields: verdict, passed, score, agreement"),
+    ("math", {"where": ["passed=maybe"]}, "'passed' takes true or false"),
+    ("personas", {"verified": True}, "personas have none"),
+])
+def test_bad_verdict_filters_are_usage_errors(db, task, choose, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        exported_rows(db, task, **choose)
+
+
+def test_verify_needs_a_task(db):
+    with pytest.raises(UsageError, match="task 'verify' option --task: Field required"):
+        run_task("verify", [], db=db, backend="fake")
 
 
 TOOL = {"name": "Harvest Log", "description": "Records the weight of honey taken from each hive on a date.",
@@ -174,13 +184,10 @@ def test_tools_code_is_parsed_and_never_run(personas_store, tmp_path):
 
 
 def test_dry_run_counts_rows_to_judge_including_ones_needing_no_call(db):
-    plan = json.loads(cli("run", "--plugin", "verify", "--task", "math", "--backend", "fake", "--dry-run", "--json",
-                          "--db", db, check=True).stdout.splitlines()[-1])
-    assert plan["items_to_run"] == 3 and plan["prompt_tokens"] > 0
+    assert dry_run("verify", ["--task", "math"], db=db, backend="fake")["items_to_run"] == 3
     FakeBackend.responder = lambda p: json.dumps(TOOL) if p.json_schema else "def log_harvest(kilograms):\n    return True"
     run_task("tools", ["--implement"], db=db, backend="fake", limit=1)
-    plan = json.loads(cli("run", "--plugin", "verify", "--task", "tools", "--backend", "fake", "--dry-run", "--json",
-                          "--db", db, check=True).stdout.splitlines()[-1])
+    plan = dry_run("verify", ["--task", "tools"], db=db, backend="fake")
     assert plan["items_to_run"] == 1 and plan["prompt_tokens"] == 0
 
 
