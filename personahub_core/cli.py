@@ -279,6 +279,10 @@ def export_cmd(
     out_path: Path = typer.Option(..., "--out", help="file to write (a folder for --format hf)"),
     full: bool = typer.Option(False, "--full", help="add provenance and structured fields"),
     include_all: bool = typer.Option(False, "--all", help="include duplicates and rejects"),
+    verified: bool = typer.Option(False, "--verified", help="only rows with verdicts, all passed (run --plugin verify "
+                                                            "or a judge recipe first)"),
+    where: list[str] = typer.Option([], "--where", help="rows with a verdict meeting FIELD OP VALUE, e.g. 'score>=4', "
+                                                        "'agreement>=0.66', 'verdict=verify', 'passed=true'"),
     db: Optional[Path] = DbOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ):
@@ -288,7 +292,7 @@ def export_cmd(
     settings = load_settings(db=db)
     with Store(settings.db, read_only=True) as store:
         n = export(store, what, fmt, out_path, full=full, include_all=include_all, quiet=quiet,
-                   tasks=get_registry().tasks)
+                   tasks=get_registry().tasks, verified=verified, where=where)
     err.print(f"wrote {n} rows to {markup_safe(out_path)}")
 
 

@@ -128,7 +128,8 @@ def _stage(task: Task, store: Store, settings: Settings, registry: Registry, lim
                  items_failed_earlier=len(failed), items_to_retry=len(failed) if retry_failed else 0,
                  items_to_run=len(todo))
     sample = random.Random(0).sample(todo, min(PROMPT_SAMPLE, len(todo)))
-    prompts = [next(task.run_item(item)) for item in sample]
+    # An item may need no call at all (a verifier that parses code): it yields no prompt.
+    prompts = [p for p in (next(task.run_item(item), None) for item in sample) if p is not None]
     chars = [len(p.completion) for p in prompts]
     ratio, ratio_from = _chars_per_token(store, ctx.model_label(), task)
     mean_prompt = sum(chars) / len(chars) / ratio if chars else 0.0

@@ -10,12 +10,19 @@ import duckdb
 
 from .errors import UsageError
 from .outputs import check_out, written
+from .selection import VERDICT_FIELDS, parse_where
 from .store import Store
 
 FORMATS = ("jsonl", "parquet", "csv", "hf")
 KEPT = "NOT EXISTS (SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id)"
 # DuckDB's memory while it sorts the rows for a file: past this it spills to disk instead of growing.
 EXPORT_MEMORY = "256MB"
+# Verdicts on a task's rows (``?``: the task), one per finished verifier row: a verifier stores each
+# as a generation whose input is the judged row's key (``Verdict`` in personahub_core/tasks.py).
+VERDICTS = ("SELECT v.input_id AS row_key, v.task AS verdict, json_extract(v.output, '$.passed')::BOOLEAN AS passed, "
+            "TRY_CAST(json_extract(v.output, '$.score') AS DOUBLE) AS score, "
+            "TRY_CAST(json_extract(v.output, '$.agreement') AS DOUBLE) AS agreement FROM generations v "
+            "WHERE v.status = 'ok' AND json_extract_string(v.output, '$.verifies') = ?")
 
 
 def _persona_query(full: bool, include_all: bool) -> str:
@@ -30,7 +37,23 @@ def _persona_query(full: bool, include_all: bool) -> str:
     return f"SELECT {', '.join(cols)} FROM personas p WHERE {where} ORDER BY p.seq"
 
 
-def _task_query(full: bool, include_all: bool, encoded: bool = False) -> str:
+def verdict_filter(task: str, verified: bool, where: list[str]) -> tuple[str, list]:
+    """Which rows of ``task`` (alias g) the verdicts keep. ``verified``: rows with at least one verdict
+    and no verdict that failed. ``where``: rows with one verdict meeting every condition."""
+    clauses, params = [], []
+    if verified:
+        clauses.append(f"EXISTS (SELECT 1 FROM ({VERDICTS}) v WHERE v.row_key = g.key) AND "
+                       f"NOT EXISTS (SELECT 1 FROM ({VERDICTS}) v WHERE v.row_key = g.key AND NOT v.passed)")
+        params += [task, task]
+    if where:
+        condition, values = parse_where(where, VERDICT_FIELDS, alias="v")
+        clauses.append(f"EXISTS (SELECT 1 FROM ({VERDICTS}) v WHERE v.row_key = g.key AND {condition})")
+        params += [task, *values]
+    return " AND ".join(clauses) or "TRUE", params
+
+
+
+def _task_query(full: bool, include_all: bool, encoded: bool = False, kept: str = "TRUE") -> str:
     text = "json_extract_string(g.output, '$.\"synthesized text\"')"
     cols = [
         "p.persona AS \"input persona\"",
@@ -47,19 +70,22 @@ def _task_query(full: bool, include_all: bool, encoded: bool = False) -> str:
     source = ("(SELECT *, rebuilt_prompts(task, key, input_id, options, raw_output, item_data, prompt_hash, prompt) "
               "AS rebuilt FROM generations)" if full else "generations")
     return (f"SELECT {', '.join(cols)} FROM {source} g LEFT JOIN personas p ON p.id = g.input_id "
-            f"WHERE g.task = ? AND {status} ORDER BY g.created_at, g.key")
+            f"WHERE g.task = ? AND {status} AND {kept} ORDER BY g.created_at, g.key")
 
 
-def export_query(store: Store, what: str, full: bool, include_all: bool,
-                 tasks: dict[str, type] | None = None) -> tuple[str, list]:
-    """The SQL and parameters of an export: personas, or one task's rows (written as the installed task
-    in ``tasks`` encodes them, when it has its own ``released_text``)."""
+def export_query(store: Store, what: str, full: bool, include_all: bool, tasks: dict[str, type] | None = None,
+                 verified: bool = False, where: list[str] | None = None) -> tuple[str, list]:
+    """The SQL and parameters of an export: personas, or one task's rows (those the verdicts keep; written
+    as the installed task in ``tasks`` encodes them, when it has its own ``released_text``)."""
     if what == "personas":
+        if verified or where:
+            raise UsageError("--verified and --where choose a task's rows by their verdicts; personas have none")
         return _persona_query(full, include_all), []
     stored = [r[0] for r in store.query("SELECT DISTINCT task FROM generations ORDER BY 1")]
     if what not in stored:
         raise UsageError(f"nothing stored for '{what}'; export 'personas' or one of: {', '.join(stored) or 'none yet'}")
-    return _task_query(full, include_all, _register_encoding(store, (tasks or {}).get(what))), [what]
+    kept, params = verdict_filter(what, verified, where or [])
+    return _task_query(full, include_all, _register_encoding(store, (tasks or {}).get(what)), kept), [what, *params]
 
 
 def _register_encoding(store: Store, cls: type | None) -> bool:
@@ -85,11 +111,15 @@ def _register_encoding(store: Store, cls: type | None) -> bool:
 
 
 def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False, include_all: bool = False,
-           quiet: bool = True, tasks: dict[str, type] | None = None) -> int:
+           quiet: bool = True, tasks: dict[str, type] | None = None, verified: bool = False,
+           where: list[str] | None = None) -> int:
     """Write personas or a task's rows; ``tasks`` (the installed task classes by name) encode a task's
-    ``synthesized text`` as its release did, and rebuild the prompts that ``full`` adds to a task's rows."""
+    ``synthesized text`` as its release did, and rebuild the prompts that ``full`` adds to a task's rows;
+    ``verified`` and ``where`` keep rows by their verdicts."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if fmt == "hf" and (verified or where):
+        raise UsageError("--verified and --where are not supported with --format hf yet; export jsonl or parquet")
     check_out(out_path, store.path)
     if full and what != "personas":
         from .replay import register_sql_function
@@ -109,7 +139,7 @@ def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False
         raise UsageError(f"--out {out_path}: {out_path.parent} {problem}")
     if not os.access(out_path.parent, os.W_OK):
         raise UsageError(f"--out {out_path}: directory {out_path.parent} is not writable")
-    sql, params = export_query(store, what, full, include_all, tasks)
+    sql, params = export_query(store, what, full, include_all, tasks, verified, where)
     with written(out_path) as tmp, store.tuned(memory_limit=EXPORT_MEMORY):
         return _write(store, sql, params, fmt, tmp, quiet)
 

@@ -16,7 +16,7 @@ hookimpl = pluggy.HookimplMarker("personahub")
 
 @hookspec
 def register_tasks(register: Callable[[type], None]) -> None:
-    """Register task classes: persona sources, expanders, deduplicators and synthesizers.
+    """Register task classes: persona sources, expanders, deduplicators, synthesizers and verifiers.
 
     :param register: call ``register(TaskClass)`` once per class; the class is a subclass of
         ``personahub_core.tasks.Task`` with a unique ``name`` and a ``kind``.

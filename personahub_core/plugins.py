@@ -17,7 +17,7 @@ from . import hookspecs
 from .errors import PersonaHubError, UsageError
 
 GROUP = "personahub"
-KINDS = ("source", "expander", "deduplicator", "synthesizer")
+KINDS = ("source", "expander", "deduplicator", "synthesizer", "verifier")
 
 
 class PluginError(PersonaHubError):

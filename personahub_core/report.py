@@ -6,6 +6,7 @@ computed in DuckDB; Python only sees the few rows each section shows.
 
     overview ── personas (lengths, words, roles) ── graph (expansion chains) ── dedup (clusters)
         ── one section per task (statuses, reasons, lengths, distinct-n, examples) ── diversity
+        ── verdicts, when a verifier has judged rows (pass and agreement rates, score histograms)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ can will just very one two out up down off""".split())
 # Near-duplicates of one another share most content words, even paraphrased ("a night-shift nurse at a
 # rural clinic" / "a nurse who works nights in a country clinic": 0.29); unrelated personas share ~0-0.1.
 CLEARLY_DIFFERENT = 0.2
+VERIFIES = "json_extract_string(output, '$.verifies')"  # the task a verdict row judges
 # A persona's role: its first words up to the first relative clause or prepositional phrase.
 ROLE_END = re.compile(r"\b(who|whose|that|which|with|in|at|from|for|on|of|working|living|based)\b|[,.;:()]", re.I)
 
@@ -57,6 +59,8 @@ def write_report(store: Store, out_path: Path, *, seed: int = 0, quiet: bool = F
         *[(f"task-{_slug(t)}", f"Task: {t}", lambda t=t: _task(store, t)) for t in tasks],
         ("diversity", "Diversity study", lambda: _diversity(store, seed)),
     ]
+    if store.scalar(f"SELECT count(*) FROM generations WHERE {VERIFIES} IS NOT NULL"):
+        sections.append(("verdicts", "Verdicts", lambda: _verdicts(store)))
     parts = []
     with progress_bar("report", total=len(sections), quiet=quiet, unit="sections") as progress:
         for anchor, title, build in sections:
@@ -278,6 +282,63 @@ def _diversity(store: Store, seed: int) -> str:
             parts.append(f"<p class=note>No baseline yet: <code>personahub diversity --task {_e(s['task'])} "
                          f"--baseline N</code> makes N samples without a persona.</p>")
     return "".join(parts)
+
+
+def _verdicts(store: Store) -> str:
+    # Every row of a verifier task, typed; a failed one has no output, its options say what it judged.
+    verdicts = (f"(SELECT task AS verifier, coalesce({VERIFIES}, json_extract_string(options, '$.task')) AS verifies, "
+                "status, json_extract_string(output, '$.passed') = 'true' AS passed, "
+                "TRY_CAST(json_extract_string(output, '$.agreement') AS DOUBLE) AS agreement, "
+                "TRY_CAST(json_extract_string(output, '$.score') AS DOUBLE) AS score, "
+                "json_extract_string(output, '$.matches_own_answer') AS matches FROM generations "
+                f"WHERE task IN (SELECT task FROM generations WHERE {VERIFIES} IS NOT NULL))")
+    groups = store.query_dicts(
+        "SELECT verifier, verifies, count(*) FILTER (status = 'ok') AS n, count(*) FILTER (passed) AS passed, "
+        "count(*) FILTER (status <> 'ok') AS unanswered, count(agreement) AS solved, count(score) AS scored, "
+        "count(*) FILTER (matches = 'true') AS matches, count(matches) AS with_own "
+        f"FROM {verdicts} GROUP BY ALL ORDER BY 2, 1")
+    parts = ["<p>Verdicts on stored rows: answers solved k times and compared by value "
+             "(<code>run --plugin verify --task TASK</code>), code parsed, or a judge recipe's 1–5 score. A row "
+             "passes at the verifier's bar; <code>export TASK --verified</code> keeps rows whose verdicts all "
+             "passed. Intervals are 95% Wilson score intervals over the n rows judged.</p>"]
+    rows = []
+    for g in groups:
+        low, high = wilson_interval(g["passed"], g["n"])
+        rows.append([g["verifies"], g["verifier"], g["n"], g["passed"],
+                     f"{_num(g['passed'] / g['n'] if g['n'] else None, 3)} [{_num(low, 3)}, {_num(high, 3)}]",
+                     g["unanswered"]])
+    parts.append(_table(["task", "verifier", "rows judged (n)", "passed", "pass rate [95% CI]",
+                         "verifier gave no usable answer"], rows))
+    for g in groups:
+        name, where = f"{g['verifier']} on {g['verifies']}", [g["verifier"], g["verifies"]]
+        if g["solved"]:
+            agreement = store.query(f"SELECT round(agreement, 2) AS a, count(*) FROM {verdicts} WHERE verifier = ? "
+                                    "AND verifies = ? AND agreement IS NOT NULL GROUP BY 1 ORDER BY 1", where)
+            own = ""
+            if g["with_own"]:
+                low, high = wilson_interval(g["matches"], g["with_own"])
+                own = (f"<p class=note>The agreed answer matches the row's own final answer in {g['matches']} of "
+                       f"{g['with_own']} rows ({_num(g['matches'] / g['with_own'], 3)} [{_num(low, 3)}, "
+                       f"{_num(high, 3)}]).</p>")
+            parts.append(f"<h3>{_e(name)}: share of the k answers that agree</h3>"
+                         + _columns([(f"{a:.2f}", n) for a, n in agreement]) + own)
+        if g["scored"]:
+            counts = dict(store.query(f"SELECT round(score)::INTEGER, count(*) FROM {verdicts} WHERE verifier = ? "
+                                      "AND verifies = ? AND score IS NOT NULL GROUP BY 1", where))
+            mean = sum(s * n for s, n in counts.items()) / g["scored"]
+            parts.append(f"<h3>{_e(name)}: scores</h3>" + _columns([(str(s), counts.get(s, 0)) for s in range(1, 6)])
+                         + f"<p class=note>mean score {_num(mean, 2)} over {g['scored']} rows</p>")
+    return "".join(parts)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float | None, float | None]:
+    """The Wilson score interval of a proportion (95% at z = 1.96); (None, None) when n is 0."""
+    if n == 0:
+        return None, None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 # -- drawing --------------------------------------------------------------------------------------

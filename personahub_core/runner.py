@@ -25,10 +25,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .backends.base import Backend
 from .driving import Outcome
 from .progress import LabelColumn
-from .selection import iter_persona_chunks
+from .selection import iter_persona_chunks, iter_row_chunks
 from .settings import Settings
 from .store import Store
-from .tasks import GenerativeTask, NewPersona, Synthesis, Task, WorkItem, work_key
+from .tasks import GenerativeTask, NewPersona, Synthesis, Task, Verdict, WorkItem, work_key
 from .terminal_text import markup_safe
 
 if TYPE_CHECKING:
@@ -108,6 +108,11 @@ class TaskContext:
         for chunk in iter_persona_chunks(self.store, self.where):
             yield from chunk
 
+    def select_rows(self, task: str) -> Iterator[dict]:
+        """A task's finished rows, streamed, for a verifier (``iter_row_chunks``)."""
+        for chunk in iter_row_chunks(self.store, task):
+            yield from chunk
+
     def run_generative(self, task: GenerativeTask, items: Iterable[WorkItem], label: str | None = None) -> None:
         """Drive the task's missing work items through the executor and store every outcome."""
         if self.executor is None:
@@ -143,6 +148,9 @@ def outcome_records(outcome: Outcome, task: GenerativeTask, model: str, run_id: 
         elif isinstance(output, Synthesis):
             description = output.description or task.row_description or task.name
             output = {"synthesized text": output.text, "description": description, **output.fields}
+        elif isinstance(output, Verdict):  # a verifier's judgement of the row keyed by input_id
+            output = {"verifies": task.options.task, "passed": output.passed, "score": output.score,
+                      "agreement": output.agreement, **output.fields}
     row = {
         "key": outcome.item.key, "task": task.name, "input_id": outcome.item.input_id,
         "status": outcome.status, "output": output, "raw_output": outcome.raw_outputs,

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generator, Iterable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from .calls import Completion, Prompt  # the vocabulary plugins import from here
 from .settings import NoOptions
@@ -44,6 +44,18 @@ class Synthesis:
     text: str
     fields: dict[str, Any] = field(default_factory=dict)
     description: str | None = None  # PersonaHub's "description"; default: the task's row_description
+
+
+@dataclass
+class Verdict:
+    """A verifier's judgement of one stored row. ``passed`` is what ``export --verified`` keeps by;
+    ``score`` (a judge's 1-5) and ``agreement`` (the share of solutions agreeing) are what
+    ``--where 'score>=4'`` selects on; ``fields`` hold the details (answers, reasons...)."""
+
+    passed: bool
+    score: float | None = None
+    agreement: float | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -139,6 +151,36 @@ class Deduplicator(Task):
 
     kind = "deduplicator"
     selects_personas = True
+
+
+class VerifierOptions(BaseModel):
+    """Options every verifier shares: the task whose stored rows it judges."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: str = Field(description="the task whose stored rows are judged, e.g. math")
+
+
+class Verifier(GenerativeTask):
+    """Judges the finished rows of another task (``--task``): one work item per row, keyed by that row's
+    key, and ``run_item`` returns a Verdict. Verdicts are rows like any other, of the verifier's task."""
+
+    kind = "verifier"
+    Options: ClassVar[type[BaseModel]] = VerifierOptions
+
+    def work_items(self, ctx: "TaskContext") -> Iterable[WorkItem]:
+        skipped = 0
+        for row in ctx.select_rows(self.options.task):
+            if (data := self.item_data(row)) is None:
+                skipped += 1
+            else:
+                yield WorkItem(key=self.item_key(row["key"], ctx.settings.seed), input_id=row["key"], data=data)
+        if skipped:
+            ctx.note(f"{self.name}: {skipped} rows of {self.options.task} have nothing it can check")
+
+    def item_data(self, row: dict) -> dict | None:
+        """What ``run_item`` needs of a stored row (``persona``, ``text``, ``output``), or None to skip it
+        (by default, rows without a synthesized text: personas, or another verifier's verdicts)."""
+        return None if row["text"] is None else {"persona": row["persona"], "text": row["text"]}
 
 
 class Synthesizer(GenerativeTask):

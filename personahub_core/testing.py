@@ -121,12 +121,15 @@ def kept_personas(db: str | Path = "personahub.duckdb") -> list[str]:
         return store.select_personas(columns=("persona",)).column("persona").to_pylist()
 
 
-def exported_rows(db: str | Path, task: str, full: bool = False, include_all: bool = False) -> list[dict]:
-    """A task's rows as ``personahub export TASK`` writes them (JSONL, read back)."""
+def exported_rows(db: str | Path, task: str, full: bool = False, include_all: bool = False, verified: bool = False,
+                  where: list[str] | None = None) -> list[dict]:
+    """A task's rows as ``personahub export TASK`` writes them (JSONL, read back); ``verified`` and
+    ``where`` choose them by their verdicts as ``--verified`` and ``--where`` do."""
     from .export import export
     from .plugins import get_registry
 
     out = Path(db).parent / f"{task}.export.jsonl"
     with Store(db, read_only=True) as store:
-        export(store, task, "jsonl", out, full=full, include_all=include_all, tasks=get_registry().tasks)
+        export(store, task, "jsonl", out, full=full, include_all=include_all, tasks=get_registry().tasks,
+               verified=verified, where=where)
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]

@@ -4,13 +4,14 @@ broken recipe is one line naming the file and the field or line, exit code 2."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
 
-from personahub_core.recipes import load_recipe
+from personahub_core.recipes import RecipeError, load_recipe
 from personahub_core.store import Store
-from personahub_core.testing import FakeBackend, run_task
+from personahub_core.testing import FakeBackend, exported_rows, run_task
 
 from personahub_core.testing import PERSONAS, cli, last_json, write_jsonl
 from conftest import REPO
@@ -164,3 +165,69 @@ def test_schema_recipe_on_the_default_model(db):
         if row["status"] == "ok":
             answer = json.loads(json.loads(row["output"])["synthesized text"])
             assert set(answer) == set(schema["properties"]) and all(len(v) >= 10 for v in answer.values())
+
+
+VALIDITY = RECIPES / "rubric-validity.toml"
+RELEVANCE = RECIPES / "rubric-relevance.toml"
+
+
+def test_judge_recipes_score_another_tasks_rows(db):
+    """A recipe with input = "rows" reads --task's rows: one verdict per row with its score and reasons,
+    passing at 4; export keeps rows by them."""
+    FakeBackend.responder = lambda p: f" A stall sells {len(p.completion) % 50 + 2} jars of honey at $7 a jar. How much does it take?"
+    run_task("math", db=db, backend="fake", limit=3)
+    scores = iter([5, 2, 4])
+    FakeBackend.responder = lambda p: json.dumps({"reasons": "It gives the numbers and asks one question.", "score": next(scores)})
+    summary = run_task(str(VALIDITY), ["--task", "math"], db=db, backend="fake")
+    assert (summary["items_done"], summary["kind"]) == (3, "verifier")
+    prompt = FakeBackend.calls[-1]
+    assert prompt.json_schema == load_recipe(VALIDITY).schema
+    demos = [json.loads(line) for line in (RECIPES / "rubric-validity.jsonl").read_text().splitlines()]
+    assert all(d["text"] in prompt.completion and json.dumps(d["output"]) in prompt.completion for d in demos)
+    with Store(db, read_only=True) as store:
+        judged = store.query_dicts(
+            "SELECT v.output, json_extract_string(g.output, '$.\"synthesized text\"') AS text FROM generations v "
+            "JOIN generations g ON g.key = v.input_id WHERE v.task = 'rubric-validity' ORDER BY v.key")
+    asked = [c.completion.rsplit("\n\n", 1)[-1] for c in FakeBackend.calls[-3:]]  # each prompt's own record
+    assert sorted(a.split("\n", 1)[0] for a in asked) == sorted(f"Problem: {j['text']}" for j in judged)
+    verdicts = [json.loads(j["output"]) for j in judged]
+    assert sorted((v["score"], v["passed"]) for v in verdicts) == [(2, False), (4, True), (5, True)]
+    assert all(v["verifies"] == "math" and v["reasons"].startswith("It gives") for v in verdicts)
+    assert len(exported_rows(db, "math", where=["score>=4"])) == 2
+    assert len(exported_rows(db, "math", where=["score>=5", "verdict=rubric-validity"])) == 1
+    # Resumed: nothing new. The relevance rubric shows the persona as well as the text.
+    assert run_task(str(VALIDITY), ["--task", "math"], db=db, backend="fake")["items_done"] == 0
+    FakeBackend.responder = lambda p: json.dumps({"reasons": "Honey jars belong to this persona's world.", "score": 4})
+    run_task(str(RELEVANCE), ["--task", "math"], db=db, backend="fake", limit=1)
+    record = FakeBackend.calls[-1].completion.rsplit("\n\n", 1)[-1]
+    assert record.startswith("Persona: ") and record.split("\n")[0].removeprefix("Persona: ") in PERSONAS
+    assert record.split("\n")[1].removeprefix("Text: ") in [j["text"] for j in judged]
+    assert record.endswith("Give the reasons, then the score, in JSON.\nAnswer:")
+
+
+JUDGE = 'name = "j"\ninput = "rows"\nprompt = "Judge {text}"\n'
+SCORED = '[schema]\ntype = "object"\nrequired = ["score"]\n[schema.properties.score]\ntype = "integer"\n'
+
+
+@pytest.mark.parametrize("text, message", [
+    (JUDGE, "j.toml: schema: a judge (input = \"rows\") needs an object schema with a required integer 'score'"),
+    (JUDGE + '[schema]\ntype = "object"\n[schema.properties.score]\ntype = "string"\n', "required integer 'score'"),
+    ('name = "j"\ninput = "rows"\nprompt = "Judge {persona}"\n' + SCORED, "j.toml: prompt: the template must use {text}"),
+    (JUDGE + 'mode = "few-shot"\n' + SCORED, "j.toml: mode: a judge (input = \"rows\") always shows its examples whole"),
+    ('name = "j"\ninput = "docs"\nprompt = "Judge {text}"\n', "j.toml: input: 'docs': expected \"personas\""),
+    ('name = "j"\nprompt = "Judge {text} for {persona}"\n', "j.toml: prompt: unknown placeholder {text}"),
+    (JUDGE + 'examples = "demos.jsonl"\n' + SCORED, "demos.jsonl:1: expected an object with \"persona\" (a string), \"text\""),
+])
+def test_a_broken_judge_recipe_names_file_and_field(tmp_path, text, message):
+    (tmp_path / "j.toml").write_text(text)
+    write_jsonl(tmp_path / "demos.jsonl", [{"persona": "p", "output": {"score": 3}}])
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        load_recipe(tmp_path / "j.toml")
+
+
+def test_a_broken_judge_recipe_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "j.toml").write_text(JUDGE)
+    result = cli("run", "--plugin", tmp_path / "j.toml", "--task", "math", "--backend", "fake", "--db", tmp_path / "s.duckdb")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"error: {tmp_path / 'j.toml'}: schema: a judge (input = \"rows\") needs an object " \
+                                    "schema with a required integer 'score'"
