@@ -179,7 +179,7 @@ class Watched(Synthesizer):
 
     def run(self, ctx) -> None:
         super().run(ctx)
-        self.seen.append(live_status(ctx.store.path))
+        self.seen.append(live_status(ctx.core_store.path))
 
 
 class WatchedPlugin:

@@ -84,7 +84,7 @@ def test_a_plugins_own_table_is_read_appended_and_deleted_in_sets(tmp_path):
         store.append("my_scores", pa.table({"persona_id": ["p2", "p0", "p1"], "score": [0.2, 0.0, 0.1]}),
                      constants={"model": "m1"})
         store.mark_personas("mine", "r", ["p0", "p2"], [{"persona_id": "p1", "reason": "bad"}])
-        read = store.read("my_scores", ["persona_id", "score"], where="t.model = ?", params=["m1"],
+        read = store.read("my_scores", ["persona_id", "score"], equals={"model": "m1"},
                           of_personas={"checked_by": "mine"})
         assert read.to_pylist() == [{"persona_id": "p0", "score": 0.0}, {"persona_id": "p2", "score": 0.2}]
         batches = list(store.read("my_scores", ["persona_id"], batch_rows=2))
@@ -94,6 +94,52 @@ def test_a_plugins_own_table_is_read_appended_and_deleted_in_sets(tmp_path):
         assert store.query("SELECT persona_id, model FROM my_scores") == [("p0", "m1")]
         with pytest.raises(ValueError, match="plain SQL name"):
             store.read("my_scores; DROP TABLE personas", ["persona_id"])
+
+
+def test_a_plugins_table_is_filtered_by_values_never_by_sql_text(tmp_path):
+    with Store(tmp_path / DB) as store:
+        store.migrate_plugin("mine", ["CREATE TABLE IF NOT EXISTS my_notes (persona_id VARCHAR, n INTEGER, tag VARCHAR)"])
+        store.append("my_notes", pa.table({"persona_id": ["a", "b", "c"], "n": [1, 2, 1], "tag": ["x", None, "y"]}))
+        assert store.read("my_notes", ["persona_id"], equals={"n": 1, "tag": "y"}).column(0).to_pylist() == ["c"]
+        assert store.read("my_notes", ["persona_id"], equals={"tag": None}).column(0).to_pylist() == ["b"]
+        assert store.read("my_notes", ["persona_id"], equals={"tag": "x' OR TRUE --"}).num_rows == 0  # a value, not SQL
+        store.delete("my_notes", equals={"n": 1})
+        assert store.query("SELECT persona_id FROM my_notes") == [("b",)]
+        with pytest.raises(ValueError, match="plain SQL name"):
+            store.read("my_notes", ["persona_id"], equals={"n = n OR TRUE": 1})
+
+
+def test_add_personas_can_make_ids_as_work_keys_of_columns(tmp_path):
+    from personahub_core.tasks import work_key
+
+    rows = pa.table({"persona": ["a nurse", "ein Bäcker \"Max\""], "given": [None, "id-7"], "origin": ["import"] * 2})
+    with Store(tmp_path / DB) as store:
+        assert store.add_personas(rows, id_from=("given", "persona"), id_prefix="imp-") == (2, 2)
+        assert [r[0] for r in store.query("SELECT id FROM personas ORDER BY seq")] == [
+            "imp-" + work_key("a nurse"), "imp-" + work_key("id-7", 'ein Bäcker "Max"')]
+
+
+def test_persona_vectors_are_stored_and_read_for_kept_personas_only(tmp_path):
+    import numpy as np
+
+    with Store(tmp_path / DB) as store:
+        personas(store, ["a", "b", "c"])
+        assert store.personas_without_vectors("m").column("id").to_pylist() == ["p0", "p1", "p2"]
+        assert store.personas_without_vectors("m", ids=pa.array(["p2"])).column("id").to_pylist() == ["p2"]
+        store.add_persona_vectors("m", ["p0", "p2"], np.array([[1, 0], [0, 1]], dtype=np.float32))
+        store.mark_personas("d", "r", ["p0"], [{"persona_id": "p0", "reason": "dup"}])
+        assert store.personas_without_vectors("m").column("id").to_pylist() == ["p1"]  # p0 is marked
+        kept = store.persona_vectors("m")
+        assert kept.column("id").to_pylist() == ["p2"] and kept.column("dim").to_pylist() == [2]
+        assert np.frombuffer(kept.column("vector")[0].as_py(), "<f4").tolist() == [0.0, 1.0]
+        assert store.persona_vectors("other", columns=("seq",)).num_rows == 0
+
+
+def test_a_task_adds_what_it_resolved_to_its_runs_options(tmp_path):
+    with Store(tmp_path / DB) as store:
+        store.start_run("r1", "t", {}, {"a": 1})
+        store.amend_run_options("r1", {"threshold": 0.8})
+        assert store.runs()[0]["options"] == '{"a":1,"threshold":0.8}'
 
 
 def test_tuned_settings_are_reset_and_unknown_ones_skipped(tmp_path):
