@@ -23,7 +23,8 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 mode, fmt, db, out = sys.argv[1:5]
-from personahub_core.export import _persona_query, export
+from personahub_core.export import export
+from personahub_core.store.exports import _persona_query
 from personahub_core.store import Store
 t0 = time.perf_counter()
 with Store(db, read_only=True) as store:

@@ -17,7 +17,7 @@ from .plugins import Registry, get_registry
 from .recipes import is_recipe_path, load_recipe
 from .run_outcome import outcome
 from .runner import RunStats, TaskContext, new_run_id, stderr
-from .selection import parse_where
+from .where import parse as parse_where
 from .settings import Settings, check_known, load_settings, with_options
 from .status_file import StatusFile
 from .store import Store
@@ -144,7 +144,7 @@ def checked(task_name: str, task_args: list[str], limit: int | None, where: list
     registry.executor(settings.executor)
     if limit is not None and limit < 0:
         raise UsageError("--limit must be 0 or more")
-    parse_where(where or [])
+    parse_where(where)
     if where and not task_cls.selects_personas:
         raise UsageError(f"--where: task '{task_cls.name}' ({task_cls.kind}) does not select personas, so it "
                          "cannot filter them; --where applies to synthesizers, expanders and deduplicators")

@@ -83,8 +83,7 @@ def dedup_cmd(
                 err.print(f"  {step}: checked {result['items_done']:,} personas in {result['seconds']} s "
                           f"({rate:,.0f}/s), marked {result['marked']:,}")
         personas = store.count("personas")
-        kept = store.scalar("SELECT count(*) FROM personas p WHERE NOT EXISTS "
-                            "(SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id)")
+        kept = store.kept_count()
     summary = {
         "steps": [{k: r[k] for k in ("task", "items_done", "marked", "seconds", "notes")} for r in results],
         "personas": personas, "kept": kept, "marked": personas - kept, "db": str(settings.db),

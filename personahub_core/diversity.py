@@ -21,7 +21,7 @@ import pyarrow as pa
 from .diversity_stats import (NEAR_DUPLICATE, compare, fidelity, pair_interval, sample_warnings, significance_sentence,
                               spread_intervals, verdict)
 from .errors import UsageError
-from .store import Store
+from .store import OUTPUT_TEXT, Store
 from .tasks import Prompt, Synthesizer, WorkItem
 from .vector_search import EMBED_BATCH, embed_missing, normalise
 
@@ -29,7 +29,6 @@ DEFAULT_BINS = (0.4, 0.6, 0.8, 0.9)
 DEFAULT_WIDTH = 0.05
 MAX_PAIRS_PER_BIN = 1000
 MAX_PERSONAS = 2000  # the pair matrix is n^2/2; above this a seeded sample of rows is studied
-OUTPUT_TEXT = "json_extract_string(g.output, '$.\"synthesized text\"')"
 
 
 def baseline_name(task: str) -> str:
@@ -40,12 +39,7 @@ def baseline_name(task: str) -> str:
 def embed_task(store: Store, backend, model: str, task: str, progress=None) -> tuple[int, int]:
     """Embed the task's (and its baseline's) outputs and input personas that have no ``model`` vector
     yet; returns (personas embedded, outputs embedded)."""
-    store.con.register("_study_tasks", pa.table({"task": [task]}))
-    try:
-        personas = embed_missing(store, backend, model, progress=progress, only=(
-            "p.id IN (SELECT input_id FROM generations WHERE status = 'ok' AND task IN (SELECT task FROM _study_tasks))"))
-    finally:
-        store.con.unregister("_study_tasks")
+    personas = embed_missing(store, backend, model, progress=progress, inputs_of=[task])
     missing = store.con.sql(
         f"SELECT g.key, {OUTPUT_TEXT} AS text FROM generations g WHERE g.task IN (?, ?) AND g.status = 'ok' "
         f"AND NOT EXISTS (SELECT 1 FROM output_embeddings o WHERE o.generation_key = g.key AND o.model = ?) "

@@ -38,7 +38,7 @@ def plan(task: Task, settings: Settings, registry: Registry, *, limit: int | Non
     result: dict[str, Any] = {"task": task.name, "dry_run": True, "db": str(db), "store_exists": db.exists(), "stages": []}
     if db.exists():
         with Store(db, read_only=True) as store:
-            empty = not store.scalar("SELECT count(*) FROM personas")
+            empty = not store.persona_count()
             if task.kind == "synthesizer" and empty:
                 result["stages"] = _bootstrap_plan(task, settings, registry, store, limit)
             else:
@@ -71,16 +71,14 @@ def _bootstrap_plan(task: Task, settings: Settings, registry: Registry, store: S
     source_cls, source_options = next((cls, options) for cls, options in chain if cls.kind == "source")
     later = [cls.name for cls, _ in chain if cls is not source_cls]
     with Store(":memory:") as scratch:
-        if store is not None and store.scalar("SELECT count(*) FROM documents"):
-            docs = store.con.sql("SELECT id, content_hash, text, source_file FROM documents").to_arrow_table()
-            scratch.con.register("_docs", docs)
-            scratch.con.execute("INSERT INTO documents (id, content_hash, text, source_file) SELECT * FROM _docs")
+        if store is not None and store.document_count():
+            scratch.add_documents(store.select_documents(("id", "content_hash", "text", "source_file")))
         else:
             ingest_paths(scratch, [corpus_path()], quiet=True)
         source = source_cls(source_cls.Options(**source_options))
         first = _stage(source, scratch, settings, registry, None, None, False)
         first["note"] = "the store has no personas: they are built from " + (
-            "its documents" if store is not None and store.scalar("SELECT count(*) FROM documents")
+            "its documents" if store is not None and store.document_count()
             else "the bundled sample corpus") + " first" + (f", then {', '.join(later)}" if later else "")
         stand_ins = [json.loads(line)["persona"] for line in personas_path().read_text(encoding="utf-8").splitlines()
                      if line.strip()]
@@ -118,7 +116,7 @@ def _stage(task: Task, store: Store, settings: Settings, registry: Registry, lim
             return stage
         items = list(islice(task.items_for_hop(ctx, 1), STAGE_SCAN_LIMIT))
         stage["note"] = "first hop only: later hops expand the personas it makes"
-    statuses = _statuses(store, [i.key for i in items])
+    statuses = store.generation_statuses([i.key for i in items])
     new = [i for i in items if i.key not in statuses]
     failed = [i for i in items if statuses.get(i.key, "ok") != "ok"]
     todo = new + failed if retry_failed else new
@@ -135,8 +133,7 @@ def _stage(task: Task, store: Store, settings: Settings, registry: Registry, lim
     mean_prompt = sum(chars) / len(chars) / ratio if chars else 0.0
     max_tokens = [settings.max_tokens or p.max_tokens for p in prompts]
     mean_max = sum(max_tokens) / len(max_tokens) if max_tokens else 0.0
-    earlier = store.query("SELECT avg(completion_tokens), count(*) FROM generations WHERE task = ? "
-                          "AND completion_tokens > 0", [task.name])[0]
+    earlier = store.mean_completion_tokens(task.name)
     per_item = min(earlier[0], mean_max) if earlier[1] else mean_max
     speed, speed_from = _speed(store, settings, task.name)
     stage.update(
@@ -155,24 +152,14 @@ def _stage(task: Task, store: Store, settings: Settings, registry: Registry, lim
     return stage
 
 
-def _statuses(store: Store, keys: list[str]) -> dict[str, str]:
-    if not keys:
-        return {}
-    return dict(store.query("SELECT key, status FROM generations WHERE key IN (SELECT unnest(?))", [keys]))
-
-
 def _chars_per_token(store: Store, model: str, task: GenerativeTask) -> tuple[float, str]:
     """Characters per prompt token, measured on this task's earlier one-call rows with this model: their
     prompts are rebuilt from the stored input and set against the prompt tokens the backend counted."""
     from .tasks import WorkItem
 
-    columns = {r[0] for r in store.query("SELECT column_name FROM information_schema.columns WHERE table_name = 'generations'")}
-    if "item_data" not in columns:  # a store from before inputs were kept (opened read-only, so not migrated)
+    rows = store.prompt_token_samples(task.name, model, PROMPT_SAMPLE)
+    if rows is None:
         return CHARS_PER_TOKEN, "a typical ratio; this store keeps no item inputs"
-    rows = store.query(
-        "SELECT key, input_id, item_data->'input', prompt_tokens FROM generations WHERE task = ? AND model = ? "
-        "AND prompt_tokens > 0 AND json_array_length(raw_output) = 1 AND item_data IS NOT NULL "
-        "ORDER BY hash(key) LIMIT ?", [task.name, model, PROMPT_SAMPLE])
     chars = tokens = 0
     for key, input_id, data, prompt_tokens in rows:
         chars += len(next(task.run_item(WorkItem(key, input_id, json.loads(data)))).completion)
@@ -185,13 +172,8 @@ def _chars_per_token(store: Store, model: str, task: GenerativeTask) -> tuple[fl
 def _speed(store: Store, settings: Settings, task: str) -> tuple[float | None, str]:
     """Completion tokens per second of earlier finished runs with this backend and model: this task's
     runs if there are any, else any task's."""
-    same = ("status = 'done' AND completion_tokens > 0 AND seconds > 0 "
-            "AND settings->>'backend' = ? AND coalesce(settings->>'model', '') = ?")
-    params = [settings.backend, settings.model or ""]
-    for where, extra, label in ((f"{same} AND task = ?", [task], f"earlier runs of {task}"),
-                                (same, [], "earlier runs of other tasks")):
-        row = store.query(f"SELECT sum(completion_tokens), sum(seconds), count(*) FROM runs WHERE {where}",
-                          params + extra)[0]
+    for only, label in ((task, f"earlier runs of {task}"), (None, "earlier runs of other tasks")):
+        row = store.run_speed(settings.backend, settings.model or "", only)
         if row[2]:
             return round(row[0] / row[1], 1), f"{label} on this machine ({row[2]} runs)"
     return None, "unknown: no earlier run with this backend and model"

@@ -28,7 +28,7 @@ class Executor:
     def run_items(self, task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None) -> None:
         """Drive the task's missing work items through ``execute`` and store every outcome in this process.
         An executor that stores rows its own way (Ray writes shards) overrides this instead."""
-        with spilled(pending_chunks(ctx, items), folder=str(ctx.store.path.parent)) as (total, todo):
+        with spilled(pending_chunks(ctx, items), folder=str(ctx.core_store.path.parent)) as (total, todo):
             if ctx.limit is not None:
                 ctx.limit -= total  # a multi-stage task (hops) shares one budget
             if not total:

@@ -6,108 +6,37 @@ import json
 import os
 from pathlib import Path
 
-import duckdb
-
 from .errors import UsageError
 from .outputs import check_out, written
-from .selection import VERDICT_FIELDS, parse_where
-from .store import Store
+from .store import ExportQuery, Store
 
 FORMATS = ("jsonl", "parquet", "csv", "hf")
-KEPT = "NOT EXISTS (SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id)"
 # DuckDB's memory while it sorts the rows for a file: past this it spills to disk instead of growing.
 EXPORT_MEMORY = "256MB"
-# Verdicts on a task's rows (``?``: the task), one per finished verifier row: a verifier stores each
-# as a generation whose input is the judged row's key (``Verdict`` in personahub_core/tasks.py).
-VERDICTS = ("SELECT v.input_id AS row_key, v.task AS verdict, json_extract(v.output, '$.passed')::BOOLEAN AS passed, "
-            "TRY_CAST(json_extract(v.output, '$.score') AS DOUBLE) AS score, "
-            "TRY_CAST(json_extract(v.output, '$.agreement') AS DOUBLE) AS agreement FROM generations v "
-            "WHERE v.status = 'ok' AND json_extract_string(v.output, '$.verifies') = ?")
-
-
-def _persona_query(full: bool, include_all: bool) -> str:
-    cols = ["p.persona AS persona"]
-    if full:
-        cols += ["p.id", "p.origin", "p.source_id", "p.parent_id", "p.hop", "p.relation", "p.model",
-                 "p.perspective", "p.task", "p.run_id", "p.created_at"]
-        if include_all:
-            cols += ["(SELECT string_agg(m.method || ':' || coalesce(m.duplicate_of, m.reason, ''), '; ') "
-                     "FROM dedup_marks m WHERE m.persona_id = p.id) AS marked"]
-    where = "TRUE" if include_all else KEPT
-    return f"SELECT {', '.join(cols)} FROM personas p WHERE {where} ORDER BY p.seq"
-
-
-def verdict_filter(task: str, verified: bool, where: list[str]) -> tuple[str, list]:
-    """Which rows of ``task`` (alias g) the verdicts keep. ``verified``: rows with at least one verdict
-    and no verdict that failed. ``where``: rows with one verdict meeting every condition."""
-    clauses, params = [], []
-    if verified:
-        clauses.append(f"EXISTS (SELECT 1 FROM ({VERDICTS}) v WHERE v.row_key = g.key) AND "
-                       f"NOT EXISTS (SELECT 1 FROM ({VERDICTS}) v WHERE v.row_key = g.key AND NOT v.passed)")
-        params += [task, task]
-    if where:
-        condition, values = parse_where(where, VERDICT_FIELDS, alias="v")
-        clauses.append(f"EXISTS (SELECT 1 FROM ({VERDICTS}) v WHERE v.row_key = g.key AND {condition})")
-        params += [task, *values]
-    return " AND ".join(clauses) or "TRUE", params
-
-
-
-def _task_query(full: bool, include_all: bool, encoded: bool = False, kept: str = "TRUE") -> str:
-    text = "json_extract_string(g.output, '$.\"synthesized text\"')"
-    cols = [
-        "p.persona AS \"input persona\"",
-        f"{'released_text(' + text + ')' if encoded else text} AS \"synthesized text\"",
-        "coalesce(json_extract_string(g.output, '$.description'), g.task) AS description",
-    ]
-    if full:
-        cols += ["g.key", "g.input_id AS persona_id", "g.task", "g.status", "g.error", "g.template",
-                 "g.template_version", "g.options", "g.model", "g.sampling", "g.seed", "g.prompt_tokens",
-                 "g.completion_tokens", "g.run_id", "g.created_at", "g.output",
-                 # Rebuilt from the item's input and raw outputs, checked against the stored hash.
-                 "json_extract(g.rebuilt, '$.prompts') AS prompt", "json_extract_string(g.rebuilt, '$.check') AS prompt_check"]
-    status = "TRUE" if include_all else "g.status = 'ok'"
-    source = ("(SELECT *, rebuilt_prompts(task, key, input_id, options, raw_output, item_data, prompt_hash, prompt) "
-              "AS rebuilt FROM generations)" if full else "generations")
-    return (f"SELECT {', '.join(cols)} FROM {source} g LEFT JOIN personas p ON p.id = g.input_id "
-            f"WHERE g.task = ? AND {status} AND {kept} ORDER BY g.created_at, g.key")
-
-
 def export_query(store: Store, what: str, full: bool, include_all: bool, tasks: dict[str, type] | None = None,
-                 verified: bool = False, where: list[str] | None = None) -> tuple[str, list]:
-    """The SQL and parameters of an export: personas, or one task's rows (those the verdicts keep; written
-    as the installed task in ``tasks`` encodes them, when it has its own ``released_text``)."""
+                 verified: bool = False, where: list[str] | None = None) -> ExportQuery:
+    """The rows of an export: personas, or one task's rows (those the verdicts keep; written as the
+    installed task in ``tasks`` encodes them, when it has its own ``released_text``)."""
     if what == "personas":
         if verified or where:
             raise UsageError("--verified and --where choose a task's rows by their verdicts; personas have none")
-        return _persona_query(full, include_all), []
-    stored = [r[0] for r in store.query("SELECT DISTINCT task FROM generations ORDER BY 1")]
+        return store.export_query(None, full=full, include_all=include_all)
+    stored = store.stored_tasks()
     if what not in stored:
         raise UsageError(f"nothing stored for '{what}'; export 'personas' or one of: {', '.join(stored) or 'none yet'}")
-    kept, params = verdict_filter(what, verified, where or [])
-    return _task_query(full, include_all, _register_encoding(store, (tasks or {}).get(what)), kept), [what, *params]
+    return store.export_query(what, full=full, include_all=include_all, verified=verified, where=where,
+                              encode=_encoding((tasks or {}).get(what)))
 
 
-def _register_encoding(store: Store, cls: type | None) -> bool:
-    """``released_text(text)`` in SQL when the task class encodes its exported text its own way
-    (``Synthesizer.released_text``); False when the text is exported as stored."""
-    import pyarrow as pa
-
+def _encoding(cls: type | None):
+    """The task class's own encoding of its exported text (``Synthesizer.released_text``), or None when
+    the text is exported as stored."""
     from .tasks import Synthesizer
 
     if not (isinstance(cls, type) and issubclass(cls, Synthesizer)
             and cls.released_text.__func__ is not Synthesizer.released_text.__func__):
-        return False
-
-    def encode(texts):  # no annotations: DuckDB evaluates them in this module's globals
-        return pa.array([None if t is None else cls.released_text(t) for t in texts.to_pylist()], pa.string())
-
-    try:
-        store.con.remove_function("released_text")
-    except duckdb.Error:
-        pass
-    store.con.create_function("released_text", encode, ["VARCHAR"], "VARCHAR", type="arrow")
-    return True
+        return None
+    return cls.released_text
 
 
 def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False, include_all: bool = False,
@@ -139,19 +68,19 @@ def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False
         raise UsageError(f"--out {out_path}: {out_path.parent} {problem}")
     if not os.access(out_path.parent, os.W_OK):
         raise UsageError(f"--out {out_path}: directory {out_path.parent} is not writable")
-    sql, params = export_query(store, what, full, include_all, tasks, verified, where)
+    query = export_query(store, what, full, include_all, tasks, verified, where)
     with written(out_path) as tmp, store.tuned(memory_limit=EXPORT_MEMORY):
-        return _write(store, sql, params, fmt, tmp, quiet)
+        return _write(store, query, fmt, tmp, quiet)
 
 
-def _write(store: Store, sql: str, params: list, fmt: str, tmp: Path, quiet: bool = True) -> int:
+def _write(store: Store, query: ExportQuery, fmt: str, tmp: Path, quiet: bool = True) -> int:
     from .progress import progress_bar
 
     n = 0
-    total = store.scalar(f"SELECT count(*) FROM ({sql})", params)
+    total = store.export_count(query)
     with progress_bar(f"export {fmt}", total=total, quiet=quiet) as progress:
         if fmt != "jsonl":  # DuckDB writes these in one call
-            relation = store.con.sql(sql, params=params)
+            relation = store.export_relation(query)
             if fmt == "csv":
                 relation.write_csv(str(tmp), header=True)
             else:
@@ -159,10 +88,9 @@ def _write(store: Store, sql: str, params: list, fmt: str, tmp: Path, quiet: boo
             progress.update(progress.task_ids[0], completed=total)
             return total
         # Batches of rows, one in Python at a time (fewer MB than Arrow batches, measured at 200k rows).
-        rel = store.con.execute(sql, params)
-        names = [d[0] for d in rel.description]
+        names, chunks = store.export_rows(query, 10_000)
         with tmp.open("w", encoding="utf-8") as f:
-            while rows := rel.fetchmany(10_000):
+            for rows in chunks:
                 progress.update(progress.task_ids[0], advance=len(rows))
                 for row in rows:
                     record = dict(zip(names, row))
@@ -177,8 +105,7 @@ def _write(store: Store, sql: str, params: list, fmt: str, tmp: Path, quiet: boo
 def store_stats(store: Store) -> dict:
     generations: dict[str, dict[str, int]] = {}
     by_model: dict[str, dict[str, dict[str, int]]] = {}
-    rows = store.query("SELECT task, coalesce(model, '?'), status, count(*) FROM generations GROUP BY ALL ORDER BY ALL")
-    for task, model, status, n in rows:
+    for task, model, status, n in store.generation_counts():
         generations.setdefault(task, {}).setdefault(status, 0)
         generations[task][status] += n
         by_model.setdefault(task, {}).setdefault(model, {})[status] = n
@@ -188,9 +115,9 @@ def store_stats(store: Store) -> dict:
     return {
         "documents": store.count("documents"),
         "personas": store.count("personas"),
-        "personas_by_origin": dict(store.query("SELECT origin, count(*) FROM personas GROUP BY 1 ORDER BY 1")),
-        "personas_marked": store.scalar("SELECT count(DISTINCT persona_id) FROM dedup_marks"),
-        "marks_by_method": dict(store.query("SELECT method, count(*) FROM dedup_marks GROUP BY 1 ORDER BY 1")),
+        "personas_by_origin": store.personas_by_origin(),
+        "personas_marked": store.marked_count(),
+        "marks_by_method": {method: n for method, n, _ in store.marks_by_method()},
         "generations": generations,
         "generations_by_model": by_model,
         "runs": store.count("runs"),
@@ -199,16 +126,12 @@ def store_stats(store: Store) -> dict:
 
 
 def persona_details(store: Store, persona_id: str, tasks: dict[str, type]) -> dict:
-    rows = store.query_dicts("SELECT * FROM personas WHERE id = ?", [persona_id])
-    if not rows:
+    details = store.persona(persona_id)
+    if details is None:
         raise UsageError(f"no persona with id '{persona_id}'")
-    details = rows[0]
-    details["marks"] = store.query_dicts("SELECT method, cluster_id, duplicate_of, similarity, reason FROM dedup_marks WHERE persona_id = ?", [persona_id])
+    details["marks"] = store.persona_marks(persona_id)
     # The generation that made this persona, then those made from it, each with its prompts rebuilt.
-    rows = store.query_dicts(
-        "SELECT key, task, status, output, error, input_id, options, raw_output, item_data, prompt_hash, prompt, "
-        "template_version, key = ? AS made_this FROM generations WHERE key = ? OR input_id = ? "
-        "ORDER BY made_this DESC, created_at", [details.get("generation_key"), details.get("generation_key"), persona_id])
+    rows = store.persona_generations(persona_id, details.get("generation_key"))
     from .replay import rebuild
 
     details["generations"] = []

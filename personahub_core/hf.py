@@ -16,7 +16,7 @@ import pyarrow as pa
 import yaml
 
 from .errors import PersonaHubError, UsageError
-from .export import KEPT, export_query
+from .export import export_query
 from .store import Store
 
 INSTALL = "pip install 'personahub[hf]'"
@@ -35,9 +35,9 @@ def rows_table(store: Store, what: str, full: bool, include_all: bool, quiet: bo
     """The exported rows as one Arrow table, in batches with a progress bar."""
     from .progress import progress_bar
 
-    sql, params = export_query(store, what, full, include_all, tasks)
-    total = store.scalar(f"SELECT count(*) FROM ({sql})", params)
-    reader = store.con.sql(sql, params=params).to_arrow_reader(10_000)
+    query = export_query(store, what, full, include_all, tasks)
+    total = store.export_count(query)
+    reader = store.export_relation(query).to_arrow_reader(10_000)
     batches = []
     with progress_bar(f"export {what}", total=total, quiet=quiet) as progress:
         for batch in reader:
@@ -88,25 +88,15 @@ def dataset_card(store: Store, what: str, table: pa.Table, full: bool, parquet: 
                  include_all: bool = False) -> str:
     """README.md: YAML metadata first (the Hub reads it), then how the data was made, stated only as
     far as the store's provenance shows it for the exported rows."""
-    kept = "TRUE" if include_all else "status = 'ok'"
-    if what == "personas":
-        exported = f"SELECT * FROM personas p WHERE {'TRUE' if include_all else KEPT}"
-        models = [r[0] for r in store.query(f"SELECT DISTINCT model FROM ({exported}) WHERE model IS NOT NULL ORDER BY 1")]
-        statuses: dict = {}
-        options: list = []
-        sampling: dict = {}
-        params: list = []
-    else:
-        exported = (f"SELECT p.* FROM generations g JOIN personas p ON p.id = g.input_id "
-                    f"WHERE g.task = ? AND g.{kept}")
-        params = [what]
-        models = [r[0] for r in store.query(
-            f"SELECT DISTINCT model FROM generations WHERE task = ? AND {kept} AND model IS NOT NULL ORDER BY 1", [what])]
-        statuses = dict(store.query(f"SELECT status, count(*) FROM generations WHERE task = ? AND {kept} "
-                                    "GROUP BY 1 ORDER BY 1", [what]))
-        options = [json.loads(r[0]) for r in store.query(
-            "SELECT DISTINCT options::VARCHAR FROM generations WHERE task = ? AND status = 'ok' ORDER BY 1", [what])]
-        stored = store.scalar("SELECT any_value(sampling)::VARCHAR FROM generations WHERE task = ? AND status = 'ok'", [what])
+    task = None if what == "personas" else what
+    models = store.exported_models(task, include_all)
+    statuses: dict = {}
+    options: list = []
+    sampling: dict = {}
+    if task is not None:
+        statuses = store.exported_statuses(task, include_all)
+        options = [json.loads(o) for o in store.task_option_sets(task)]
+        stored = store.task_sampling(task)
         sampling = {k: v for k, v in json.loads(stored or "{}").items() if k in ("temperature", "top_p", "max_tokens")}
     n = table.num_rows
     size = next(label for limit, label in ((1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"),
@@ -130,7 +120,7 @@ def dataset_card(store: Store, what: str, table: pa.Table, full: bool, parquet: 
         f"{n:,} rows made with PersonaHub, after the paper \"{PAPER}\""
         + (": personas, with where each came from.\n\n" if what == "personas"
            else f": each row is one persona put into the `{what}` task's prompt.\n\n")
-        + "## How it was made\n\n" + "\n".join(_provenance(store, what, exported, params, models, statuses)) + "\n\n"
+        + "## How it was made\n\n" + "\n".join(_provenance(store, what, include_all, models, statuses)) + "\n\n"
         + _diversity_section(store, what)
         + "## Columns\n\n" + "\n".join(f"- `{f.name}` ({f.type})" for f in table.schema) + "\n\n"
         "Synthesized rows keep the schema PersonaHub released: `input persona`, `synthesized text`, `description`.\n\n"
@@ -138,10 +128,9 @@ def dataset_card(store: Store, what: str, table: pa.Table, full: bool, parquet: 
     )
 
 
-def _provenance(store: Store, what: str, exported: str, params: list, models: list, statuses: dict) -> list[str]:
+def _provenance(store: Store, what: str, include_all: bool, models: list, statuses: dict) -> list[str]:
     """One line per fact the store records about the exported rows' personas and generations."""
-    origins = store.query(f"SELECT origin, count(*), list(DISTINCT model ORDER BY model) FILTER (model IS NOT NULL), "
-                          f"max(hop) FROM ({exported}) GROUP BY 1 ORDER BY 1", params)
+    origins = store.exported_origins(None if what == "personas" else what, include_all)
     lines = []
     documents = store.count("documents")
     if documents and any(o == "text" for o, *_ in origins):
@@ -157,9 +146,9 @@ def _provenance(store: Store, what: str, exported: str, params: list, models: li
     whose = "Personas" if what == "personas" else "The rows' personas"
     lines.append(f"- {whose} by origin: {'; '.join(described) or 'none recorded'}.")
     # A mark naming the persona it duplicates is deduplication; a mark with only a reason is a filter.
-    marks = store.query("SELECT method, count(duplicate_of) > 0, count(*) FROM dedup_marks GROUP BY 1 ORDER BY 1")
-    dedup = [f"{m} marked {c:,}" for m, is_dedup, c in marks if is_dedup]
-    filters = [f"{m} marked {c:,}" for m, is_dedup, c in marks if not is_dedup]
+    marks = store.marks_by_method()
+    dedup = [f"{m} marked {c:,}" for m, c, is_dedup in marks if is_dedup]
+    filters = [f"{m} marked {c:,}" for m, c, is_dedup in marks if not is_dedup]
     left_out = "; marked personas are left out" + (" unless exported with --all." if what == "personas" else ".")
     lines.append(f"- Deduplicated: {', '.join(dedup)}{left_out}" if dedup
                  else "- Not deduplicated: no persona in the store carries a deduplication mark.")

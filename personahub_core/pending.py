@@ -23,8 +23,8 @@ def pending_chunks(ctx: TaskContext, items: Iterable[WorkItem]) -> Iterator[list
 
     def check() -> list[WorkItem]:
         keys = [i.key for i in chunk]
-        done = ctx.store.existing_keys(keys, retry_failed=ctx.retry_failed)
-        earlier = ctx.store.failed_attempts(keys)
+        done = ctx.core_store.existing_keys(keys, retry_failed=ctx.retry_failed)
+        earlier = ctx.core_store.failed_attempts(keys)
         ctx.stats.items_skipped += len(done)
         if not ctx.retry_failed:
             ctx.stats.items_skipped_failed += len(earlier)  # skipped too, but failures are not results

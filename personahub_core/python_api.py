@@ -55,10 +55,10 @@ class OpenStore:
 
     def _table(self, what: str, full: bool, include_all: bool) -> pa.Table:
         tasks = get_registry().tasks  # a task writes its rows in its released encoding, rebuilds its prompts
-        sql, params = export_query(self._store, what, full, include_all, tasks)
+        query = export_query(self._store, what, full, include_all, tasks)
         if full and what != "personas":
             register_sql_function(self._store.con, tasks)
-        return self._store.con.sql(sql, params=params or None).to_arrow_table()
+        return self._store.export_relation(query).to_arrow_table()
 
     def close(self) -> None:
         self._store.close()

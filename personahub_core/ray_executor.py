@@ -230,9 +230,9 @@ class RayExecutor(Executor):
         left (so their items count as done), select the missing items, run them while merging this
         run's shards as they come. The run's counts are what its shards added to the store."""
         root = shard_root(self.settings)
-        for run_id, tally in merge_shards(ctx.store, root).items():
-            record_leftover(ctx.store, run_id, tally)
-        spec = ShardSpec.for_run(ctx.store, root, ctx.run_id)
+        for run_id, tally in merge_shards(ctx.core_store, root).items():
+            record_leftover(ctx.core_store, run_id, tally)
+        spec = ShardSpec.for_run(ctx.core_store, root, ctx.run_id)
         # The missing items go to Parquet files as they are found: the driver never holds them all.
         files = write_items(spec, (items_table(chunk) for chunk in pending_chunks(ctx, items)), ITEMS_PER_BATCH)
         total = sum(rows for _, rows in files)
@@ -262,10 +262,10 @@ class RayExecutor(Executor):
 
     @staticmethod
     def merge_run(ctx: TaskContext, root: str, writing: bool) -> None:
-        merged = merge_shards(ctx.store, root, ctx.run_id, writing=writing)
+        merged = merge_shards(ctx.core_store, root, ctx.run_id, writing=writing)
         add_to_stats(ctx.stats, merged.get(ctx.run_id, Tally()))
         s = ctx.stats
-        ctx.store.update_run(ctx.run_id, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens)
+        ctx.core_store.update_run(ctx.run_id, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens)
         if ctx.status is not None:
             ctx.status.write(s)
 

@@ -18,10 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .diversity import OUTPUT_TEXT, distinct_n, study, study_models
+from .diversity import distinct_n, study, study_models
 from .diversity_stats import figure_text
 from .errors import UsageError
-from .export import KEPT
 from .outputs import check_out, written
 from .store import Store
 
@@ -35,7 +34,6 @@ can will just very one two out up down off""".split())
 # Near-duplicates of one another share most content words, even paraphrased ("a night-shift nurse at a
 # rural clinic" / "a nurse who works nights in a country clinic": 0.29); unrelated personas share ~0-0.1.
 CLEARLY_DIFFERENT = 0.2
-VERIFIES = "json_extract_string(output, '$.verifies')"  # the task a verdict row judges
 # A persona's role: its first words up to the first relative clause or prepositional phrase.
 ROLE_END = re.compile(r"\b(who|whose|that|which|with|in|at|from|for|on|of|working|living|based)\b|[,.;:()]", re.I)
 
@@ -50,7 +48,7 @@ def write_report(store: Store, out_path: Path, *, seed: int = 0, quiet: bool = F
         raise UsageError(f"--out {out_path}: directory {out_path.parent} does not exist")
     check_out(out_path, store.path)
     rng = random.Random(seed)
-    tasks = [r[0] for r in store.query("SELECT task FROM generations GROUP BY 1 ORDER BY min(created_at)")]
+    tasks = store.tasks_by_first_row()
     sections: list[tuple[str, str, Callable[[], str]]] = [
         ("overview", "The store at a glance", lambda: _overview(store)),
         ("personas", "Personas", lambda: _personas(store)),
@@ -59,7 +57,7 @@ def write_report(store: Store, out_path: Path, *, seed: int = 0, quiet: bool = F
         *[(f"task-{_slug(t)}", f"Task: {t}", lambda t=t: _task(store, t)) for t in tasks],
         ("diversity", "Diversity study", lambda: _diversity(store, seed)),
     ]
-    if store.scalar(f"SELECT count(*) FROM generations WHERE {VERIFIES} IS NOT NULL"):
+    if store.has_verdicts():
         sections.append(("verdicts", "Verdicts", lambda: _verdicts(store)))
     parts = []
     with progress_bar("report", total=len(sections), quiet=quiet, unit="sections") as progress:
@@ -77,15 +75,13 @@ def write_report(store: Store, out_path: Path, *, seed: int = 0, quiet: bool = F
 # -- sections -------------------------------------------------------------------------------------
 def _overview(store: Store) -> str:
     personas = store.count("personas")
-    kept = store.scalar(f"SELECT count(*) FROM personas p WHERE {KEPT}")
+    kept = store.kept_count()
     cards = _cards([("documents", store.count("documents")), ("personas", personas), ("kept", kept),
                     ("marked", personas - kept), ("generations", store.count("generations")),
                     ("runs", store.count("runs"))])
-    by = store.query("SELECT origin, hop, count(*) FROM personas GROUP BY 1, 2 ORDER BY 1, 2")
+    by = store.personas_by_origin_and_hop()
     chart = _bars([(f"{origin} · hop {hop}", n) for origin, hop, n in by]) if by else _empty("no personas yet")
-    runs = store.query(
-        "SELECT task, status, items_done, items_failed, completion_tokens, seconds, started_at FROM runs "
-        "ORDER BY started_at DESC LIMIT 30")
+    runs = store.latest_runs(30)
     run_rows = [[t, s, d, f, tok, _num(sec, 1), _num(tok / sec, 1) if sec and tok else "", str(at)[:19]]
                 for t, s, d, f, tok, sec, at in runs]
     more = store.count("runs") - len(runs)
@@ -97,20 +93,12 @@ def _overview(store: Store) -> str:
 def _personas(store: Store) -> str:
     if not store.count("personas"):
         return _empty("no personas yet")
-    stats = store.query(
-        f"SELECT count(*), avg(w), median(w), min(w), max(w) FROM (SELECT len(string_split(trim(persona), ' ')) AS w "
-        f"FROM personas p WHERE {KEPT})")[0]
-    hist = store.query(
-        f"SELECT least(w // 5, 20) AS b, count(*) FROM (SELECT len(string_split(trim(persona), ' ')) AS w "
-        f"FROM personas p WHERE {KEPT}) GROUP BY 1 ORDER BY 1")
-    counts = dict(hist)
+    stats = store.kept_length_stats()
+    counts = store.kept_length_histogram()
     labels = [(f"{b * 5}–{b * 5 + 4}" if b < 20 else "100+", counts.get(b, 0)) for b in range(0, max(counts, default=0) + 1)]
-    words = store.query(
-        f"SELECT w, count(*) AS n FROM (SELECT unnest(regexp_split_to_array(lower(persona), '[^a-z]+')) AS w "
-        f"FROM personas p WHERE {KEPT}) WHERE length(w) > 2 AND w NOT IN (SELECT unnest(?)) "
-        f"GROUP BY 1 ORDER BY n DESC, w LIMIT 20", [sorted(STOPWORDS)])
+    words = store.kept_common_words(sorted(STOPWORDS), 20)
     roles: dict[str, int] = {}
-    for (text,) in store.query(f"SELECT persona FROM personas p WHERE {KEPT}"):
+    for text in store.kept_persona_texts():
         role = _role(text)
         if role:
             roles[role] = roles.get(role, 0) + 1
@@ -132,21 +120,14 @@ def _role(persona: str) -> str:
 
 
 def _graph(store: Store, rng: random.Random) -> str:
-    expanded = store.scalar("SELECT count(*) FROM personas WHERE origin = 'expansion'")
+    expanded = store.expansion_count()
     if not expanded:
         return _empty("no expanded personas: run persona-to-persona to grow the graph")
-    relations = store.query("SELECT coalesce(relation, '(none)'), count(*) AS n FROM personas WHERE origin = 'expansion' "
-                            "GROUP BY 1 ORDER BY n DESC LIMIT 12")
-    # The deepest personas, then their ancestors up to the root, in one recursive query.
-    leaves = [r[0] for r in store.query("SELECT id FROM personas WHERE origin = 'expansion' AND hop = "
-                                        "(SELECT max(hop) FROM personas WHERE origin = 'expansion') ORDER BY id")]
+    relations = store.expansion_relations(12)
+    # The deepest personas, then their ancestors up to the root.
+    leaves = store.deepest_expansions()
     leaves = sorted(rng.sample(leaves, min(CHAINS, len(leaves))))
-    rows = store.query(
-        """WITH RECURSIVE chain(leaf, id, parent_id, persona, relation, hop) AS (
-             SELECT id, id, parent_id, persona, relation, hop FROM personas WHERE id IN (SELECT unnest(?))
-             UNION ALL
-             SELECT c.leaf, p.id, p.parent_id, p.persona, p.relation, p.hop FROM personas p JOIN chain c ON p.id = c.parent_id
-           ) SELECT leaf, persona, relation, hop FROM chain ORDER BY leaf, hop""", [leaves])
+    rows = store.persona_chains(leaves)
     chains: dict[str, list[tuple]] = {}
     for leaf, persona, relation, hop in rows:
         chains.setdefault(leaf, []).append((persona, relation, hop))
@@ -157,29 +138,24 @@ def _graph(store: Store, rng: random.Random) -> str:
              else f"<li><span class=hop>root</span> {_e(p)}</li>") for p, rel, hop in steps)
         items.append(f"<ol class=chain>{links}</ol>")
     return (_cards([("expanded personas", expanded),
-                    ("deepest hop", store.scalar("SELECT max(hop) FROM personas"))])
+                    ("deepest hop", store.deepest_hop())])
             + "<h3>Relations</h3>" + _bars(relations) + "<h3>Sample chains, root to the deepest hop</h3>" + "".join(items))
 
 
 def _dedup(store: Store) -> str:
-    marked = store.scalar("SELECT count(DISTINCT persona_id) FROM dedup_marks")
+    marked = store.marked_count()
     if not marked:
         return _empty("no personas marked: run 'personahub dedup'")
-    by_method = store.query("SELECT method, count(*) FROM dedup_marks GROUP BY 1 ORDER BY 1")
-    parts = [_cards([("marked personas", marked)] + [(f"by {m}", n) for m, n in by_method])]
-    for method, _ in by_method:
-        if not store.scalar("SELECT count(duplicate_of) FROM dedup_marks WHERE method = ?", [method]):
+    by_method = store.marks_by_method()
+    parts = [_cards([("marked personas", marked)] + [(f"by {m}", n) for m, n, _ in by_method])]
+    for method, _, names_partners in by_method:
+        if not names_partners:
             # Marked for a reason (a quality check), not as a copy of a kept persona: no clusters to show.
-            reasons = store.query("SELECT coalesce(reason, '?'), count(*) AS n FROM dedup_marks WHERE method = ? "
-                                  "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 8", [method])
+            reasons = store.mark_reasons(method, 8)
             parts.append(f"<h3>{_e(method)}: reasons for marking</h3>" + _bars(reasons))
             continue
-        clusters = store.query(
-            "SELECT m.duplicate_of, list(p.persona ORDER BY p.seq)[:3], list(m.similarity ORDER BY p.seq)[:3], "
-            "count(*) AS n FROM dedup_marks m JOIN personas p ON p.id = m.persona_id "
-            "WHERE m.method = ? AND m.duplicate_of IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 LIMIT 3", [method])
-        keepers = dict(store.query("SELECT id, persona FROM personas WHERE id IN (SELECT unnest(?))",
-                                   [[c[0] for c in clusters]]))
+        clusters = store.largest_clusters(method, 3)
+        keepers = store.persona_texts([c[0] for c in clusters])
         parts.append(f"<h3>{_e(method)}: the largest clusters</h3>")
         for kept_id, texts, sims, n in clusters:
             kept = keepers.get(kept_id, "")
@@ -202,26 +178,12 @@ def word_overlap(a: str, b: str) -> float:
 
 
 def _task(store: Store, task: str) -> str:
-    statuses = dict(store.query("SELECT status, count(*) FROM generations WHERE task = ? GROUP BY 1", [task]))
-    reasons = store.query(
-        "SELECT regexp_replace(error, '[0-9]+', 'N', 'g') AS reason, count(*) AS n FROM generations "
-        "WHERE task = ? AND status <> 'ok' GROUP BY 1 ORDER BY n DESC, 1 LIMIT 8", [task])
-    # Synthesizers keep "synthesized text"; persona sources and expanders keep a list of personas.
-    text = f"coalesce({OUTPUT_TEXT}, array_to_string(json_extract_string(g.output, '$.personas[*]'), ' | '), '')"
-    lengths = dict(store.query(
-        f"SELECT least(len(string_split(trim({text}), ' ')) // 10, 30) AS b, count(*) FROM generations g "
-        f"WHERE task = ? AND status = 'ok' GROUP BY 1 ORDER BY 1", [task]))
-    texts = [r[0] or "" for r in store.query(
-        f"SELECT {text} FROM generations g WHERE task = ? AND status = 'ok' ORDER BY hash(key) LIMIT ?",
-        [task, DISTINCT_SAMPLE])]
-    tokens = store.query("SELECT avg(completion_tokens), sum(completion_tokens), sum(seconds) FROM generations "
-                         "WHERE task = ?", [task])[0]
-    # The input is a persona, or for a persona source the document (its opening words).
-    examples = store.query(
-        f"SELECT coalesce(p.persona, left(d.text, 240) || CASE WHEN length(d.text) > 240 THEN '…' ELSE '' END), "
-        f"p.id IS NULL AND d.id IS NOT NULL, {text}, g.model FROM generations g "
-        f"LEFT JOIN personas p ON p.id = g.input_id LEFT JOIN documents d ON d.id = g.input_id "
-        f"WHERE g.task = ? AND g.status = 'ok' ORDER BY hash(g.key || 'example') LIMIT ?", [task, EXAMPLES])
+    statuses = store.status_counts(task)
+    reasons = store.failure_reasons(task, 8)
+    lengths = store.output_length_histogram(task)
+    texts = store.output_sample(task, DISTINCT_SAMPLE)
+    tokens = store.task_tokens(task)
+    examples = store.task_examples(task, EXAMPLES)
     cards = _cards([("done", statuses.get("ok", 0)), ("rejected", statuses.get("rejected", 0)),
                     ("failed", statuses.get("failed", 0)), ("distinct-1", _num(distinct_n(texts, 1), 3)),
                     ("distinct-2", _num(distinct_n(texts, 2), 3)),
@@ -285,18 +247,7 @@ def _diversity(store: Store, seed: int) -> str:
 
 
 def _verdicts(store: Store) -> str:
-    # Every row of a verifier task, typed; a failed one has no output, its options say what it judged.
-    verdicts = (f"(SELECT task AS verifier, coalesce({VERIFIES}, json_extract_string(options, '$.task')) AS verifies, "
-                "status, json_extract_string(output, '$.passed') = 'true' AS passed, "
-                "TRY_CAST(json_extract_string(output, '$.agreement') AS DOUBLE) AS agreement, "
-                "TRY_CAST(json_extract_string(output, '$.score') AS DOUBLE) AS score, "
-                "json_extract_string(output, '$.matches_own_answer') AS matches FROM generations "
-                f"WHERE task IN (SELECT task FROM generations WHERE {VERIFIES} IS NOT NULL))")
-    groups = store.query_dicts(
-        "SELECT verifier, verifies, count(*) FILTER (status = 'ok') AS n, count(*) FILTER (passed) AS passed, "
-        "count(*) FILTER (status <> 'ok') AS unanswered, count(agreement) AS solved, count(score) AS scored, "
-        "count(*) FILTER (matches = 'true') AS matches, count(matches) AS with_own "
-        f"FROM {verdicts} GROUP BY ALL ORDER BY 2, 1")
+    groups = store.verdict_groups()
     parts = ["<p>Verdicts on stored rows: answers solved k times and compared by value "
              "(<code>run --plugin verify --task TASK</code>), code parsed, or a judge recipe's 1–5 score. A row "
              "passes at the verifier's bar; <code>export TASK --verified</code> keeps rows whose verdicts all "
@@ -310,10 +261,9 @@ def _verdicts(store: Store) -> str:
     parts.append(_table(["task", "verifier", "rows judged (n)", "passed", "pass rate [95% CI]",
                          "verifier gave no usable answer"], rows))
     for g in groups:
-        name, where = f"{g['verifier']} on {g['verifies']}", [g["verifier"], g["verifies"]]
+        name = f"{g['verifier']} on {g['verifies']}"
         if g["solved"]:
-            agreement = store.query(f"SELECT round(agreement, 2) AS a, count(*) FROM {verdicts} WHERE verifier = ? "
-                                    "AND verifies = ? AND agreement IS NOT NULL GROUP BY 1 ORDER BY 1", where)
+            agreement = store.agreement_histogram(g["verifier"], g["verifies"])
             own = ""
             if g["with_own"]:
                 low, high = wilson_interval(g["matches"], g["with_own"])
@@ -323,8 +273,7 @@ def _verdicts(store: Store) -> str:
             parts.append(f"<h3>{_e(name)}: share of the k answers that agree</h3>"
                          + _columns([(f"{a:.2f}", n) for a, n in agreement]) + own)
         if g["scored"]:
-            counts = dict(store.query(f"SELECT round(score)::INTEGER, count(*) FROM {verdicts} WHERE verifier = ? "
-                                      "AND verifies = ? AND score IS NOT NULL GROUP BY 1", where))
+            counts = store.score_counts(g["verifier"], g["verifies"])
             mean = sum(s * n for s, n in counts.items()) / g["scored"]
             parts.append(f"<h3>{_e(name)}: scores</h3>" + _columns([(str(s), counts.get(s, 0)) for s in range(1, 6)])
                          + f"<p class=note>mean score {_num(mean, 2)} over {g['scored']} rows</p>")

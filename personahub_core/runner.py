@@ -27,7 +27,7 @@ from .driving import Outcome
 from .progress import LabelColumn
 from .selection import iter_persona_chunks, iter_row_chunks
 from .settings import Settings
-from .store import Store
+from .store import PluginStore, Store
 from .tasks import GenerativeTask, NewPersona, Synthesis, Task, Verdict, WorkItem, work_key
 from .terminal_text import markup_safe
 
@@ -65,7 +65,8 @@ class TaskContext:
                  backend_class: type[Backend], executor: "Executor | None" = None,
                  limit: int | None = None, where: list[str] | None = None,
                  retry_failed: bool = False, quiet: bool = False):
-        self.store = store
+        self.store = PluginStore(store)  # tasks see only the plugin API
+        self.core_store = store  # the core's machinery: pending keys, the writer, the cache
         self.settings = settings
         self.task = task
         self.run_id = run_id
@@ -88,7 +89,7 @@ class TaskContext:
         if self._backend is None:
             from .backends.factory import make_backend
 
-            self._backend = make_backend(self.backend_class, self.settings, store=self.store, on_note=self.note)
+            self._backend = make_backend(self.backend_class, self.settings, store=self.core_store, on_note=self.note)
         return self._backend
 
     def model_label(self) -> str:
@@ -105,12 +106,12 @@ class TaskContext:
 
     def select_personas(self) -> Iterator[dict]:
         """The selected personas, streamed: a run over 10^6 of them never holds them all."""
-        for chunk in iter_persona_chunks(self.store, self.where):
+        for chunk in iter_persona_chunks(self.core_store, self.where):
             yield from chunk
 
     def select_rows(self, task: str) -> Iterator[dict]:
         """A task's finished rows, streamed, for a verifier (``iter_row_chunks``)."""
-        for chunk in iter_row_chunks(self.store, task):
+        for chunk in iter_row_chunks(self.core_store, task):
             yield from chunk
 
     def run_generative(self, task: GenerativeTask, items: Iterable[WorkItem], label: str | None = None) -> None:
@@ -228,10 +229,10 @@ class Writer:
             self.flush()
 
     def flush(self) -> None:
-        self.ctx.stats.personas_added += self.ctx.store.write_generations(self.rows, self.personas, self.retried)
+        self.ctx.stats.personas_added += self.ctx.core_store.write_generations(self.rows, self.personas, self.retried)
         self.retried = set()
         s = self.ctx.stats
-        self.ctx.store.update_run(self.ctx.run_id, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens)
+        self.ctx.core_store.update_run(self.ctx.run_id, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens)
         if self.ctx.status is not None:
             self.ctx.status.write(s)
         self.rows, self.personas = [], []

@@ -20,9 +20,8 @@ import pyarrow as pa
 
 from .errors import PersonaHubError
 from .settings import Settings
-from .store import MARKED, Store
+from .store import PluginStore, Store
 
-KEPT = f"NOT {MARKED}"
 EMBED_BATCH = 256  # texts per backend call
 SINGLE_BUCKET_BELOW = 5000  # fewer vectors: one bucket, every comparison exact
 RETRAIN_GROWTH = 4  # re-cluster when the index has grown this many times since training
@@ -35,22 +34,12 @@ class VectorIndexError(PersonaHubError):
 
 
 # -- embeddings in the store ------------------------------------------------------------------------
-def embed_missing(store: Store, embedder, model: str, note: Callable[[str], None] | None = None,
-                  progress=None, only: str = "TRUE", ids: pa.Array | None = None) -> int:
-    """Embed every kept persona (matching the SQL condition ``only`` on ``p``, and among ``ids`` if
-    given) that has no vector from ``model`` yet, with ``embedder`` (anything with ``embed(texts)``);
-    returns how many."""
-    among = "" if ids is None else "AND p.id IN (SELECT id FROM _embed_ids)"
-    if ids is not None:
-        store.con.register("_embed_ids", pa.table({"id": ids}))
-    try:
-        missing = store.con.sql(
-            f"SELECT p.id, p.persona FROM personas p WHERE {KEPT} AND {only} {among} AND NOT EXISTS "
-            f"(SELECT 1 FROM embeddings e WHERE e.persona_id = p.id AND e.model = ?) ORDER BY p.seq", params=[model]
-        ).to_arrow_table()
-    finally:
-        if ids is not None:
-            store.con.unregister("_embed_ids")
+def embed_missing(store: Store | PluginStore, embedder, model: str, note: Callable[[str], None] | None = None,
+                  progress=None, ids: pa.Array | None = None, inputs_of: list[str] | None = None) -> int:
+    """Embed every kept persona (among ``ids``, and made into finished rows of the tasks ``inputs_of``,
+    if given) that has no vector from ``model`` yet, with ``embedder`` (anything with
+    ``embed(texts)``); returns how many."""
+    missing = store.personas_without_vectors(model, ids=ids, inputs_of=inputs_of)
     if missing.num_rows == 0:
         return 0
     ids, texts = missing.column("id").to_pylist(), missing.column("persona").to_pylist()
@@ -61,7 +50,7 @@ def embed_missing(store: Store, embedder, model: str, note: Callable[[str], None
         batch = texts[start : start + EMBED_BATCH]
         # An empty text has no meaning to embed; a single space keeps the batch aligned.
         vectors = normalise(np.asarray(embedder.embed([t if t.strip() else " " for t in batch]), dtype=np.float32))
-        write_embeddings(store, ids[start : start + len(batch)], model, vectors)
+        store.add_persona_vectors(model, ids[start : start + len(batch)], vectors)
         if progress is not None:
             progress.update(bar, advance=len(batch))
     if note is not None:
@@ -69,26 +58,10 @@ def embed_missing(store: Store, embedder, model: str, note: Callable[[str], None
     return len(ids)
 
 
-def write_embeddings(store: Store, ids: list[str], model: str, vectors: np.ndarray) -> None:
-    dim = vectors.shape[1]
-    blobs = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * dim), len(ids),
-                                                 [None, pa.py_buffer(np.ascontiguousarray(vectors, "<f4").tobytes())])
-    store.con.register("_embeddings", pa.table({"persona_id": pa.array(ids, pa.string()), "vector": blobs}))
-    try:
-        store.con.execute("INSERT INTO embeddings (persona_id, model, dim, vector) "
-                          "SELECT persona_id, ?, ?, vector::BLOB FROM _embeddings", [model, dim])
-    finally:
-        store.con.unregister("_embeddings")
-
-
-def kept_vectors(store: Store, model: str, seqs: np.ndarray | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
+def kept_vectors(store: Store | PluginStore, model: str,
+                 seqs: np.ndarray | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
     """(seq, id, vectors) of kept personas with a ``model`` vector (only ``seqs`` if given), in creation order."""
-    only = "" if seqs is None else "AND p.seq IN (SELECT unnest(?))"
-    params = [model] if seqs is None else [model, seqs.tolist()]
-    table = store.con.sql(
-        f"SELECT p.seq, p.id, e.dim, e.vector FROM personas p JOIN embeddings e ON e.persona_id = p.id "
-        f"WHERE e.model = ? AND {KEPT} {only} ORDER BY p.seq", params=params
-    ).to_arrow_table()
+    table = store.persona_vectors(model, seqs=None if seqs is None else seqs.tolist())
     if table.num_rows == 0:
         return np.zeros(0, np.int64), [], np.zeros((0, 0), np.float32)
     dims = set(table.column("dim").to_pylist())
@@ -104,10 +77,8 @@ def kept_vectors(store: Store, model: str, seqs: np.ndarray | None = None) -> tu
     return np.asarray(table.column("seq").to_numpy(), dtype=np.int64), table.column("id").to_pylist(), vectors
 
 
-def kept_seqs(store: Store, model: str) -> np.ndarray:
-    return store.con.sql(
-        f"SELECT p.seq FROM personas p JOIN embeddings e ON e.persona_id = p.id WHERE e.model = ? AND {KEPT}",
-        params=[model]).fetchnumpy()["seq"].astype(np.int64)
+def kept_seqs(store: Store | PluginStore, model: str) -> np.ndarray:
+    return store.persona_vectors(model, columns=("seq",)).column("seq").to_numpy().astype(np.int64)
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -239,7 +210,7 @@ class VectorIndex:
         rows = self.con.execute("SELECT vector FROM centroids ORDER BY bucket").fetchall()
         return np.stack([np.frombuffer(r[0], dtype="<f4") for r in rows])
 
-    def sync(self, store: Store, model: str) -> np.ndarray:
+    def sync(self, store: Store | PluginStore, model: str) -> np.ndarray:
         """Bring the index in line with the kept personas' ``model`` vectors (re-clustering when it
         is missing, of another model, or has outgrown its buckets); returns the centroids."""
         seqs = kept_seqs(store, model)
@@ -317,6 +288,7 @@ def search_personas(store: Store, settings: Settings, backend_class: type, text:
         hits = index.search(query, k)
     if not hits:
         return []
-    texts = dict(store.query("SELECT id, persona FROM personas WHERE id IN (SELECT unnest(?))", [[h[0] for h in hits]]))
+    found = store.select_personas(ids=[h[0] for h in hits], include_marked=True, columns=("id", "persona"))
+    texts = dict(zip(found.column("id").to_pylist(), found.column("persona").to_pylist()))
     return [{"id": pid, "persona": texts[pid], "similarity": round(float(sim), 4)} for pid, sim in hits]
 

@@ -101,3 +101,27 @@ class Generations:
             "SELECT g.key, p.persona, json_extract_string(g.output, '$.\"synthesized text\"') AS text, "
             "g.output FROM generations g LEFT JOIN personas p ON p.id = g.input_id "
             "WHERE g.task = ? AND g.status = 'ok' AND g.key > ? ORDER BY g.key LIMIT ?", [task, after, limit])
+
+    def generation_statuses(self, keys: list[str]) -> dict[str, str]:
+        """The status of each of ``keys`` that is stored."""
+        if not keys:
+            return {}
+        return dict(self.query("SELECT key, status FROM generations WHERE key IN (SELECT unnest(?))", [keys]))
+
+    def mean_completion_tokens(self, task: str) -> tuple[float | None, int]:
+        """The mean completion tokens of ``task``'s rows that counted some, and how many rows that is."""
+        return self.query("SELECT avg(completion_tokens), count(*) FROM generations WHERE task = ? "
+                          "AND completion_tokens > 0", [task])[0]
+
+    def prompt_token_samples(self, task: str, model: str, limit: int) -> list[tuple] | None:
+        """Up to ``limit`` of ``task``'s one-call rows with ``model`` that counted prompt tokens: (key,
+        input_id, the item's input as JSON text, prompt_tokens). None when the store keeps no item inputs
+        (made before they were kept, opened read-only so not migrated)."""
+        columns = {r[0] for r in self.query("SELECT column_name FROM information_schema.columns "
+                                            "WHERE table_name = 'generations'")}
+        if "item_data" not in columns:
+            return None
+        return self.query(
+            "SELECT key, input_id, item_data->'input', prompt_tokens FROM generations WHERE task = ? AND model = ? "
+            "AND prompt_tokens > 0 AND json_array_length(raw_output) = 1 AND item_data IS NOT NULL "
+            "ORDER BY hash(key) LIMIT ?", [task, model, limit])

@@ -4,7 +4,7 @@ the marks and checks of dedup methods."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from .. import where as where_filter
 from .connection import _arrow, _name, _nothing, _strings, _table
@@ -45,6 +45,13 @@ class Personas:
         if unknown:
             raise ValueError(f"documents have no column {unknown[0]!r}")
         return self.con.sql(f"SELECT {', '.join(columns)} FROM documents ORDER BY seq").to_arrow_table()
+
+    def add_documents(self, documents: pa.Table) -> None:
+        """Insert documents as they are (Arrow: id, content_hash, text, source_file), in one insert: a
+        dry run's scratch store gets the real store's documents so."""
+        with self._registered("_docs", documents):
+            self.con.execute("INSERT INTO documents (id, content_hash, text, source_file) "
+                             "SELECT id, content_hash, text, source_file FROM _docs")
 
     def select_personas(self, *, unchecked_by: str | None = None, checked_by: str | None = None,
                         where: list[str] | None = None, limit: int | None = None, ids: pa.Array | None = None,

@@ -5,7 +5,6 @@ checks the plugins' sources and that nothing else is here."""
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:

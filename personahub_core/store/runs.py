@@ -92,3 +92,13 @@ class Runs:
         for run in runs:
             run["notes"] = json.loads(run["notes"] or "[]")
         return runs
+
+    def run_speed(self, backend: str, model: str, task: str | None = None) -> tuple[int | None, float | None, int]:
+        """Completion tokens, seconds and how many runs, over the finished runs with this backend and
+        model that made some tokens (of ``task`` only, if given)."""
+        where = ("status = 'done' AND completion_tokens > 0 AND seconds > 0 "
+                 "AND settings->>'backend' = ? AND coalesce(settings->>'model', '') = ?")
+        params = [backend, model]
+        if task is not None:
+            where, params = f"{where} AND task = ?", [*params, task]
+        return self.query(f"SELECT sum(completion_tokens), sum(seconds), count(*) FROM runs WHERE {where}", params)[0]

@@ -138,8 +138,8 @@ def known_calibration(ctx, embedder) -> Calibration | None:
     set: a changed set is calibrated again), or None."""
     if embedder.name in SHIPPED:
         return SHIPPED[embedder.name]
-    stored = ctx.store.read("embedding_calibrations", CALIBRATION_COLUMNS, where="t.model = ? AND t.pairs_digest = ?",
-                            params=[embedder.name, pairs_digest(load_pairs())]).to_pylist()
+    stored = ctx.store.read("embedding_calibrations", CALIBRATION_COLUMNS,
+                            equals={"model": embedder.name, "pairs_digest": pairs_digest(load_pairs())}).to_pylist()
     return Calibration(**stored[-1]) if stored else None
 
 

@@ -65,12 +65,10 @@ class ImportPersonas(PersonaSource):
                 if not read:
                     raise UsageError(self.nothing_usable(rejected, bad))
                 # The id is work_key(persona), or work_key(source id, persona) when the file gives
-                # one (the JSON work_key hashes, written in SQL), as earlier versions made it.
+                # one, as earlier versions made it: the store makes it from those columns.
                 personas = con.sql(f"""
-                    SELECT 'imp-' || sha256('[' || CASE WHEN source_id IS NULL THEN '' ELSE
-                               to_json(source_id)::VARCHAR || ', ' END || to_json(persona)::VARCHAR || ']')[:24] AS id,
-                           persona, 'import' AS origin, coalesce(source_id, ?) AS source_id, 0 AS hop,
-                           ? AS task, ? AS run_id
+                    SELECT persona, source_id AS given_id, 'import' AS origin, coalesce(source_id, ?) AS source_id,
+                           0 AS hop, ? AS task, ? AS run_id
                     FROM (SELECT {normalised('text')} AS persona, source_id, min(rowid) AS n
                           FROM _incoming WHERE text IS NOT NULL GROUP BY 1, 2)
                     ORDER BY n
@@ -79,7 +77,8 @@ class ImportPersonas(PersonaSource):
                 raise file_error(path, exc) from None
             except (OSError, EOFError) as exc:
                 raise file_error(path, exc) from None
-        new, added = ctx.store.add_personas(personas, limit=ctx.limit)
+        new, added = ctx.store.add_personas(personas, limit=ctx.limit, id_from=("given_id", "persona"),
+                                              id_prefix="imp-")
         stats.items_done += added
         stats.personas_added += added
         # Under --limit, what the limit leaves out is neither done nor skipped.

@@ -169,9 +169,9 @@ class MinHashDeduplicator(DedupOutline, Deduplicator):
         order. Their stored signatures are reused; those made with other settings (num-perm, ngram)
         are made again."""
         o, store = self.options, ctx.store
-        same_settings, settings = "t.num_perm = ? AND t.ngram = ?", [o.num_perm, o.ngram]
+        same_settings = {"num_perm": o.num_perm, "ngram": o.ngram}
         kept = store.select_personas(checked_by=METHOD, columns=("id",)).column("id")
-        signed = store.read(SIGNATURES, ["persona_id"], where=same_settings, params=settings).column("persona_id")
+        signed = store.read(SIGNATURES, ["persona_id"], equals=same_settings).column("persona_id")
         stale_ids = kept.filter(pc.invert(pc.is_in(kept, value_set=signed.combine_chunks())))
         if len(stale_ids):
             ctx.note(f"minhash: re-hashing {len(stale_ids)} kept personas signed with other settings")
@@ -181,7 +181,7 @@ class MinHashDeduplicator(DedupOutline, Deduplicator):
                 part = stale.slice(start, CHUNK)
                 docs = vocab.tokenise(part.column("persona").to_pylist())
                 self.store_signatures(ctx, part.column("id"), hasher.signatures(docs, vocab.hashes))
-        reader = store.read(SIGNATURES, ["persona_id", "signature"], where=same_settings, params=settings,
+        reader = store.read(SIGNATURES, ["persona_id", "signature"], equals=same_settings,
                             of_personas={"checked_by": METHOD}, batch_rows=CHUNK)
         ids = [pa.array([], pa.string())]
         keys = [np.zeros((o.bands, 0), dtype=np.uint64)]

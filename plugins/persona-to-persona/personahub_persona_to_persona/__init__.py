@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from personahub_core.hookspecs import hookimpl
 from personahub_core.persona_text import clean_persona
 from personahub_core.prompting import demonstrations
-from personahub_core.selection import filtered_fields
+from personahub_core.where import filtered_fields
 from personahub_core.tasks import NewPersona, PersonaExpander, Prompt, Rejected, WorkItem, work_key
 
 RELATIONS = ["family", "colleague", "client", "patient", "supplier", "competitor", "mentor", "student",
