@@ -30,6 +30,7 @@ import duckdb
 
 from .errors import UsageError
 from .store import Store, disk_full
+from .text_sql import normalised, sql_literal, stripped
 
 TEXT_FIELDS = ("text", "content", "body", "document", "persona")
 ID_FIELDS = ("id", "doc_id", "document_id")
@@ -37,8 +38,6 @@ FORMATS = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".txt", ".md")
 MAX_REPORTED = 5
 MAX_LINE_BYTES = 8 * 1024 * 1024  # DuckDB rejects (and we report) a longer line; its buffers scale with this
 
-# Python's str.split() whitespace: the content hash has always been taken of " ".join(text.split()).
-PY_WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
 # One JSON document per line, read as a one-column CSV: valid JSON never holds a raw \x01, and casting
 # the column to JSON makes DuckDB reject malformed lines with their line numbers.
 LINES_AS = ("read_csv(?, columns = {{'v': '{type}'}}, delim = '\\x01', quote = '', escape = '', header = false, "
@@ -111,27 +110,6 @@ def file_error(path: Path, exc: Exception) -> UsageError:
     return UsageError(f"{path}: {what}")
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def normalised(sql: str) -> str:
-    """SQL for " ".join(text.split()). Most texts (ASCII, single spaces) need nothing done, and cheap
-    string tests find them, so only the others pay for the split and join."""
-    other = PY_WHITESPACE.replace(" ", "")
-    fix = (f"array_to_string(list_filter(string_split(translate({sql}, {_literal(other)}, {_literal(' ' * len(other))}), ' '), "
-           "lambda w: w <> ''), ' ')")
-    needs = (f"strlen({sql}) <> length({sql}) OR contains({sql}, '  ') OR starts_with({sql}, ' ') OR ends_with({sql}, ' ') "
-             f"OR regexp_matches({sql}, '[\\t\\n\\x{{0b}}\\f\\r\\x{{1c}}-\\x{{1f}}]')")
-    return f"CASE WHEN {needs} THEN {fix} ELSE {sql} END"
-
-
-def stripped(sql: str) -> str:
-    """SQL for text.strip(); trimming a set of characters is slow, so only texts that need it pay."""
-    ws = _literal(PY_WHITESPACE)
-    return f"CASE WHEN contains({ws}, {sql}[1]) OR contains({ws}, {sql}[-1]) THEN trim({sql}, {ws}) ELSE {sql} END"
-
-
 def _pick(record: dict, wanted: str | None, candidates: tuple[str, ...]) -> str | None:
     if wanted:
         return wanted if wanted in record else None
@@ -177,7 +155,7 @@ def json_records_sql(source: str, text_field: str | None, id_field: str | None) 
     texts = [text_field] if text_field else list(TEXT_FIELDS)
     ids = [id_field] if id_field else list(ID_FIELDS)
     names = list(dict.fromkeys(texts + ids))
-    spec = _literal(json.dumps({n: "JSON" for n in names}))
+    spec = sql_literal(json.dumps({n: "JSON" for n in names}))
     field_sql = lambda n: 'r."' + n.replace('"', '""') + '"'
     value = lambda n: f"({field_sql(n)} ->> '$')"
     text = "coalesce(" + ", ".join(f"CASE WHEN json_type({field_sql(n)}) = 'VARCHAR' THEN nullif({stripped(value(n))}, '') END"
@@ -196,7 +174,7 @@ class FileIngest:
 
     def __init__(self, store: Store, path: Path, text_field: str | None, id_field: str | None, lines: bool,
                  report: IngestReport):
-        self.store, self.con, self.path = store, store.con, path
+        self.store, self.path = store, path
         self.text_field, self.id_field, self.lines = text_field, id_field, lines
         self.report = report
         self.fmt = input_format(path)
@@ -257,7 +235,7 @@ class FileIngest:
     def _parquet_sql(self) -> str:
         p = str(self.path)
         try:
-            schema = dict(self.con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))", [p]).fetchall())
+            schema = self.store.parquet_columns(p)
         except duckdb.Error as exc:
             raise UsageError(f"{self.path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
         key, id_key = _pick(schema, self.text_field, TEXT_FIELDS), _pick(schema, self.id_field, ID_FIELDS)
@@ -288,35 +266,19 @@ class FileIngest:
 
     # -- the insert ----------------------------------------------------------------------------
     def run(self) -> None:
-        report, con = self.report, self.con
+        report, store = self.report, self.store
         try:
             # Staged in a table of its own, outside the transaction, so DuckDB can spill it to disk;
-            # the documents table changes only in the transaction below.
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _incoming AS {self.records_sql()}", self.params)
+            # the documents table changes only in the store's one insert.
+            store.stage_records(self.records_sql(), self.params)
             self._take_rejects()
-            with self.store.transaction():
-                read, bad = con.execute("SELECT count(text), count(*) FILTER (WHERE bad) FROM _incoming").fetchone()
-                before = self.store.count("documents")
-                con.execute(
-                    f"""
-                    INSERT INTO documents (id, content_hash, text, source_file, source_id)
-                    SELECT g.h[:16], g.h, i.text, ?, i.source_id
-                    -- the first record of each text (the hash table holds no text), then its row
-                    FROM (SELECT sha256({normalised('text')}) AS h, min(rowid) AS n
-                          FROM _incoming WHERE text IS NOT NULL GROUP BY 1) g
-                    JOIN _incoming i ON i.rowid = g.n
-                    WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.content_hash = g.h)
-                    ORDER BY g.n  -- the file's order: text-to-persona reads documents in it
-                    """,
-                    [str(self.path)],
-                )
-                added = self.store.count("documents") - before
+            read, bad, added = store.add_staged_documents(str(self.path))
         except (duckdb.Error, OSError, EOFError, zlib.error) as exc:
             if disk_full(exc):  # the store's disk (where DuckDB also spills), not the input, is at fault
-                raise self.store.full() from None
+                raise store.full() from None
             raise file_error(self.path, exc) from None
         finally:
-            con.execute("DROP TABLE IF EXISTS _incoming")
+            store.drop_staged()
         report.read += read
         report.added += added
         report.duplicates += read - added
@@ -326,11 +288,7 @@ class FileIngest:
     def _take_rejects(self) -> None:
         """Lines DuckDB refused: invalid UTF-8 ones are parsed again with the bad bytes replaced (and
         counted); the others are reported with their line numbers."""
-        con = self.con
-        if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = '_rejected'").fetchone()[0]:
-            return
-        for line, kind, text in con.execute(
-                "SELECT line, error_type, csv_line FROM _rejected ORDER BY line").fetchall():
+        for line, kind, text in self.store.staged_rejects():
             where = f"{self.path}:{line}"
             if kind == "INVALID ENCODING":
                 self.report.replaced_utf8 += 1
@@ -341,10 +299,8 @@ class FileIngest:
                 self.report.problem(where, f"line longer than {MAX_LINE_BYTES // 2**20} MiB")
             else:
                 self.report.problem(where, kind.lower())
-        con.execute("DROP TABLE _rejected; DROP TABLE _rejected_scans")
         if self.fixed:
-            con.execute("INSERT INTO _incoming SELECT unnest(?), unnest(?), false",
-                        [[r.text for r in self.fixed], [r.original_id for r in self.fixed]])
+            self.store.stage_more([r.text for r in self.fixed], [r.original_id for r in self.fixed])
 
     def _fix(self, line: str, where: str) -> None:
         scratch = IngestReport()

@@ -10,6 +10,7 @@ the cache, personas, their vectors, plugins' tables, the figures commands show, 
 from __future__ import annotations
 
 from .connection import Connection, NotAStore, StoreError, StoreLocked, disk_full, is_duckdb_file
+from .documents import Documents
 from .exports import ExportQuery, Exports
 from .generations import REPLACED_ON_RETRY, Generations
 from .migrations import MIGRATIONS, Migrations
@@ -24,5 +25,6 @@ __all__ = ["KEPT", "MARKED", "MIGRATIONS", "OUTPUT_TEXT", "PLUGIN_API", "REPLACE
            "StoreLocked", "disk_full", "is_duckdb_file"]
 
 
-class Store(Connection, Migrations, Runs, Generations, Personas, Vectors, PluginTables, Summaries, Exports):
+class Store(Connection, Migrations, Runs, Generations, Personas, Vectors, PluginTables, Summaries, Exports,
+            Documents):
     """One open DuckDB file. DuckDB allows a single writing process, which is our run lock."""
