@@ -291,7 +291,7 @@ class LongQuery(PersonaSource):
 
     def run(self, ctx):
         open("ready", "w").close()
-        ctx.store.scalar("SELECT sum(i % 7) FROM range(100000000000) r(i)")  # minutes: Ctrl-C lands inside it
+        ctx.core_store.scalar("SELECT sum(i % 7) FROM range(100000000000) r(i)")  # minutes: Ctrl-C lands inside it
 
 class P:
     @hookimpl
