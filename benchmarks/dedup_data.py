@@ -164,3 +164,53 @@ def exact_jaccard_pairs(token_sets: list[set[str]], threshold: float) -> dict[tu
                     pairs[(i, j)] = sim
             index.setdefault(w, []).append(j)
     return pairs
+
+
+ROLES = ("nurse", "teacher", "farmer", "baker", "pilot", "lawyer", "plumber", "chef", "miner", "tailor",
+         "painter", "sailor", "clerk")
+SMALL_VOCABULARY = ("who", "likes", "quiet", "busy", "old", "new", "city", "village", "books", "music",
+                    "dogs", "gardens", "early", "late", "work", "home", "friends", "family", "long", "walks")
+
+
+def repetitive(n: int, seed: int = 0, dup_rate: float = 0.1) -> list[str]:
+    """The cliff case: personas from 13 roles and a 20-word vocabulary (about 12 words of it each), so
+    any two share most of their words and nearly every pair meets in some LSH band; about dup_rate of
+    them are an earlier one with a word added or removed (Jaccard >= 0.9 when the set is long enough)."""
+    rng = random.Random(seed)
+    texts: list[str] = []
+    for _ in range(n):
+        if texts and rng.random() < dup_rate:
+            words = rng.choice(texts).split()
+            if rng.random() < 0.5 and len(words) > 3:
+                del words[rng.randrange(2, len(words))]
+            else:
+                words.insert(rng.randrange(2, len(words) + 1), rng.choice(SMALL_VOCABULARY))
+            texts.append(" ".join(words))
+        else:
+            chosen = rng.sample(SMALL_VOCABULARY, rng.randint(9, 15))
+            texts.append(f"a {rng.choice(ROLES)} " + " ".join(chosen))
+    return texts
+
+
+def exact_jaccard_pairs_by_bitmask(token_sets: list[set[str]], threshold: float, block: int = 2048) -> dict[tuple[int, int], float]:
+    """Every pair (i < j) with Jaccard >= threshold, exactly, for a vocabulary of at most 64 words
+    (the repetitive corpus, where prefix filtering compares nearly every pair anyway): each set a
+    64-bit mask, all pairs by popcount, a block of rows at a time."""
+    vocabulary = sorted(set().union(*token_sets))
+    if len(vocabulary) > 64:
+        raise ValueError(f"{len(vocabulary)} words: bitmasks hold 64")
+    bit = {w: np.uint64(1) << np.uint64(k) for k, w in enumerate(vocabulary)}
+    masks = np.array([sum(bit[w] for w in s) if s else np.uint64(0) for s in token_sets], dtype=np.uint64)
+    sizes = np.bitwise_count(masks).astype(np.int64)
+    pairs: dict[tuple[int, int], float] = {}
+    for start in range(0, len(masks), block):
+        rows = masks[start : start + block]
+        inter = np.bitwise_count(rows[:, None] & masks[None, :]).astype(np.int64)
+        union = sizes[start : start + block, None] + sizes[None, :] - inter
+        sim = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+        i, j = np.nonzero(sim >= threshold)
+        i += start
+        keep = i < j
+        for a, b in zip(i[keep].tolist(), j[keep].tolist()):
+            pairs[(a, b)] = float(sim[a - start, b])
+    return pairs

@@ -5,7 +5,11 @@ Runs the same few-shot prompts (sharing one ~100-token prefix) with the same mod
   1. baseline: ``Llama.create_completion``, one prompt after another;
   2. ``LlamaCppBackend.generate`` at several batch sizes, with the shares of wall time spent sampling
      (numpy's tail cut and llama.cpp's samplers) and outside llama_decode and sampling: our Python overhead;
-  3. the prompt phase (max_tokens=1) with prefix sharing on and off.
+  3. the prompt phase (max_tokens=1) with prefix sharing on and off;
+  4. slot occupancy (mean active sequences / slots until the queue empties) at one batch size, with
+     answers of varied length (they stop at a blank line): the prompts sent in windows of batch x 4, one
+     ``generate`` call each, as the executor did before continuous batching, against one ``stream`` fed
+     as slots free. The two alternate, ``--repeats`` times each.
 
 Tokens per CPU-second is printed beside tokens per second: on a machine shared with other work it is
 the steadier figure (with --threads 1; more threads spin at barriers while they wait for a core).
@@ -20,6 +24,7 @@ import contextlib
 import itertools
 import os
 import time
+from dataclasses import replace
 from typing import Iterator
 
 import llama_cpp
@@ -93,6 +98,43 @@ def batched(settings: Settings, batch: list[Prompt], share_prefix: bool = True) 
     return tokens, cpu, backend.timings
 
 
+def windowed(backend: LlamaCppBackend, batch: list[Prompt], window: int) -> tuple[int, float, float]:
+    """Completion tokens, seconds and slot occupancy with the prompts sent a window per ``generate`` call:
+    every window's drain counts, but not the last one's, after which the queue is empty."""
+    tokens, seconds, rounds, decoded = 0, 0.0, 0, 0
+    for start in range(0, len(batch), window):
+        tokens += sum(c.completion_tokens for _, c in backend.generate(batch[start : start + window]))
+        t = backend.timings
+        seconds += t.wall
+        last = start + window >= len(batch)
+        rounds += t.queued_rounds if last else t.rounds
+        decoded += t.queued_decoded if last else t.decoded
+    return tokens, seconds, decoded / (rounds * t.slots)
+
+
+def streamed(backend: LlamaCppBackend, batch: list[Prompt], slots: int) -> tuple[int, float, float]:
+    fed = iter(enumerate(batch))
+    tokens = sum(c.completion_tokens for _, c in backend.stream(lambda: next(fed, None), slots))
+    return tokens, backend.timings.wall, backend.timings.occupancy
+
+
+def occupancy(settings: Settings, texts: list[str], max_tokens: int, repeats: int) -> None:
+    size = settings.batch_size
+    batch = [replace(p, stop=["\n\n"]) for p in sampled(texts, max_tokens)]
+    print(f"\nslot occupancy: {len(batch)} prompts, max_tokens {max_tokens}, stop at a blank line, batch {size}")
+    print(f"{'driving':<34}{'tokens':>7}{'seconds':>9}{'tok/s':>8}{'occupancy':>11}")
+    backend = LlamaCppBackend(settings)
+    try:
+        for _ in range(repeats):
+            for label, (tokens, seconds, occupied) in [
+                (f"windows of {size * 4} (generate)", windowed(backend, batch, size * 4)),
+                ("one stream", streamed(backend, batch, size)),
+            ]:
+                print(f"{label:<34}{tokens:>7}{seconds:>9.1f}{tokens / seconds:>8.1f}{occupied:>11.1%}")
+    finally:
+        backend.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=32, help="number of prompts (default 32)")
@@ -101,6 +143,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,4,8,16,32", help="comma-separated (default 1,4,8,16,32)")
     parser.add_argument("--model", default=None, help="GGUF file (default: the bundled Gemma 3 270M)")
     parser.add_argument("--n-ctx", type=int, default=8192, help="context shared by the batched sequences")
+    parser.add_argument("--occupancy-prompts", type=int, default=192, help="prompts of the occupancy part")
+    parser.add_argument("--occupancy-batch", type=int, default=16, help="batch size of the occupancy part")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each driving in the occupancy part")
+    parser.add_argument("--only-occupancy", action="store_true", help="skip parts 1-3")
     args = parser.parse_args()
 
     model = args.model or str(default_model_path())
@@ -109,6 +155,13 @@ def main() -> None:
     print(f"model {os.path.basename(model)}, {args.prompts} prompts, max_tokens {args.max_tokens}, "
           f"threads {args.threads}, temperature {TEMPERATURE}, top_p {TOP_P}\n")
 
+    if not args.only_occupancy:
+        speeds(args, model, texts, batch)
+    settings = Settings(model=model, batch_size=args.occupancy_batch, threads=args.threads, n_ctx=args.n_ctx)
+    occupancy(settings, prompts(args.occupancy_prompts), args.max_tokens, args.repeats)
+
+
+def speeds(args: argparse.Namespace, model: str, texts: list[str], batch: list[Prompt]) -> None:
     base_tokens, base_seconds, base_cpu = baseline(model, texts, args.max_tokens, args.threads, 2048)
     base_rate = base_tokens / base_seconds
     print(f"{'path':<34}{'tokens':>7}{'seconds':>9}{'tok/s':>8}{'speed-up':>10}{'tok/cpu-s':>11}"

@@ -15,9 +15,11 @@ from .errors import UsageError
 from .plugin_migrations import migrate_plugins
 from .plugins import Registry, get_registry
 from .recipes import is_recipe_path, load_recipe
+from .run_outcome import outcome
 from .runner import RunStats, TaskContext, new_run_id, stderr
 from .selection import parse_where
 from .settings import Settings, check_known, load_settings, with_options
+from .status_file import StatusFile
 from .store import Store
 from .tasks import GenerativeTask, Task
 
@@ -86,6 +88,11 @@ def parse_task_options(task_cls: type[Task], args: list[str]) -> BaseModel:
             else:
                 values[name] = inline
         i += 1
+    return task_options(task_cls, values)
+
+
+def task_options(task_cls: type[Task], values: dict[str, Any]) -> BaseModel:
+    """The task's Options model from values by name; a bad or unknown one is a usage error."""
     try:
         return task_cls.Options(**values)
     except ValidationError as exc:
@@ -103,9 +110,11 @@ def _is_list(annotation) -> bool:
 
 
 def run(task_name: str, task_args: list[str], *, quiet: bool = False, limit: int | None = None,
-        where: list[str] | None = None, retry_failed: bool = False, **flags: Any) -> dict:
-    """Run one task and return its summary (the ``--json`` line of ``personahub run``)."""
-    task, settings, _ = checked(task_name, task_args, limit, where, flags)
+        where: list[str] | None = None, retry_failed: bool = False, options: dict[str, Any] | None = None,
+        **flags: Any) -> dict:
+    """Run one task and return its summary (the ``--json`` line of ``personahub run``). The task's
+    options come as command-line words (``task_args``) or by name (``options``)."""
+    task, settings, _ = checked(task_name, task_args, limit, where, flags, options)
     with Store(settings.db) as store:
         store.limit_memory(settings.memory_limit)
         if task.kind == "synthesizer" and not store.scalar("SELECT count(*) FROM personas"):
@@ -124,19 +133,22 @@ def dry_run(task_name: str, task_args: list[str], *, limit: int | None = None, w
 
 
 def checked(task_name: str, task_args: list[str], limit: int | None, where: list[str] | None,
-            flags: dict[str, Any]) -> tuple[Task, Settings, Registry]:
+            flags: dict[str, Any], options: dict[str, Any] | None = None) -> tuple[Task, Settings, Registry]:
     """The task, settings and registry of a run, every option checked before anything is opened or
     written (the bootstrap makes personas): an unknown task, backend or executor, a bad option of the
     task or the backend, a bad --limit or --where is a usage error before any work."""
     task_cls = resolve_task(task_name)
-    options = parse_task_options(task_cls, task_args)
+    model = task_options(task_cls, options) if options is not None else parse_task_options(task_cls, task_args)
     registry = get_registry()
     _, settings = chosen_backend(load_settings(**flags), registry)
     registry.executor(settings.executor)
     if limit is not None and limit < 0:
         raise UsageError("--limit must be 0 or more")
     parse_where(where or [])
-    return task_cls(options), settings, registry
+    if where and not task_cls.selects_personas:
+        raise UsageError(f"--where: task '{task_cls.name}' ({task_cls.kind}) does not select personas, so it "
+                         "cannot filter them; --where applies to synthesizers, expanders and deduplicators")
+    return task_cls(model), settings, registry
 
 
 def chosen_backend(settings: Settings, registry: Registry) -> tuple[type, Settings]:
@@ -158,6 +170,8 @@ def run_in_store(task: Task, store: Store, settings: Settings, *, limit: int | N
     ctx = TaskContext(store, settings, task, run_id, backend_class=backend_class, executor=executor,
                       limit=limit, where=where, retry_failed=retry_failed, quiet=quiet)
     store.start_run(run_id, task.name, settings.public(), task.options.model_dump(mode="json"))
+    ctx.status = StatusFile(store.path, run_id, task.name)
+    ctx.status.write(ctx.stats)
     started = time.perf_counter()
     status = "failed"
     with ctrl_c_remembered(store) as ctx.interrupted:
@@ -165,7 +179,7 @@ def run_in_store(task: Task, store: Store, settings: Settings, *, limit: int | N
             task.run(ctx)
             if ctx.interrupted():  # a Ctrl-C that a library call swallowed still ends the run as interrupted
                 raise KeyboardInterrupt
-            status = "done"
+            status = outcome(ctx.stats)
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt) or ctx.interrupted():
                 status = "interrupted"
@@ -173,9 +187,21 @@ def run_in_store(task: Task, store: Store, settings: Settings, *, limit: int | N
         finally:
             seconds = time.perf_counter() - started
             s = ctx.stats
-            store.finish_run(run_id, status, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens, seconds)
-            ctx.close()
-    return summary(task, ctx.stats, seconds, run_id, settings)
+            try:
+                ctx.close()  # first: closing, a backend notes what it saw (the requests it kept in flight)
+            finally:
+                store.finish_run(run_id, status, s.items_done, s.items_failed + s.items_rejected,
+                                 s.completion_tokens, seconds, s.notes)
+                ctx.status.remove()
+    return summary(task, ctx.stats, seconds, run_id, settings, status) | {"slot_occupancy": slot_occupancy(ctx)}
+
+
+def slot_occupancy(ctx: TaskContext) -> float | None:
+    """Mean sequences decoded together / slots while work was queued, from a backend that counts it
+    (llama.cpp's timings), looking through the completion cache in front of it; else None."""
+    backend = getattr(ctx._backend, "inner", ctx._backend)  # only a backend the run built
+    occupancy = getattr(getattr(backend, "timings", None), "occupancy", None)
+    return None if occupancy is None else round(occupancy, 3)
 
 
 _ctrl_c = threading.Event()
@@ -219,14 +245,16 @@ def ctrl_c_remembered(store: Store | None = None) -> Iterator[Callable[[], bool]
             signal.signal(signal.SIGINT, previous)
 
 
-def summary(task: Task, s: RunStats, seconds: float, run_id: str, settings: Settings) -> dict:
+def summary(task: Task, s: RunStats, seconds: float, run_id: str, settings: Settings, status: str) -> dict:
     return {
         "task": task.name,
         "kind": task.kind,
+        "status": status,
         "items_done": s.items_done,
         "items_failed": s.items_failed + s.items_rejected,
         "items_rejected": s.items_rejected,
         "items_skipped": s.items_skipped,
+        "items_skipped_failed": s.items_skipped_failed,
         "personas_added": s.personas_added,
         "prompt_tokens": s.prompt_tokens,
         "completion_tokens": s.completion_tokens,

@@ -10,15 +10,19 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Column, Table
+from rich.text import Text
 
 from . import api
 from .dedup_command import dedup_cmd
+from .embedders import EMBEDDING_MODEL_HELP
 from .errors import PersonaHubError, UsageError
 from .plugins import get_registry
 from .settings import load_settings, public_values, resolve_options, settings_origins
-from .store import Store
+from .run_outcome import failure_message
+from .status_file import as_run, describe
+from .store import Store, StoreLocked
+from .terminal_text import cell, markup_safe, plain
 
 app = typer.Typer(
     name="personahub",
@@ -82,9 +86,9 @@ def plugins_show(
     if as_json:
         print(json.dumps(info, default=str))
         return
-    out.print(f"[bold]{escape(info['name'])}[/bold] ({info['kind']}, from {escape(info['plugin'])})", highlight=False)
+    out.print(f"[bold]{markup_safe(info['name'])}[/bold] ({info['kind']}, from {markup_safe(info['plugin'])})", highlight=False)
     if info["description"]:
-        out.print(escape(info["description"]), highlight=False)
+        out.print(cell(info["description"]), highlight=False)
     out.print(options_panel(task_cls.Options, "Options"))
 
 
@@ -111,6 +115,10 @@ def run_cmd(
     ray_address: Optional[str] = typer.Option(None, "--ray-address"),
     n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="llama.cpp context size"),
     threads: Optional[int] = typer.Option(None, "--threads", help="llama.cpp threads"),
+    max_requests_per_minute: Optional[int] = typer.Option(None, "--max-requests-per-minute",
+                                                          help="--backend openai: requests started per minute at most"),
+    max_tokens_per_minute: Optional[int] = typer.Option(None, "--max-tokens-per-minute",
+                                                        help="--backend openai: tokens per minute at most"),
     where: list[str] = typer.Option([], "--where", help="persona filter FIELD OP VALUE, e.g. 'hop<=2' or 'persona~nurse'"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="try failed and rejected items again"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not reuse earlier completions"),
@@ -130,7 +138,8 @@ def run_cmd(
         plan = api.dry_run(plugin, list(ctx.args), limit=limit, where=where, retry_failed=retry_failed, db=db,
                            batch_size=batch_size, max_tokens=max_tokens, seed=seed, temperature=temperature,
                            model=model, backend=backend, base_url=base_url, executor=executor, n_ctx=n_ctx,
-                           threads=threads)
+                           threads=threads, max_requests_per_minute=max_requests_per_minute,
+                           max_tokens_per_minute=max_tokens_per_minute)
         if not quiet:
             _print_plan(plan)
         if as_json:
@@ -144,6 +153,7 @@ def run_cmd(
                 db=db, batch_size=batch_size, max_tokens=max_tokens, seed=seed, temperature=temperature,
                 model=model, backend=backend, base_url=base_url, executor=executor, ray_address=ray_address,
                 n_ctx=n_ctx, threads=threads, cache=False if no_cache else None,
+                max_requests_per_minute=max_requests_per_minute, max_tokens_per_minute=max_tokens_per_minute,
             )
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]: finished items are stored; run the same command again to resume")
@@ -157,12 +167,11 @@ def run_cmd(
     if not quiet:
         _print_summary(result)
         if result.get("report"):
-            err.print(f"Report: {result['report']} (open it in a browser)")
+            err.print(f"Report: {markup_safe(result['report'])} (open it in a browser)")
     if as_json:
         print(json.dumps(result))
-    if result["items_failed"] and not result["items_done"] and not result["items_skipped"]:  # nothing to show for it
-        raise PersonaHubError(f"all {result['items_failed']} items failed or were rejected; their errors are stored "
-                              f"(personahub export {result['task']} --all --full)")
+    if result["status"] == "failed":  # nothing to show for it
+        raise PersonaHubError(failure_message(result))
 
 
 def _print_run_help(ctx: typer.Context, plugin: Optional[str]) -> None:
@@ -186,7 +195,7 @@ def _store_is_empty(db: Optional[Path]) -> bool:
 
 
 def _print_plan(plan: dict) -> None:
-    table = Table(title=f"personahub run --plugin {plan['task']} --dry-run: nothing runs, nothing is written")
+    table = Table(title=f"personahub run --plugin {markup_safe(plan['task'])} --dry-run: nothing runs, nothing is written")
     for column in ("stage", "new", "done", "retry", "to run", "prompt tok", "completion tok", "max", "seconds"):
         table.add_column(column, overflow="fold")
 
@@ -195,7 +204,7 @@ def _print_plan(plan: dict) -> None:
 
     for s in plan["stages"]:
         seconds = s.get("seconds_expected")
-        table.add_row(s["task"], *(number(s.get(k)) for k in ("items_new", "items_done", "items_to_retry", "items_to_run",
+        table.add_row(cell(s["task"]), *(number(s.get(k)) for k in ("items_new", "items_done", "items_to_retry", "items_to_run",
                                                                "prompt_tokens", "completion_tokens_expected",
                                                                "completion_tokens_max")),
                       "unknown" if seconds is None and "items_to_run" in s else number(seconds))
@@ -203,21 +212,24 @@ def _print_plan(plan: dict) -> None:
     for s in plan["stages"]:
         for key in ("note", "prompt_tokens_from", "completion_tokens_from", "speed_from", "retries_note"):
             if s.get(key):
-                err.print(f"[dim]{escape(s['task'])}: {escape(str(s[key]))}[/dim]")
+                err.print(f"[dim]{markup_safe(s['task'])}: {markup_safe(s[key])}[/dim]")
 
 
 def _print_summary(result: dict) -> None:
-    table = Table(title=f"personahub run --plugin {result['task']}", show_header=False)
+    table = Table(title=f"personahub run --plugin {markup_safe(result['task'])}", show_header=False)
     for label, key in [("done", "items_done"), ("failed or rejected", "items_failed"),
                        ("already stored (skipped)", "items_skipped"), ("personas added", "personas_added"),
                        ("completion tokens", "completion_tokens"), ("cached calls", "cached_calls"),
                        ("seconds", "seconds"), ("tokens/s", "completion_tokens_per_second")]:
         table.add_row(label, str(result[key]))
+    if result.get("slot_occupancy") is not None:  # llama.cpp: how full --batch-size was kept while work was queued
+        table.add_row("slot occupancy", f"{result['slot_occupancy']:.0%}")
     err.print(table)
     if result["kind"] == "synthesizer":
-        err.print(f"Results are in {result['db']}: personahub export {result['task']} --format jsonl --out {result['task']}.jsonl")
+        err.print(f"Results are in {markup_safe(result['db'])}: personahub export {markup_safe(result['task'])} "
+                  f"--format jsonl --out {markup_safe(result['task'])}.jsonl")
     elif result["kind"] in ("source", "expander", "deduplicator"):
-        err.print(f"Personas are in {result['db']}: personahub export personas --format jsonl --out personas.jsonl --full")
+        err.print(f"Personas are in {markup_safe(result['db'])}: personahub export personas --format jsonl --out personas.jsonl --full")
 
 
 @app.command("ingest")
@@ -237,22 +249,27 @@ def ingest_cmd(
     with Store(settings.db) as store:
         report = ingest_paths(store, paths, text_field=text_field, id_field=id_field, lines=lines, quiet=as_json)
     if report.read == 0:  # an empty .jsonl, .csv or .txt alike
-        first = f"; first problem: {report.problems[0]}" if report.problems else " (the input is empty)"
+        problems = report.problems + report.unread
+        first = f"; first problem: {problems[0]}" if problems else " (the input is empty)"
         raise UsageError(f"no usable records in {', '.join(map(str, paths))}{first}")
     if report.replaced_utf8:
         err.print(f"[yellow]{report.replaced_utf8} line(s) had invalid UTF-8, replaced[/yellow]")
     for problem in report.problems:
-        err.print(f"[yellow]skipped[/yellow] {problem}")
+        err.print(f"[yellow]skipped[/yellow] {markup_safe(problem)}")
     if report.bad > len(report.problems):
         err.print(f"[yellow]... and {report.bad - len(report.problems)} more skipped records[/yellow]")
     summary = {"files": report.files, "read": report.read, "added": report.added,
                "duplicates": report.duplicates, "bad": report.bad, "invalid_utf8_replaced": report.replaced_utf8,
-               "db": str(settings.db)}
+               "unread": report.unread, "db": str(settings.db)}
     if as_json:
         print(json.dumps(summary))
     else:
-        err.print(f"ingested {report.added} new documents from {report.files} file(s) "
-                  f"({report.duplicates} duplicates collapsed, {report.bad} bad records skipped) into {settings.db}")
+        err.print(f"ingested {report.added} new documents from {report.files - len(report.unread)} file(s) "
+                  f"({report.duplicates} duplicates collapsed, {report.bad} bad records skipped) into {markup_safe(settings.db)}")
+    for problem in report.unread:  # the files kept out, one line each, last
+        err.print(f"[red]not read:[/red] {markup_safe(problem)}", highlight=False)
+    if report.unread:
+        raise typer.Exit(code=2)
 
 
 @app.command("export")
@@ -272,7 +289,7 @@ def export_cmd(
     with Store(settings.db, read_only=True) as store:
         n = export(store, what, fmt, out_path, full=full, include_all=include_all, quiet=quiet,
                    tasks=get_registry().tasks if full else None)
-    err.print(f"wrote {n} rows to {out_path}")
+    err.print(f"wrote {n} rows to {markup_safe(out_path)}")
 
 
 @app.command("push")
@@ -295,7 +312,7 @@ def push_cmd(
 
             register_sql_function(store.con, get_registry().tasks)
         url = push(store, what, repo, private=private, full=full, include_all=include_all, quiet=quiet)
-    err.print(f"pushed {what} to {url}")
+    err.print(f"pushed {markup_safe(what)} to {markup_safe(url)}")
 
 
 @app.command("report")
@@ -315,13 +332,13 @@ def report_cmd(
     if as_json:
         print(json.dumps(summary))
     else:
-        err.print(f"wrote {summary['path']} ({summary['bytes'] / 1024:,.0f} KB); open it in a browser")
+        err.print(f"wrote {markup_safe(summary['path'])} ({summary['bytes'] / 1024:,.0f} KB); open it in a browser")
 
 
 @app.command("diversity")
 def diversity_cmd(
     task: str = typer.Option(..., "--task", help="a synthesizer task with stored rows"),
-    embedding_model: Optional[str] = typer.Option(None, "--embedding-model", help="GGUF path (or served model name) for the vectors"),
+    embedding_model: Optional[str] = typer.Option(None, "--embedding-model", help=EMBEDDING_MODEL_HELP),
     bins: str = typer.Option("0.4,0.6,0.8,0.9", "--bins", help="persona similarities to sample pairs at"),
     width: float = typer.Option(0.05, "--width", help="half-width of each bin"),
     baseline: Optional[int] = typer.Option(None, "--baseline", help="make this many no-persona samples first"),
@@ -354,7 +371,7 @@ def diversity_cmd(
 
 def _print_study(result: dict) -> None:
     table = Table("persona similarity", "pairs", "output similarity mean", "std",
-                  title=f"diversity of {result['task']} ({result['rows']} rows, {result['model']})")
+                  title=f"diversity of {markup_safe(result['task'])} ({result['rows']} rows, {markup_safe(result['model'])})")
     for b in result["bins"]:
         o = b["output_similarity"]
         table.add_row(f"{b['persona_similarity']:.2f} ± {result['width']}", str(b["pairs"]),
@@ -374,7 +391,7 @@ def _print_study(result: dict) -> None:
                                      ("mean_pairwise_similarity", "distinct_1", "distinct_2", "near_duplicate_share")))
         err.print(compare)
     else:
-        err.print(f"[dim]no baseline yet: personahub diversity --task {escape(result['task'])} --baseline N[/dim]")
+        err.print(f"[dim]no baseline yet: personahub diversity --task {markup_safe(result['task'])} --baseline N[/dim]")
 
 
 @app.command("stats")
@@ -383,8 +400,12 @@ def stats_cmd(db: Optional[Path] = DbOption, as_json: bool = typer.Option(False,
     from .export import store_stats
 
     settings = load_settings(db=db)
-    with Store(settings.db, read_only=True) as store:
-        stats = store_stats(store)
+    try:
+        with Store(settings.db, read_only=True) as store:
+            stats = store_stats(store)
+    except StoreLocked as exc:
+        _print_running(exc, as_json, lambda status: {"running": status})
+        return
     if as_json:
         print(json.dumps(stats))
         return
@@ -392,12 +413,12 @@ def stats_cmd(db: Optional[Path] = DbOption, as_json: bool = typer.Option(False,
     table.add_row("documents", str(stats["documents"]))
     table.add_row("personas", str(stats["personas"]))
     for origin, n in stats["personas_by_origin"].items():
-        table.add_row(f"  origin {origin}", str(n))
+        table.add_row(cell(f"  origin {origin}"), str(n))
     table.add_row("personas marked (duplicate/reject)", str(stats["personas_marked"]))
     for task, by_model in stats["generations_by_model"].items():
         for model, by_status in by_model.items():
-            table.add_row(f"generations {task} ({model})", ", ".join(f"{s} {n}" for s, n in by_status.items()))
-    table.add_row("runs", ", ".join(f"{s} {n}" for s, n in stats["runs_by_status"].items()) or "0")
+            table.add_row(cell(f"generations {task} ({model})"), cell(", ".join(f"{s} {n}" for s, n in by_status.items())))
+    table.add_row("runs", cell(", ".join(f"{s} {n}" for s, n in stats["runs_by_status"].items()) or "0"))
     out.print(table)
 
 
@@ -412,16 +433,31 @@ def runs_cmd(
 ):
     """Recent runs with their status (running, done, interrupted, failed, died) and counts."""
     settings = load_settings(db=db)
-    with Store(settings.db, read_only=True) as store:
-        runs = store.runs(limit=n)
+    try:
+        with Store(settings.db, read_only=True) as store:
+            runs = store.runs(limit=n)
+    except StoreLocked as exc:
+        _print_running(exc, as_json, lambda status: [as_run(status)])
+        return
     if as_json:
         print(json.dumps(runs, default=str))
         return
-    table = Table(Column("run", no_wrap=True), "task", "status", "done", "failed", "tokens", "seconds", "started")
+    table = Table(Column("run", no_wrap=True), "task", "status", "done", "failed", "tokens", "seconds", "started", "notes")
     for r in runs:
-        table.add_row(r["id"], r["task"], r["status"], str(r["items_done"]), str(r["items_failed"]),
-                      str(r["completion_tokens"]), f"{r['seconds'] or 0:.1f}", str(r["started_at"])[:19])
+        table.add_row(cell(r["id"]), cell(r["task"]), cell(r["status"]), str(r["items_done"]), str(r["items_failed"]),
+                      str(r["completion_tokens"]), f"{r['seconds'] or 0:.1f}", str(r["started_at"])[:19],
+                      cell("; ".join(r["notes"])))
     out.print(table)
+
+
+def _print_running(locked: StoreLocked, as_json: bool, shape) -> None:
+    """The store is locked by a run: what its status file says, or the lock error when there is none."""
+    if locked.status is None:
+        raise locked
+    if as_json:
+        print(json.dumps(shape(locked.status)))
+    else:
+        out.print(cell(describe(locked.status)))
 
 
 @app.command("config")
@@ -445,11 +481,11 @@ def config_cmd(
         return
     table = Table("setting", "value", "from")
     for name, value in values.items():
-        table.add_row(name, str(value), origins[name])
+        table.add_row(name, cell(value), origins[name])
     out.print(table)
     table = Table("option", "value", "from", title=f"options of backend {settings.backend}")
     for name, value in options.items():
-        table.add_row(name, str(value), option_origins[name])
+        table.add_row(name, cell(value), option_origins[name])
     out.print(table if options else f"backend {settings.backend} has no options of its own")
 
 
@@ -469,7 +505,7 @@ def personas_sample(
     with Store(settings.db, read_only=True) as store:
         rows = select_personas(store, where)
     for row in random.Random(seed).sample(rows, min(n, len(rows))):
-        out.print(f"[dim]{row['id']}[/dim] {row['persona']}")
+        out.print(Text.assemble((plain(row["id"]), "dim"), " ", plain(row["persona"])))
 
 
 @personas_app.command("show")
@@ -488,15 +524,15 @@ def personas_search(
     text: str = typer.Argument(..., help="what the personas should be like"),
     k: int = typer.Option(10, "--k", help="how many"),
     db: Optional[Path] = DbOption,
-    model: Optional[str] = typer.Option(None, "--model"),
-    backend: Optional[str] = typer.Option(None, "--backend"),
+    embedding_model: Optional[str] = typer.Option(None, "--embedding-model", "--model", help=EMBEDDING_MODEL_HELP),
+    backend: Optional[str] = typer.Option(None, "--backend", help="for a served embedding model: openai"),
     base_url: Optional[str] = typer.Option(None, "--base-url"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """The personas most similar to TEXT by embedding (sqlite-vec index, built on first use)."""
     from .vector_search import search_personas
 
-    settings = load_settings(db=db, model=model, backend=backend, base_url=base_url)
+    settings = load_settings(db=db, embedding_model=embedding_model, backend=backend, base_url=base_url)
     backend_class = get_registry().backend(settings.backend)
     with Store(settings.db) as store:
         hits = search_personas(store, settings, backend_class, text, k)
@@ -504,7 +540,7 @@ def personas_search(
         print(json.dumps(hits))
         return
     for hit in hits:
-        out.print(f"{hit['similarity']:.3f} [dim]{hit['id']}[/dim] {hit['persona']}")
+        out.print(Text.assemble(f"{hit['similarity']:.3f} ", (plain(hit["id"]), "dim"), " ", plain(hit["persona"])))
 
 
 def _register_extra_commands() -> None:
@@ -524,11 +560,12 @@ def main() -> None:
             _register_extra_commands()
         app()  # standalone: typer prints its own usage errors and exits 2
     except PersonaHubError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err.print(Text.assemble(("error:", "red"), " ", plain(exc)), highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # anything unexpected: one line unless debugging
         if os.environ.get("PERSONAHUB_DEBUG"):
             raise
-        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (set PERSONAHUB_DEBUG=1 for the traceback)",
+        err.print(Text.assemble(("internal error:", "red"), f" {type(exc).__name__}: {plain(exc)} "
+                                "(set PERSONAHUB_DEBUG=1 for the traceback)"),
                   highlight=False, soft_wrap=True)
         sys.exit(1)

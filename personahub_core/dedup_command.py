@@ -15,23 +15,29 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import UsageError
+from .calibration import SHIPPED
 from .chains import NO_DEDUP, dedup_chain
+from .embedders import EMBEDDING_MODEL_HELP, SHIPPED_MODEL
+from .errors import UsageError
 from .plugins import get_registry
 from .settings import load_settings
 from .store import Store
 
 err = Console(stderr=True)
+COSINE_HELP = (f"embedding cosine threshold (default: the embedding model's own, calibrated on the shipped "
+               f"calibration set: {SHIPPED[SHIPPED_MODEL].threshold} for {SHIPPED_MODEL}; other models are "
+               f"calibrated on first use)")
 
 
 def dedup_cmd(
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Jaccard and cosine threshold (default 0.9 each)"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Jaccard and cosine threshold (default: 0.9 "
+                                              "Jaccard, the embedding model's calibrated cosine)"),
     jaccard: Optional[float] = typer.Option(None, "--jaccard", help="MinHash word-set Jaccard threshold"),
-    cosine: Optional[float] = typer.Option(None, "--cosine", help="embedding cosine threshold"),
+    cosine: Optional[float] = typer.Option(None, "--embedding-threshold", "--cosine", help=COSINE_HELP),
     skip: list[str] = typer.Option([], "--skip", help="leave out a step (a deduplicator's name, e.g. quality, minhash or embedding)"),
     fresh: bool = typer.Option(False, "--fresh", help="forget earlier results and check every persona again"),
-    model: Optional[str] = typer.Option(None, "--model", help="embedding model (GGUF path or served model name)"),
-    backend: Optional[str] = typer.Option(None, "--backend", help="llama-cpp | openai | fake"),
+    embedding_model: Optional[str] = typer.Option(None, "--embedding-model", "--model", help=EMBEDDING_MODEL_HELP),
+    backend: Optional[str] = typer.Option(None, "--backend", help="for a served embedding model: openai"),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL"),
     db: Optional[Path] = typer.Option(None, "--db", help="DuckDB store (default ./personahub.duckdb, or PERSONAHUB_DB)"),
     as_json: bool = typer.Option(False, "--json", help="end with a JSON summary line on stdout"),
@@ -50,9 +56,9 @@ def dedup_cmd(
     steps = [name for name in chain if name not in skip]
     if not steps:
         raise UsageError("no deduplication step to run: every installed one is skipped")
-    # --jaccard and --cosine go to the steps that declare that measure (dedup_measure), --threshold to any.
+    # --jaccard and --embedding-threshold go to the steps that declare that measure (dedup_measure), --threshold to any.
     by_measure = {"jaccard": jaccard, "cosine": cosine}
-    settings = load_settings(db=db, model=model, backend=backend, base_url=base_url)
+    settings = load_settings(db=db, embedding_model=embedding_model, backend=backend, base_url=base_url)
     results = []
     with Store(settings.db) as store:
         for step in steps:

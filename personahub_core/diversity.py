@@ -248,11 +248,10 @@ def run_study(task: str, *, db=None, embedding_model: str | None = None, bins: t
               max_pairs: int = MAX_PAIRS_PER_BIN, quiet: bool = False, **flags: Any) -> dict[str, Any]:
     """``personahub diversity``: make the baseline if asked, embed what is missing, run the study."""
     from .api import resolve_task, run_in_store
-    from .backends.factory import make_backend
+    from .embedders import open_embedder
     from .plugins import get_registry
     from .progress import progress_bar
     from .settings import load_settings
-    from .vector_search import model_name
 
     if not 0 < width < 1:
         raise UsageError(f"--width {width}: expected a number between 0 and 1")
@@ -273,15 +272,13 @@ def run_study(task: str, *, db=None, embedding_model: str | None = None, bins: t
             given = {k: v for k, v in flags.items() if v is not None}
             run_settings = load_settings(db=settings.db, **{**sampling, **given})
             run_in_store(baseline_task(task_cls, task_cls.Options(**options), baseline), store, run_settings, quiet=quiet)
-        # llama.cpp embeds with the model it loads; an HTTP backend names its embedding model separately.
-        embed_settings = settings.model_copy(update={"model": embedding_model or settings.embedding_model or settings.model}
-                                             if settings.backend != "openai" else
-                                             {"embedding_model": embedding_model or settings.embedding_model})
-        backend = make_backend(get_registry().backend(embed_settings.backend), embed_settings)
+        # The embedding model dedup and search use (the shipped sentence model unless one is named).
+        embedder = open_embedder(settings.model_copy(update={"embedding_model": embedding_model or settings.embedding_model}),
+                                 get_registry().backend(settings.backend))
         try:
-            model = model_name(embed_settings, backend)
+            model = embedder.name
             with progress_bar("embedding personas", quiet=quiet) as progress:
-                embed_task(store, backend, model, task, progress)
+                embed_task(store, embedder, model, task, progress)
         finally:
-            backend.close()
+            embedder.close()
         return study(store, task, model, bins, width, seed, max_pairs)

@@ -6,13 +6,14 @@ import json
 import os
 from pathlib import Path
 
-import duckdb
-
-from .errors import PersonaHubError, UsageError
+from .errors import UsageError
+from .outputs import check_out, written
 from .store import Store
 
 FORMATS = ("jsonl", "parquet", "csv", "hf")
 KEPT = "NOT EXISTS (SELECT 1 FROM dedup_marks m WHERE m.persona_id = p.id)"
+# DuckDB's memory while it sorts the rows for a file: past this it spills to disk instead of growing.
+EXPORT_MEMORY = "256MB"
 
 
 def _persona_query(full: bool, include_all: bool) -> str:
@@ -62,6 +63,7 @@ def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False
     that ``full`` adds to a task's rows."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    check_out(out_path, store.path)
     if full and what != "personas":
         from .replay import register_sql_function
 
@@ -81,17 +83,8 @@ def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False
     if not os.access(out_path.parent, os.W_OK):
         raise UsageError(f"--out {out_path}: directory {out_path.parent} is not writable")
     sql, params = export_query(store, what, full, include_all)
-    # Write beside the target and rename, so a failed export never leaves half a file.
-    tmp = out_path.with_name(f".{out_path.name}.partial")
-    try:
-        n = _write(store, sql, params, fmt, tmp, quiet)
-        os.replace(tmp, out_path)
-    except (OSError, duckdb.Error) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
-        raise PersonaHubError(f"--out {out_path}: cannot write: {reason}") from None
-    finally:
-        tmp.unlink(missing_ok=True)  # gone after the rename; after a failure, no half file is left
-    return n
+    with written(out_path) as tmp, store.tuned(memory_limit=EXPORT_MEMORY):
+        return _write(store, sql, params, fmt, tmp, quiet)
 
 
 def _write(store: Store, sql: str, params: list, fmt: str, tmp: Path, quiet: bool = True) -> int:
@@ -108,6 +101,7 @@ def _write(store: Store, sql: str, params: list, fmt: str, tmp: Path, quiet: boo
                 relation.write_parquet(str(tmp))
             progress.update(progress.task_ids[0], completed=total)
             return total
+        # Batches of rows, one in Python at a time (fewer MB than Arrow batches, measured at 200k rows).
         rel = store.con.execute(sql, params)
         names = [d[0] for d in rel.description]
         with tmp.open("w", encoding="utf-8") as f:

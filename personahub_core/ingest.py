@@ -1,7 +1,10 @@
 """Loading a corpus into the store with DuckDB's own readers; exact duplicates collapsed by content hash.
 
-Formats by file name: .jsonl, .json, .csv, .parquet, .txt (one document per file; per line with
-``lines=True``), each optionally gzipped (.gz). Folders are walked for those files.
+Formats by file name, in any case: .jsonl/.ndjson, .json, .csv, .parquet, .txt/.md (one document per
+file; per line with ``lines=True``), each optionally gzipped (.gz). Folders are walked for those files;
+a file that cannot be read is named at the end and the others are kept. A text is a JSON string: a
+number, a list or an object in the text field is skipped and counted. No line or document may be longer
+than ``MAX_LINE_BYTES`` (8 MiB): a longer line is skipped and named, the rest of its file kept.
 
 Each file is one ``INSERT ... SELECT`` from DuckDB's reader: hashing, the anti-join against stored
 hashes and the collapse of duplicates inside the file are set operations, never a Python loop per row.
@@ -26,7 +29,7 @@ from typing import Iterator
 import duckdb
 
 from .errors import UsageError
-from .store import Store
+from .store import Store, disk_full
 
 TEXT_FIELDS = ("text", "content", "body", "document", "persona")
 ID_FIELDS = ("id", "doc_id", "document_id")
@@ -52,6 +55,7 @@ class IngestReport:
     bad: int = 0
     replaced_utf8: int = 0  # lines whose invalid UTF-8 bytes were replaced
     problems: list[str] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)  # one line per file that could not be read
 
     def problem(self, where: str, what: str) -> None:
         self.bad += 1
@@ -66,7 +70,8 @@ class Record:
     where: str  # file:line, for messages
 
 
-def _format(path: Path) -> str:
+def input_format(path: Path) -> str:
+    """The format a file's name gives, in lower case, under any .gz: "data.JSONL.gz" is ".jsonl"."""
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
@@ -79,11 +84,11 @@ def expand_paths(paths: list[Path]) -> list[Path]:
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _format(p) in FORMATS)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and input_format(p) in FORMATS)
             if not found:
                 raise UsageError(f"{path}: no files of a known format ({', '.join(FORMATS)}, optionally .gz)")
             files.extend(found)
-        elif _format(path) not in FORMATS:
+        elif input_format(path) not in FORMATS:
             raise UsageError(f"{path}: unknown format; expected one of {', '.join(FORMATS)} (optionally .gz)")
         else:
             files.append(path)
@@ -133,15 +138,33 @@ def _pick(record: dict, wanted: str | None, candidates: tuple[str, ...]) -> str 
     return next((c for c in candidates if c in record), None)
 
 
+def json_line(line: str) -> tuple[object, str | None]:
+    """One JSON line parsed, or None and why it could not be."""
+    try:
+        return json.loads(line), None
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg})"
+    except RecursionError:  # Python's parser recurses; DuckDB's does not, so such a line reaches here
+        return None, "JSON nested too deeply"
+
+
+def not_text(value: object) -> str | None:
+    """Why a field's value is not a text (None when it is one)."""
+    if isinstance(value, str):
+        return None if value.strip() else "is empty"
+    kind = {bool: "true/false", dict: "an object", list: "a list", type(None): "null"}.get(type(value), "a number")
+    return f"holds {kind}, not text"
+
+
 def _from_mapping(row: dict, where: str, text_field: str | None, id_field: str | None, report: IngestReport) -> Record | None:
-    key = _pick(row, text_field, TEXT_FIELDS)
+    # The first candidate field holding text, as the SQL in json_records_sql picks it.
+    keys = [k for k in ([text_field] if text_field else TEXT_FIELDS) if k in row]
+    key = next((k for k in keys if not_text(row[k]) is None), None)
     if key is None:
-        report.problem(where, f"no text field ({text_field or ' / '.join(TEXT_FIELDS)})")
+        report.problem(where, f"field '{keys[0]}' {not_text(row[keys[0]])}" if keys else
+                       f"no text field ({text_field or ' / '.join(TEXT_FIELDS)})")
         return None
     text = row[key]
-    if not isinstance(text, str) or not text.strip():
-        report.problem(where, f"field '{key}' is empty or not text")
-        return None
     id_key = _pick(row, id_field, ID_FIELDS)
     original = row.get(id_key) if id_key else None
     return Record(text.strip(), None if original is None else str(original), where)
@@ -149,14 +172,17 @@ def _from_mapping(row: dict, where: str, text_field: str | None, id_field: str |
 
 def json_records_sql(source: str, text_field: str | None, id_field: str | None) -> str:
     """(text, source_id, bad) for each JSON value ``v`` of ``source``: the text is the first of the
-    candidate fields that holds non-blank text; one JSON parse per record (``from_json`` to a struct)."""
+    candidate fields that holds a non-blank JSON string (a number, list or object is not a text);
+    one JSON parse per record (``from_json`` to a struct of JSON values)."""
     texts = [text_field] if text_field else list(TEXT_FIELDS)
     ids = [id_field] if id_field else list(ID_FIELDS)
     names = list(dict.fromkeys(texts + ids))
-    spec = _literal(json.dumps({n: "VARCHAR" for n in names}))
+    spec = _literal(json.dumps({n: "JSON" for n in names}))
     field_sql = lambda n: 'r."' + n.replace('"', '""') + '"'
-    text = "coalesce(" + ", ".join(f"nullif({stripped(field_sql(n))}, '')" for n in texts) + ")"
-    source_id = "coalesce(" + ", ".join(field_sql(n) for n in ids) + ")"
+    value = lambda n: f"({field_sql(n)} ->> '$')"
+    text = "coalesce(" + ", ".join(f"CASE WHEN json_type({field_sql(n)}) = 'VARCHAR' THEN nullif({stripped(value(n))}, '') END"
+                                   for n in texts) + ")"
+    source_id = "coalesce(" + ", ".join(value(n) for n in ids) + ")"
     return f"""
         SELECT CASE WHEN obj THEN text END AS text, source_id, NOT obj OR text IS NULL AS bad
         FROM (SELECT obj, {text} AS text, {source_id} AS source_id
@@ -173,7 +199,7 @@ class FileIngest:
         self.store, self.con, self.path = store, store.con, path
         self.text_field, self.id_field, self.lines = text_field, id_field, lines
         self.report = report
-        self.fmt = _format(path)
+        self.fmt = input_format(path)
         self.params: list = []
         self.fixed: list[Record] = []  # lines with invalid UTF-8, parsed again from DuckDB's rejects
 
@@ -247,8 +273,16 @@ class FileIngest:
                 f"FROM read_parquet(?)")
 
     def _whole_text_sql(self) -> str:
-        with open_text(self.path) as f:
-            text = f.read().strip()
+        raw = gzip.open(self.path, "rb") if self.path.suffix.lower() == ".gz" else self.path.open("rb")
+        with raw:
+            data = raw.read(MAX_LINE_BYTES + 1)
+        if len(data) > MAX_LINE_BYTES:
+            raise UsageError(f"{self.path}: document longer than {MAX_LINE_BYTES // 2**20} MiB "
+                             "(--lines reads it as one document per line)")
+        try:  # a whole document is text or nothing: random bytes are not stored as U+FFFD
+            text = data.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{self.path}: not UTF-8 text (invalid byte at offset {exc.start})") from None
         self.params = [text or None, not text]
         return "SELECT CAST(? AS VARCHAR) AS text, CAST(NULL AS VARCHAR) AS source_id, CAST(? AS BOOLEAN) AS bad"
 
@@ -277,9 +311,9 @@ class FileIngest:
                     [str(self.path)],
                 )
                 added = self.store.count("documents") - before
-        except duckdb.Error as exc:
-            raise file_error(self.path, exc) from None
-        except (OSError, EOFError, zlib.error) as exc:
+        except (duckdb.Error, OSError, EOFError, zlib.error) as exc:
+            if disk_full(exc):  # the store's disk (where DuckDB also spills), not the input, is at fault
+                raise self.store.full() from None
             raise file_error(self.path, exc) from None
         finally:
             con.execute("DROP TABLE IF EXISTS _incoming")
@@ -315,10 +349,9 @@ class FileIngest:
     def _fix(self, line: str, where: str) -> None:
         scratch = IngestReport()
         if self.fmt in (".jsonl", ".ndjson"):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                self.report.problem(where, "invalid JSON")
+            row, problem = json_line(line)
+            if problem:
+                self.report.problem(where, problem)
                 return
             rec = _from_mapping(row, where, self.text_field, self.id_field, scratch) if isinstance(row, dict) else None
         elif self.fmt == ".csv":
@@ -345,16 +378,15 @@ class FileIngest:
 
 def read_records(path: Path, text_field: str | None, id_field: str | None, lines: bool, report: IngestReport) -> Iterator[Record]:
     """Records one by one, in Python: used only to say where unusable records are."""
-    fmt = _format(path)
+    fmt = input_format(path)
     if fmt in (".jsonl", ".ndjson"):
         with open_text(path) as f:
             for n, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    report.problem(f"{path}:{n}", f"invalid JSON ({exc.msg})")
+                row, problem = json_line(line)
+                if problem:
+                    report.problem(f"{path}:{n}", problem)
                     continue
                 if not isinstance(row, dict):
                     report.problem(f"{path}:{n}", "not a JSON object")
@@ -363,7 +395,10 @@ def read_records(path: Path, text_field: str | None, id_field: str | None, lines
                     yield rec
     elif fmt == ".json":
         with open_text(path) as f:
-            data = json.load(f)
+            data, problem = json_line(f.read())
+        if problem:
+            report.problem(str(path), problem)
+            return
         rows = data if isinstance(data, list) else data.get("data") if isinstance(data, dict) else None
         for n, row in enumerate(rows or [], start=1):
             if isinstance(row, str):
@@ -399,9 +434,9 @@ def file_progress(description: str, files: int, quiet: bool):
     """Files done, with a running count; transient, so an error after it is still the only line."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .progress import stderr
+    from .progress import LabelColumn, stderr
 
-    progress = Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(),
+    progress = Progress(LabelColumn(), BarColumn(), MofNCompleteColumn(),
                         TextColumn("files {task.fields[extra]}"), TimeElapsedColumn(), console=stderr,
                         disable=quiet, transient=True)
     progress.add_task(description, total=files, extra="")
@@ -416,6 +451,11 @@ def ingest_paths(store: Store, paths: list[Path], text_field: str | None = None,
     with store.tuned(memory_limit="256MB"), file_progress("ingest", len(files), quiet) as progress:
         bar = progress.task_ids[0]
         for path in files:
-            FileIngest(store, path, text_field, id_field, lines, report).run()
+            try:
+                FileIngest(store, path, text_field, id_field, lines, report).run()
+            except UsageError as exc:  # a file that cannot be read; the others are still read
+                if len(files) == 1:
+                    raise
+                report.unread.append(str(exc))
             progress.update(bar, advance=1, extra=f"{report.read:,} read, {report.added:,} new")
     return report

@@ -24,8 +24,10 @@ def pending_chunks(ctx: TaskContext, items: Iterable[WorkItem]) -> Iterator[list
     def check() -> list[WorkItem]:
         keys = [i.key for i in chunk]
         done = ctx.store.existing_keys(keys, retry_failed=ctx.retry_failed)
-        earlier = ctx.store.failed_attempts(keys) if ctx.retry_failed else {}
+        earlier = ctx.store.failed_attempts(keys)
         ctx.stats.items_skipped += len(done)
+        if not ctx.retry_failed:
+            ctx.stats.items_skipped_failed += len(earlier)  # skipped too, but failures are not results
         todo = [item for item in chunk if item.key not in done]
         for item in todo:
             item.earlier_runs = earlier.get(item.key, 0)

@@ -266,6 +266,8 @@ class RayExecutor(Executor):
         add_to_stats(ctx.stats, merged.get(ctx.run_id, Tally()))
         s = ctx.stats
         ctx.store.update_run(ctx.run_id, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens)
+        if ctx.status is not None:
+            ctx.status.write(s)
 
     def start(self, task: GenerativeTask, files: list[tuple[str, int]], total: int, ctx: TaskContext,
               spec: ShardSpec) -> Iterator[Tally]:

@@ -17,12 +17,17 @@ demonstration as the same prompt written for the demonstration's persona followe
 its output, then the prompt for this persona and an open ``Answer:``; few-shot mode shows the outputs
 only, zero-shot none. The recipe's content hash (TOML and examples) is its template version, so editing
 either makes new rows while an unchanged recipe resumes.
+
+Everything is checked when the file loads, before any work: the prompt uses only ``{NAME}`` placeholders
+(no format specs or conversions), numbers are finite, and the schema refers to nothing outside itself and
+holds no regex that can backtrack catastrophically (``recipe_checks.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import string
 import tomllib
 from pathlib import Path
@@ -32,6 +37,7 @@ from pydantic import Field, ValidationError, create_model
 
 from .errors import UsageError
 from .prompting import SynthesisOptions, answer_text, few_shot_block, reject_copies, structured_answer
+from .recipe_checks import refused_in_schema
 from .tasks import Completion, Prompt, Rejected, Synthesis, Synthesizer
 
 FIELDS = {"name", "description", "prompt", "schema", "examples", "mode", "max_tokens", "temperature", "stop",
@@ -173,7 +179,8 @@ def _optional(data: dict, field: str, kind: type, bad, default=None):
 
 def _number(data: dict, field: str, kind, low, high, bad):
     value = data[field]
-    if isinstance(value, bool) or not isinstance(value, kind) or value < low or (high is not None and value > high):
+    if (isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or value < low
+            or (high is not None and value > high)):
         raise bad(field, f"expected a number {'from ' + str(low) if high is None else f'from {low} to {high}'}, got {value!r}")
     return value
 
@@ -202,6 +209,8 @@ def _options_model(table: Any, mode: Any, bad):
             default, help_text = spec, ""
         if not isinstance(default, (str, int, float, bool)):
             raise bad(where, "the default must be a string, number or boolean")
+        if isinstance(default, float) and not math.isfinite(default):
+            raise bad(where, f"the default {default} is not a finite number")
         fields[key] = (type(default), Field(default, description=str(help_text)))
     if mode is not None:
         try:
@@ -215,9 +224,16 @@ def _options_model(table: Any, mode: Any, bad):
 
 def _check_placeholders(prompt: str, known: set[str], bad) -> None:
     try:
-        names = [field for _, field, _, _ in string.Formatter().parse(prompt) if field is not None]
+        fields = [(field, spec, conversion) for _, field, spec, conversion in string.Formatter().parse(prompt)
+                  if field is not None]
     except ValueError as exc:
         raise bad("prompt", f"{exc} (write {{{{ and }}}} for literal braces)") from None
+    # A format spec or conversion ({persona:>30000000}, {persona!r}) would let a recipe build huge prompts.
+    for field, spec, conversion in fields:
+        if spec or conversion:
+            raise bad("prompt", f"{{{field}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}: "
+                                f"format specs and conversions are not allowed, write {{{field}}}")
+    names = [field for field, _, _ in fields]
     if "persona" not in names:
         raise bad("prompt", "the template must use {persona}")
     for field in names:
@@ -236,6 +252,9 @@ def _check_schema(schema: Any, bad) -> None:
     except SchemaError as exc:
         where = ".".join(str(p) for p in exc.path)
         raise bad("schema" + (f".{where}" if where else ""), f"not a valid JSON schema: {exc.message}") from None
+    refused = refused_in_schema(schema)
+    if refused is not None:
+        raise bad(f"schema.{refused[0]}", refused[1])
 
 
 def schema_problem(value: Any, schema: dict) -> str | None:
@@ -249,6 +268,10 @@ def schema_problem(value: Any, schema: dict) -> str | None:
     return f"{where}: {error.message}" if where else error.message
 
 
+def _not_finite(name: str):
+    raise ValueError(f"{name} is not a finite number")
+
+
 def _read_examples(path: Path, schema: dict | None, bad) -> tuple[list[dict], bytes]:
     try:
         raw = path.read_bytes()
@@ -260,9 +283,9 @@ def _read_examples(path: Path, schema: dict | None, bad) -> tuple[list[dict], by
             continue
         where = f"{path}:{number}"
         try:
-            demo = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RecipeError(f"{where}: invalid JSON: {exc.msg}") from None
+            demo = json.loads(line, parse_constant=_not_finite)
+        except ValueError as exc:  # JSONDecodeError, or NaN / Infinity
+            raise RecipeError(f"{where}: invalid JSON: {getattr(exc, 'msg', exc)}") from None
         if not isinstance(demo, dict) or not isinstance(demo.get("persona"), str) or "output" not in demo:
             raise RecipeError(f"{where}: expected an object with \"persona\" (a string) and \"output\"")
         problem = (schema_problem(demo["output"], schema) if schema is not None

@@ -11,7 +11,6 @@ computed in DuckDB; Python only sees the few rows each section shows.
 from __future__ import annotations
 
 import html
-import os
 import random
 import re
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ from typing import Callable, Iterable
 from .diversity import OUTPUT_TEXT, distinct_n, study, study_models
 from .errors import UsageError
 from .export import KEPT
+from .outputs import check_out, written
 from .store import Store
 
 EXAMPLES = 3
@@ -42,6 +42,7 @@ def write_report(store: Store, out_path: Path, *, seed: int = 0, quiet: bool = F
     out_path = Path(out_path)
     if not out_path.parent.exists():
         raise UsageError(f"--out {out_path}: directory {out_path.parent} does not exist")
+    check_out(out_path, store.path)
     rng = random.Random(seed)
     tasks = [r[0] for r in store.query("SELECT task FROM generations GROUP BY 1 ORDER BY min(created_at)")]
     sections: list[tuple[str, str, Callable[[], str]]] = [
@@ -60,9 +61,8 @@ def write_report(store: Store, out_path: Path, *, seed: int = 0, quiet: bool = F
             progress.update(progress.task_ids[0], advance=1)
         progress.update(progress.task_ids[0], description="report")
     page = _page(store, parts)
-    tmp = out_path.with_name(f".{out_path.name}.partial")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out_path)
+    with written(out_path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return {"path": str(out_path), "bytes": out_path.stat().st_size, "sections": [a for a, _, _ in parts]}
 
 

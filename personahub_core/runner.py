@@ -24,13 +24,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .backends.base import Backend
 from .driving import Outcome
+from .progress import LabelColumn
 from .selection import iter_persona_chunks
 from .settings import Settings
 from .store import Store
 from .tasks import GenerativeTask, NewPersona, Synthesis, Task, WorkItem, work_key
+from .terminal_text import markup_safe
 
 if TYPE_CHECKING:
     from .executors import Executor
+    from .status_file import StatusFile
 
 stderr = Console(stderr=True, soft_wrap=True)  # one message per line, never hard-wrapped
 
@@ -46,6 +49,7 @@ class RunStats:
     items_failed: int = 0
     items_rejected: int = 0
     items_skipped: int = 0
+    items_skipped_failed: int = 0  # of the skipped, those stored as failures: not results
     personas_added: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -72,6 +76,7 @@ class TaskContext:
         self.retry_failed = retry_failed
         self.quiet = quiet
         self.stats = RunStats()
+        self.status: "StatusFile | None" = None  # the run's <store>.status.json, when it writes one
         self.interrupted: Callable[[], bool] = lambda: False  # Ctrl-C seen, even if a library swallowed it
         self._backend: Backend | None = None
         if isinstance(task, GenerativeTask):
@@ -112,15 +117,17 @@ class TaskContext:
     def note(self, message: str) -> None:
         self.stats.notes.append(message)
         if not self.quiet:
-            stderr.print(f"[dim]{message}[/dim]")
+            stderr.print(f"[dim]{markup_safe(message)}[/dim]")
 
     def progress(self, description: str, total: int | None) -> Progress:
         progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            LabelColumn(), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[extra]}"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=stderr, disable=self.quiet, transient=False,
         )
         progress.add_task(description, total=total, extra="")
+        if self.status is not None:
+            self.status.expect(total)
         return progress
 
 
@@ -217,6 +224,8 @@ class Writer:
         self.retried = set()
         s = self.ctx.stats
         self.ctx.store.update_run(self.ctx.run_id, s.items_done, s.items_failed + s.items_rejected, s.completion_tokens)
+        if self.ctx.status is not None:
+            self.ctx.status.write(s)
         self.rows, self.personas = [], []
         self.last_flush = time.monotonic()
 

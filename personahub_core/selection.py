@@ -44,6 +44,12 @@ def parse_where(conditions: list[str]) -> tuple[str, list]:
     return (" AND ".join(clauses) or "TRUE"), params
 
 
+def filtered_fields(conditions: list[str]) -> set[str]:
+    """The fields a --where filter names (the filter is checked: a bad one is a usage error)."""
+    parse_where(conditions)
+    return {_CONDITION.match(text).group(1) for text in conditions}
+
+
 def select_personas(store: Store, where: list[str] | None = None, include_duplicates: bool = False) -> list[dict]:
     """Personas in creation order, duplicates and rejects left out unless asked for."""
     return [p for chunk in iter_persona_chunks(store, where, include_duplicates) for p in chunk]

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     # Any backend or executor a plugin registered: checked against the registry where a run builds it.
     backend: str = Field("llama-cpp", min_length=1, description="LLM backend: llama-cpp, openai, fake or one a plugin registered")
     model: str | None = Field(None, description="GGUF path, or model name for --backend openai (default: bundled Gemma 3 270M)")
-    embedding_model: str | None = Field(None, description="model for embeddings (default: the generation model)")
+    embedding_model: str | None = Field(None, description="embedding model: a GGUF path or a served model's name (default: the shipped all-MiniLM-L6-v2)")
     executor: str = Field("local", min_length=1, description="where the work runs: local, ray or one a plugin registered")
     ray_address: str | None = Field(None, description="Ray cluster address (default: start a local Ray)")
     ray_shards: str | None = Field(None, description="folder or URI for the Ray actors' Parquet shards (default: <db>.shards)")
@@ -227,7 +227,10 @@ def _one_line(err: dict, name: str, origin: str) -> str:
     return f"{where}: {field}: {err['msg']} (got {redact(str(err.get('input')))!r})"
 
 
-_URL_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@]+@", re.I)
+# Up to the last "@" before the path: a password may hold an "@" of its own.
+_URL_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s?#]*@", re.I)
+# A key in a URL's query (Azure's ?api-key=, Google's ?key=, ?token=...).
+_QUERY_SECRET = re.compile(r"([?&](?:api[_-]?key|key|access[_-]?token|token|secret|password|sig|signature)=)[^&#\s\"',;:)]+", re.I)
 _SECRETS = [
     (re.compile(r"(\bBearer\s+)[^\s\"',]+", re.I), r"\1***"),
     (re.compile(r"\b(sk|pk|rk|hf|ghp|gho|xox[abp])[-_][A-Za-z0-9_\-]{6,}"), r"\1-***"),
@@ -237,8 +240,8 @@ _SECRETS = [
 
 
 def redact_url(url: str | None) -> str | None:
-    """``http://user:secret@host/v1`` -> ``http://***@host/v1``."""
-    return None if url is None else _URL_CREDENTIALS.sub(r"\1***@", url)
+    """``http://user:secret@host/v1?api-key=K`` -> ``http://***@host/v1?api-key=***``."""
+    return None if url is None else _QUERY_SECRET.sub(r"\1***", _URL_CREDENTIALS.sub(r"\1***@", url))
 
 
 def redact(text: str, *secrets: str | None) -> str:
@@ -246,7 +249,7 @@ def redact(text: str, *secrets: str | None) -> str:
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
-    text = _URL_CREDENTIALS.sub(r"\1***@", text)
+    text = redact_url(text)
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text

@@ -6,6 +6,7 @@ has a deterministic key, so a resumed run only adds what is missing.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -28,6 +29,35 @@ _LIVE_RUNS: set[str] = set()
 
 class StoreError(PersonaHubError):
     """The store cannot be used: in use, corrupt, unreadable. One line, shown as is."""
+
+
+class NotAStore(StoreError):
+    """--db names a file that is not ours (another program's DuckDB database, or no DuckDB file at all)."""
+
+    exit_code = 2
+
+
+def is_duckdb_file(path: Path) -> bool:
+    """Whether the file starts like a DuckDB database (the magic "DUCK" at byte 8)."""
+    with path.open("rb") as f:
+        head = f.read(12)
+    return len(head) == 12 and head[8:12] == b"DUCK"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether an error from DuckDB or the OS means the file system is full."""
+    return getattr(exc, "errno", None) == errno.ENOSPC or "no space left on device" in str(exc).lower()
+
+
+class StoreLocked(StoreError):
+    """Another process holds the store; ``status`` is how far its run has got (None if unknown)."""
+
+    def __init__(self, path: Path, status: dict | None):
+        from .status_file import describe
+
+        self.status = status
+        super().__init__(f"store {path} is in use by another run (DuckDB lock held)"
+                         + (f"; {describe(status)}" if status else ""))
 
 
 MIGRATIONS: list[str] = []
@@ -176,6 +206,10 @@ migration(
     """
 )
 
+# A run keeps its notes (what changed it: a setting lowered, the requests a server let it keep in flight),
+# so `personahub runs` can show them after the run.
+migration("ALTER TABLE runs ADD COLUMN notes JSON;")
+
 
 # Plugins' own tables are made by their migrations (the register_migrations hook); this records
 # which of each plugin's migrations a store has run.
@@ -208,12 +242,15 @@ class Store:
         except duckdb.IOException as exc:
             msg = str(exc)
             if "lock" in msg.lower():
-                raise StoreError(f"store {self.path} is in use by another run (DuckDB lock held)") from None
+                from .status_file import live_status
+
+                raise StoreLocked(self.path, live_status(self.path)) from None
             raise StoreError(f"cannot open store {self.path}: {msg.splitlines()[0]}") from None
         except duckdb.Error as exc:
             raise StoreError(f"{self.path} is not a PersonaHub store: {str(exc).splitlines()[0]}") from None
         # DuckDB's own progress bar would write to stdout, where --json summaries go.
         self.con.execute("SET enable_progress_bar = false")
+        self._check_ours()
         if not read_only:
             self._migrate()
 
@@ -223,11 +260,8 @@ class Store:
         if self.path.exists():
             if not os.access(self.path, os.R_OK):
                 raise StoreError(f"store {self.path} is not readable")
-            with self.path.open("rb") as f:
-                head = f.read(12)
-            # A DuckDB file carries the magic "DUCK" at byte 8; anything else must not be touched.
-            if len(head) < 12 or head[8:12] != b"DUCK":
-                raise StoreError(f"{self.path} is not a DuckDB file; refusing to touch it")
+            if not is_duckdb_file(self.path):  # anything else must not be touched
+                raise NotAStore(f"{self.path} is not a DuckDB file; refusing to touch it")
         else:
             if self.read_only:
                 raise StoreError(f"store {self.path} does not exist (run 'personahub ingest' or a task first)")
@@ -236,6 +270,18 @@ class Store:
                 raise StoreError(f"store directory {parent} does not exist")
             if not os.access(parent, os.W_OK):
                 raise StoreError(f"store directory {parent} is not writable")
+
+    def _check_ours(self) -> None:
+        """Refuse another program's DuckDB database before anything is written to it: a store has our
+        migrations table (an empty database, opened to write, becomes a store)."""
+        tables = {r[0] for r in self.con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() UNION "
+            "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() AND NOT internal").fetchall()}
+        if "schema_migrations" not in tables and (tables or self.read_only):
+            self.con.close()
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "") or "none"
+            raise NotAStore(f"{self.path} is a DuckDB database but not a PersonaHub store (tables: {shown}); "
+                             "refusing to touch it")
 
     def _migrate(self) -> None:
         self.con.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)")
@@ -261,10 +307,21 @@ class Store:
         self.con.execute("BEGIN TRANSACTION")
         try:
             yield
-        except BaseException:
+        except BaseException as exc:
             self.con.execute("ROLLBACK")
+            if disk_full(exc):
+                raise self.full() from None
             raise
-        self.con.execute("COMMIT")
+        try:
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            if disk_full(exc):
+                raise self.full() from None
+            raise
+
+    def full(self) -> StoreError:
+        """The one line for a write that found the store's file system full (nothing of it was kept)."""
+        return StoreError(f"store {self.path}: no space left on device; nothing of this write was kept")
 
     # -- queries -------------------------------------------------------------------------------
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
@@ -307,11 +364,17 @@ class Store:
             [done, failed, tokens, now(), run_id],
         )
 
-    def finish_run(self, run_id: str, status: str, done: int, failed: int, tokens: int, seconds: float) -> None:
+    def amend_run_options(self, run_id: str, values: dict) -> None:
+        """Add what a task resolved while running (a threshold it looked up, say) to the run's options."""
+        self.con.execute("UPDATE runs SET options = json_merge_patch(coalesce(options, '{}'), ?::JSON) WHERE id = ?",
+                         [json.dumps(values), run_id])
+
+    def finish_run(self, run_id: str, status: str, done: int, failed: int, tokens: int, seconds: float,
+                   notes: list[str] | None = None) -> None:
         self.con.execute(
             "UPDATE runs SET status = ?, items_done = ?, items_failed = ?, completion_tokens = ?, seconds = ?, "
-            "finished_at = ?, updated_at = ? WHERE id = ?",
-            [status, done, failed, tokens, seconds, now(), now(), run_id],
+            "finished_at = ?, updated_at = ?, notes = ? WHERE id = ?",
+            [status, done, failed, tokens, seconds, now(), now(), json.dumps(notes or []), run_id],
         )
         _LIVE_RUNS.discard(run_id)
 
@@ -359,6 +422,8 @@ class Store:
         for run in dead:
             run["status"] = "died"
             run["items_done"], run["items_failed"] = counts.get(run["id"], (run["items_done"], run["items_failed"]))
+        for run in runs:
+            run["notes"] = json.loads(run["notes"] or "[]")
         return runs
 
     # -- generations ---------------------------------------------------------------------------

@@ -68,6 +68,9 @@ class Task:
     description: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = NoOptions
     uses_backend: ClassVar[bool] = True
+    # Works on the selected personas, so it honours --where; a task that does not (a source reads
+    # documents or files) makes --where a usage error instead of ignoring it.
+    selects_personas: ClassVar[bool] = False
     # Places in the chains the core runs without naming a plugin (personahub_core/chains.py):
     bootstrap_step: ClassVar[int | None] = None  # the main job's personas from the sample corpus, in order
     bootstrap_options: ClassVar[dict[str, Any]] = {}  # the options this task runs with there
@@ -128,12 +131,14 @@ class PersonaExpander(GenerativeTask):
     """Makes new personas from existing ones; ``run_item`` returns a list of NewPersona."""
 
     kind = "expander"
+    selects_personas = True
 
 
 class Deduplicator(Task):
     """Marks personas as duplicates or rejects; never deletes."""
 
     kind = "deduplicator"
+    selects_personas = True
 
 
 class Synthesizer(GenerativeTask):
@@ -145,6 +150,7 @@ class Synthesizer(GenerativeTask):
     """
 
     kind = "synthesizer"
+    selects_personas = True
     # PersonaHub's released rows carry a short description of the task in "description".
     row_description: ClassVar[str] = ""
 

@@ -70,6 +70,22 @@ def last_json(result: subprocess.CompletedProcess) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def wheel_files(project: str | Path, build_dir: str | Path) -> set[str]:
+    """The paths inside the wheel a plugin's folder (its pyproject.toml) builds: what ``pip install``
+    puts in place, unlike the editable install the tests run against. Built from a copy in
+    ``build_dir``, so the plugin's folder is left as it was."""
+    import shutil
+    import zipfile
+
+    source = Path(build_dir) / "source"
+    shutil.copytree(project, source, ignore=shutil.ignore_patterns("*.egg-info", "build", "dist", "__pycache__", "tests"))
+    subprocess.run([sys.executable, "-c", "from setuptools import build_meta; build_meta.build_wheel('dist')"],
+                   cwd=source, check=True, capture_output=True, timeout=300)
+    [wheel] = (source / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        return set(archive.namelist())
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path

@@ -35,15 +35,11 @@ class VectorIndexError(PersonaHubError):
 
 
 # -- embeddings in the store ------------------------------------------------------------------------
-def model_name(settings: Settings, backend) -> str:
-    """Names the vectors' origin, so vectors of different models are never compared."""
-    return f"{settings.backend}:{settings.embedding_model or backend.info().name}"
-
-
-def embed_missing(store: Store, backend, model: str, note: Callable[[str], None] | None = None,
+def embed_missing(store: Store, embedder, model: str, note: Callable[[str], None] | None = None,
                   progress=None, only: str = "TRUE", ids: pa.Array | None = None) -> int:
     """Embed every kept persona (matching the SQL condition ``only`` on ``p``, and among ``ids`` if
-    given) that has no vector from ``model`` yet; returns how many."""
+    given) that has no vector from ``model`` yet, with ``embedder`` (anything with ``embed(texts)``);
+    returns how many."""
     among = "" if ids is None else "AND p.id IN (SELECT id FROM _embed_ids)"
     if ids is not None:
         store.con.register("_embed_ids", pa.table({"id": ids}))
@@ -64,7 +60,7 @@ def embed_missing(store: Store, backend, model: str, note: Callable[[str], None]
     for start in range(0, len(ids), EMBED_BATCH):
         batch = texts[start : start + EMBED_BATCH]
         # An empty text has no meaning to embed; a single space keeps the batch aligned.
-        vectors = normalise(np.asarray(backend.embed([t if t.strip() else " " for t in batch]), dtype=np.float32))
+        vectors = normalise(np.asarray(embedder.embed([t if t.strip() else " " for t in batch]), dtype=np.float32))
         write_embeddings(store, ids[start : start + len(batch)], model, vectors)
         if progress is not None:
             progress.update(bar, advance=len(batch))
@@ -299,21 +295,22 @@ class VectorIndex:
 
 def search_personas(store: Store, settings: Settings, backend_class: type, text: str, k: int) -> list[dict]:
     """The kept personas most similar to ``text``: dicts of id, persona and cosine similarity, embedded by
-    the backend class the command resolved."""
-    from .backends.factory import make_backend
+    the embedding model the settings name (the same one embedding dedup uses; a served one through the
+    backend class the command resolved)."""
+    from .embedders import open_embedder
     from .errors import UsageError
 
     if not text.strip():
         raise UsageError("personas search: the search text is empty")
     if k < 1:
         raise UsageError("personas search: --k must be 1 or more")
-    backend = make_backend(backend_class, settings, store=store)
+    embedder = open_embedder(settings, backend_class)
     try:
-        model = model_name(settings, backend)
-        embed_missing(store, backend, model)
-        query = normalise(np.asarray(backend.embed([text]), dtype=np.float32))[0]
+        model = embedder.name
+        embed_missing(store, embedder, model)
+        query = normalise(np.asarray(embedder.embed([text]), dtype=np.float32))[0]
     finally:
-        backend.close()
+        embedder.close()
     with VectorIndex(index_path(settings.db)) as index:
         if len(index.sync(store, model)) == 0:
             return []

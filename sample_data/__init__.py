@@ -17,3 +17,8 @@ def corpus_path() -> Path:
 
 def personas_path() -> Path:
     return data_dir() / "personas.jsonl"
+
+
+def multilingual_personas_path() -> Path:
+    """Personas in scripts written without spaces (Chinese, Japanese, Thai)."""
+    return data_dir() / "personas-multilingual.jsonl"

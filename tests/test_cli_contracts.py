@@ -275,15 +275,17 @@ def test_a_runs_memory_limit_holds_through_the_blocks_that_tune_duckdb(tmp_path)
         assert limit(store) == ours == "286.1 MiB"
 
 
-def test_credentials_in_the_base_url_are_masked_in_config_runs_and_errors(tmp_path, personas_file):
-    env = {"PERSONAHUB_BASE_URL": "http://user:hunter2@127.0.0.1:1/v1", "PERSONAHUB_API_KEY": "sk-abcdef123456"}
+@pytest.mark.parametrize("userinfo, query", [("user:hunter2@", ""), ("user:p@ss-hunter2@", "?api-key=hunter2-key")])
+def test_credentials_in_the_base_url_are_masked_in_config_runs_and_errors(tmp_path, personas_file, userinfo, query):
+    env = {"PERSONAHUB_BASE_URL": f"http://{userinfo}127.0.0.1:1/v1{query}", "PERSONAHUB_API_KEY": "sk-abcdef123456"}
     shown = cli("config", "--json", env={**env, "PERSONAHUB_BACKEND": "openai"}, check=True).stdout
     assert "hunter2" not in shown and "sk-abcdef123456" not in shown and "http://***@127.0.0.1:1/v1" in shown
     cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
-    with FaultServer() as server:
-        url = server.url.replace("http://", "http://user:hunter2@")
+    with FaultServer(api_key="sk-abcdef123456") as server:  # user:password in the URL must not replace the key
+        url = server.url.replace("http://", f"http://{userinfo}") + query
         cli("run", "--plugin", "math", "--backend", "openai", "--base-url", url, "--model", "test-model",
             "--limit", "1", "-q", env={"PERSONAHUB_API_KEY": "sk-abcdef123456"})
+    assert server.received  # the calls got past the key check
     failed = cli("run", "--plugin", "math", "--backend", "openai", "--model", "test-model", "--limit", "1", env=env)
     assert failed.returncode == 1 and "cannot reach http://***@127.0.0.1:1/v1" in failed.stderr
     assert "hunter2" not in failed.stderr

@@ -141,8 +141,10 @@ def test_bad_requests_are_one_line_errors(db):
         assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_diversity_with_the_default_model(tmp_path):
-    """The bundled model writes a few problems and embeds personas and problems (llama.cpp, mean pooling)."""
+    """The bundled model writes a few problems; the shipped sentence model embeds personas and problems."""
     rng = random.Random(3)
     combos = rng.sample([(r, p, h) for r in ROLES for p in PLACES for h in HOBBIES], 8)
     personas = [f"A {r} from a {p} who loves {h} on weekends" for r, p, h in combos]
@@ -151,7 +153,7 @@ def test_diversity_with_the_default_model(tmp_path):
     run_task("math", db=db, limit=8)
     result = last_json(cli("diversity", "--task", "math", "--db", db, "--json", "--bins", "0.6,0.8,0.9",
                            "--width", "0.1", check=True))
-    assert result["model"].startswith("llama-cpp:") and result["rows"] >= 2
+    assert result["model"] == "all-MiniLM-L6-v2" and result["rows"] >= 2
     assert sum(b["pairs"] for b in result["bins"]) >= 1
     for b in result["bins"]:
         stats = b["output_similarity"]

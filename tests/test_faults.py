@@ -9,6 +9,7 @@ speed, the invariants checked afterwards may not. The fake backend is slowed by 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -175,3 +176,35 @@ def check_generations(db: Path, task: str, items: int, what: str) -> None:
         statuses = {r[0] for r in store.query("SELECT DISTINCT status FROM generations WHERE task = ?", [task])}
     assert n == keys == inputs == items, (what, n, keys, inputs, items)
     assert statuses <= {"ok", "rejected", "failed"}, (what, statuses)
+
+
+@pytest.mark.slow
+def test_kill_9_during_export_and_report_leaves_the_output_absent_or_whole_and_the_store_intact(tmp_path, rng):
+    personas = [persona(i) for i in range(10_000)]
+    resume("run", "--plugin", "import", "--input", str(write_jsonl(tmp_path / "p.jsonl", [{"persona": p} for p in personas])))
+    store = tmp_path / "personahub.duckdb"
+    before = store.read_bytes()
+    kills = [(["export", "personas", "--full", "--format", "jsonl", "--out", "out.jsonl"], 2),
+             (["export", "personas", "--full", "--format", "parquet", "--out", "out.parquet"], 1),
+             (["report", "--out", "out.html"], 2)]
+    for args, times in kills:
+        out = tmp_path / args[-1]
+        for _ in range(times):
+            what = kill_at_random(tmp_path, rng, 1.5, args)
+            assert not out.exists() or whole(out, len(personas)), what
+            assert store.read_bytes() == before, what  # opened read-only: not a byte changed
+            resume(*args)  # the next write of that path leaves no partial file, and a whole output
+            assert sorted(p.name for p in tmp_path.glob(f"*{out.name}*")) == [out.name] and whole(out, len(personas)), what
+            out.unlink()
+    print(f"{sum(LANDED)} of {len(LANDED)} kills landed while the command ran (seed {SEED})")
+
+
+def whole(out: Path, rows: int) -> bool:
+    """The output is complete: every row there (a report ends with its closing tag)."""
+    if out.suffix == ".jsonl":
+        return sum(1 for line in out.open() if json.loads(line)) == rows
+    if out.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(out).num_rows == rows
+    return out.read_text().rstrip().endswith("</html>")

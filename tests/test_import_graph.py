@@ -124,9 +124,10 @@ def test_every_core_module_imports_on_its_own():
 
 
 # The commands resolve tasks, backends and executors from the registry and hand them down (the test kit
-# runs and exports tasks as the commands do).
+# runs and exports tasks as the commands do; the Python API is the commands for a notebook).
 COMMANDS = {"personahub_core.plugins", "personahub_core.cli", "personahub_core.api", "personahub_core.dedup_command",
-            "personahub_core.diversity", "personahub_core.plugin_migrations", "personahub_core.testing"}
+            "personahub_core.diversity", "personahub_core.plugin_migrations", "personahub_core.testing",
+            "personahub_core.python_api"}
 
 
 def test_only_the_commands_look_in_the_registry():

@@ -62,6 +62,8 @@ def backend():
     b.close()
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_info(backend):
     info = backend.info()
     assert info.name == "gemma-3-270m-q4_k_m" == LlamaCppBackend.model_label(Settings())  # known without loading
@@ -69,6 +71,8 @@ def test_info(backend):
     assert info.has_chat_template is False
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_generates_text_with_token_counts(backend):
     [(index, result)] = list(backend.generate(requests(1, max_tokens=16)))
     assert index == 0 and result.error is None
@@ -78,6 +82,8 @@ def test_generates_text_with_token_counts(backend):
     assert result.finish_reason in ("stop", "length")
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_same_seed_same_output_while_refilling_slots(backend):
     reqs = requests(6)  # 6 requests through 4 slots: two slots are refilled
     first = run(backend, reqs)
@@ -87,6 +93,8 @@ def test_same_seed_same_output_while_refilling_slots(backend):
     assert len({r.text for r in first.values()}) > 1  # different seeds and personas differ
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_stop_string_cuts_the_text(backend):
     free = run(backend, requests(1, temperature=0.0, stop=[]))[0].text
     stop = free[8:12]  # a piece of the greedy continuation, so the stopped run must meet it
@@ -95,6 +103,8 @@ def test_stop_string_cuts_the_text(backend):
     assert stopped.text == free[: free.index(stop)]
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_max_tokens_is_respected(backend):
     reqs = [ask("Once upon a time, in a small village by the sea,", max_tokens=5, seed=1)]
     result = run(backend, reqs)[0]
@@ -107,6 +117,8 @@ class Person(BaseModel):
     age: int
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_json_schema_output_always_parses(backend):
     reqs = [
         ask(
@@ -123,6 +135,8 @@ def test_json_schema_output_always_parses(backend):
         Person.model_validate(json.loads(result.text))
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_embeddings_are_normalised_and_meaningful(backend):
     texts = [
         "a retired nurse who gardens on her balcony",
@@ -139,6 +153,8 @@ def test_embeddings_are_normalised_and_meaningful(backend):
     assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_long_prompt_fails_alone():
     small = LlamaCppBackend(Settings(batch_size=2, n_ctx=256, threads=1))
     try:
@@ -164,6 +180,8 @@ LINES = [
 ]
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_shared_prefix_changes_nothing_but_speed(backend):
     # Each prompt starts copying one line of the shared prefix, so a right answer needs the prefix's
     # KV cells. Copying has wide logit margins: llama.cpp's CPU kernels round differently for different
@@ -191,6 +209,8 @@ def test_shared_prefix_changes_nothing_but_speed(backend):
     assert again_prompt_tokens < shared_prompt_tokens / 3  # and not again
 
 
+@pytest.mark.model
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [1, 2, 4])
 def test_requests_with_a_common_head_evaluate_it_once(batch_size):
     # One notebook, several questions about it: like one text asked about from several perspectives.
@@ -219,6 +239,8 @@ def test_requests_with_a_common_head_evaluate_it_once(batch_size):
     assert shared_prompt_tokens < alone_prompt_tokens / 2  # each notebook's head was evaluated once
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_batch_size_one_is_a_plain_stream():
     single = LlamaCppBackend(Settings(batch_size=1, n_ctx=1024, threads=1))
     try:
@@ -259,3 +281,76 @@ def test_default_model_is_assembled_once_then_trusted_until_it_changes(tmp_path,
     assert len(hashed) == 1  # the change was noticed, the file hashed and rebuilt
     assert real_sha256(path) == bundle.EXPECTED_SHA256
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.name + ".verified"]  # no temp files
+
+
+
+NOTEBOOK = "Notes from the storeroom:\n" + "".join(f"- {line}\n" for line in LINES) + "\nThe same notes, copied:\n"
+
+
+def copying(head: str, line: str, **kw) -> Prompt:
+    """Go on copying the notebook from a line's first three words: wide logit margins, so the answer does
+    not depend on the batch it was decoded in."""
+    kw = {"max_tokens": 12, "temperature": 0.0, "stop": ["\n"], **kw}
+    return ask(f"{head}- {' '.join(line.split()[:3])}", **kw)
+
+
+def rest_of(line: str) -> str:
+    return " " + " ".join(line.split()[3:])
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_stream_admits_a_prompt_fed_late_while_others_decode(backend):
+    # Two slots. The feed has a long and a short prompt; a third exists only once the short one is back
+    # (like the next step of an item), and must take its slot while the long one decodes on.
+    prompts = {"long": copying(NOTEBOOK, LINES[0], max_tokens=16, stop=[]),
+               "short": copying(NOTEBOOK, LINES[1], max_tokens=2),
+               "late": copying(NOTEBOOK, LINES[2], max_tokens=4)}
+    ready, sent, done = ["long", "short"], [], {}
+
+    def feed():
+        if "short" in done and "late" not in sent:
+            ready.append("late")
+        if not ready:
+            return None
+        sent.append(ready.pop(0))
+        return sent[-1], prompts[sent[-1]]
+
+    for ticket, completion in backend.stream(feed, 2):
+        done[ticket] = completion
+    t = backend.timings
+    assert done["long"].finish_reason == "length" and done["long"].completion_tokens == 16
+    assert list(done) == ["short", "late", "long"]  # a windowed backend sends "late" after "long" is back
+    assert t.rounds == 16  # "late" was decoded inside the long one's 16 rounds
+    assert t.queued_rounds == 3 and t.occupancy == 1.0  # admitted in the round after "short" ended
+    alone = dict(backend.generate(list(prompts.values())))
+    assert {k: c.text for k, c in done.items()} == {k: alone[i].text for i, k in enumerate(prompts)}
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_stream_runs_multi_step_items_as_generate_runs_their_steps(backend):
+    # Four items of two steps through three slots: an item's second prompt goes on from its first answer,
+    # so the feed has it only once that answer is back, while other items still hold their slots.
+    first = [copying(NOTEBOOK, line) for line in LINES[:4]]
+    waiting, started, done = [], iter(range(4)), {}
+
+    def second(i: int, answer: str) -> Prompt:
+        return copying(f"{first[i].completion}{answer}\n", LINES[i + 1])
+
+    def feed():
+        if waiting:
+            return waiting.pop(0)
+        i = next(started, None)
+        return None if i is None else ((i, 1), first[i])
+
+    for (i, step), completion in backend.stream(feed, 3):
+        done[i, step] = completion
+        if step == 1:
+            waiting.append(((i, 2), second(i, completion.text)))
+    assert {i: done[i, 1].text for i in range(4)} == {i: rest_of(LINES[i]) for i in range(4)}
+    assert sum(done[i, 2].text == rest_of(LINES[i + 1]) for i in range(4)) >= 3  # the model may slip a word
+    one_by_one = dict(backend.generate(first))
+    then = dict(backend.generate([second(i, one_by_one[i].text) for i in range(4)]))
+    assert {(i, 1): c.text for i, c in one_by_one.items()} | {(i, 2): c.text for i, c in then.items()} == {
+        key: c.text for key, c in done.items()}

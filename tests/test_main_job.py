@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from personahub_core.testing import cli, last_json
 
 
+@pytest.mark.slow  # the whole main job in a subprocess
 def test_npc_from_an_empty_folder_bootstraps_personas_from_the_sample_corpus(tmp_path):
     result = cli("run", "--plugin", "npc", "--backend", "fake", "--limit", "2", "--json", check=True)
     assert "The store has no personas yet" in result.stderr

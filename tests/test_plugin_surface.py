@@ -194,7 +194,7 @@ def test_the_command_line_starts_without_the_model_libraries():
 COMMAND_IMPORTS = """
 import atexit, json, sys
 from personahub_core.cli import main
-watched = ("llama_cpp", "httpx", "ray")
+watched = ("llama_cpp", "aiohttp", "ray")
 atexit.register(lambda: open("imported.json", "w").write(json.dumps(sorted(m for m in watched if m in sys.modules))))
 sys.argv = ["personahub", *sys.argv[1:]]
 main()
@@ -205,14 +205,16 @@ main()
     (["--help"], []),
     (["stats"], []),
     # config shows the chosen backend's options and checks the file's keys against every installed
-    # backend's: it imports their modules (the HTTP client's imports httpx), never llama.cpp or Ray.
-    (["config"], ["httpx"]),
+    # backend's: it imports their modules (the HTTP client's imports aiohttp), never llama.cpp or Ray.
+    (["config"], ["aiohttp"]),
 ])
 def test_commands_that_run_no_model_import_no_model_library(tmp_path, args, loaded):
     subprocess.run([sys.executable, "-c", COMMAND_IMPORTS, *args], capture_output=True, text=True, timeout=120)
     assert json.loads((tmp_path / "imported.json").read_text()) == loaded
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_llama_cpp_says_once_when_it_decodes_fewer_sequences_than_asked():
     """--batch-size above llama.cpp's sequence limit, and a context too small for the batch: one note each."""
     from personahub_core.backends.base import Prompt

@@ -36,7 +36,8 @@ from personahub_core.testing import plugins_registered, run_task
 from personahub_core.testing import cli, write_jsonl
 
 # Ray Data copies its context into each job and trips over its own deprecated settings while doing so.
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context"), pytest.mark.ray,
+              pytest.mark.slow]  # a module-wide Ray instance starts for every test here
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -419,6 +420,7 @@ def test_minhash_on_ray_marks_what_the_local_task_marks(tmp_path, monkeypatch):
     assert len(marks("ray.duckdb")) > 150
 
 
+@pytest.mark.model
 def test_math_on_the_bundled_model_lands_four_rows(personas_file, monkeypatch):
     """The real thing: llama.cpp loaded inside a Ray actor, its rows written by the actor as shards."""
     run_task("import", ["--input", str(personas_file)])

@@ -150,6 +150,8 @@ def test_a_broken_recipe_is_one_line_naming_file_and_field(tmp_path, text, messa
     assert not (tmp_path / "s.duckdb").exists(), "a bad recipe is reported before the store is opened"
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_schema_recipe_on_the_default_model(db):
     """The grammar built from the recipe's schema makes the real model answer valid JSON of that shape."""
     summary = run_task(str(INTERVIEW), db=db, backend="llama-cpp", limit=2)

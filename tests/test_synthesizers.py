@@ -118,22 +118,24 @@ def test_modes_change_what_the_prompt_shows(task):
         assert prompt.completion.rstrip().endswith(":") and prompt.completion.index(PERSONAS[3]) > len(prompt.completion) // 2
 
 
+# A piece of each task's row that only the scripted answer holds.
+FROM_ANSWER = {"math": "12 hives that each give 18 kg", "reasoning": "Amber, Birch and Clover",
+               "instructions": "What flowers should I plant", "knowledge": "Why heather honey sets like jelly",
+               "npc": "Tamsin Reed", "tools": "log_harvest"}
+
+
 @pytest.mark.parametrize("task", TASKS)
-def test_one_step_is_prompt_then_parse_of_the_whole_completion(task):
-    """With default options every synthesizer makes one call: its prompt(), and parse() of the completion,
-    which sees the finish reason: the same answer cut at the token limit is rejected."""
-    synthesizer = resolve_task(task)()
-    persona = PERSONAS[3]
-    steps = synthesizer.run_item(WorkItem("k", "p", {"persona": persona}))
-    prompt = next(steps)
-    assert prompt == synthesizer.prompt(persona)
-    answer = Completion(scripted(prompt))
-    with pytest.raises(StopIteration) as done:
-        steps.send(answer)
-    assert done.value.value == synthesizer.parse(answer, persona)
-    cut = Completion(answer.text.replace("\n", " "), finish_reason="length")  # one line: nothing finished to keep
-    with pytest.raises(Rejected, match="runaway answer"):
-        synthesizer.parse(cut, persona)
+def test_one_step_stores_the_answer_and_rejects_the_same_answer_cut_short(db, task):
+    """With default options every synthesizer makes one call per persona and stores what the model wrote;
+    the parser sees the finish reason: the same answer run on past the token limit is rejected."""
+    assert run_task(task, db=db, backend="fake", limit=1)["items_done"] == 1
+    assert len(FakeBackend.calls) == 1
+    [row] = exported_rows(db, task)
+    assert FROM_ANSWER[task] in row["synthesized text"]
+    FakeBackend.responder = lambda prompt: scripted(prompt).replace("\n", " ") + " and on" * 2000  # one line, cut
+    summary = run_task(task, db=db, backend="fake", limit=1)
+    assert (summary["items_done"], summary["items_rejected"]) == (0, 1)
+    assert len(exported_rows(db, task)) == 1
 
 
 def test_bad_mode_is_a_one_line_error(db):

@@ -13,6 +13,8 @@ from personahub_core.testing import run_task
 
 from personahub_core.testing import PERSONAS
 
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
 TOOL_KEYS = ["name", "description", "function_name", "input_args", "return", "depend"]
 LIMITS = {"tools": 4}
 
@@ -39,6 +41,7 @@ def test_each_synthesizer_runs_on_the_default_model(db, task):
     summary = run_task(task, db=db, backend="llama-cpp", limit=limit)
     assert summary["items_done"] + summary["items_failed"] == limit
     assert summary["completion_tokens"] > 0
+    assert 0 < summary["slot_occupancy"] <= 1  # the summary shows how full llama.cpp kept its slots
     rows = generations(db, task)
     assert len(rows) == limit
     # Rejected answers are the model's fault and are kept with a reason; "failed" would be ours.

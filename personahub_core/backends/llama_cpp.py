@@ -2,9 +2,11 @@
 
 One llama.cpp context holds up to ``batch_size`` sequences in a unified KV cache. Each ``llama_decode``
 advances every active sequence by one token and prefills newly admitted ones; a finished sequence is
-yielded at once and its slot refilled from the queue. The few-shot prefix that the prompts of a task
-share is evaluated once into a spare sequence and copied into each new one (in a unified cache the copy
-only tags cells), so each prompt prefills just its own suffix. Prompts that share a longer head among
+yielded at once and its slot refilled from the caller's feed in the next round, so a run's prompts (and
+the next steps of multi-step items) stream through the slots with no barrier. The few-shot prefix that
+the first prompts of a stream share is evaluated once into a spare sequence and copied into each new
+prompt that starts with it (in a unified cache the copy only tags cells), so each prompt prefills just
+its own suffix. Prompts that share a longer head among
 themselves (one text asked about from several perspectives) evaluate it once too: in the same decode
 when admitted together, by copying cells when one of them is already evaluated or has just finished.
 """
@@ -19,7 +21,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -72,13 +74,25 @@ def _last_error() -> str:
 
 @dataclass
 class Timings:
-    """Where the last ``generate`` call spent its time (benchmarks and progress reports read this)."""
+    """Where the last stream (or ``generate`` call) spent its time, and how full it kept its slots
+    (benchmarks and run summaries read this)."""
 
-    wall: float = 0.0  # the whole call
+    wall: float = 0.0  # the whole stream
     decode: float = 0.0  # inside llama_decode
     sampling: float = 0.0  # numpy's tail cut and llama.cpp's samplers
     prompt_tokens: int = 0  # prompt tokens evaluated (a shared prefix counts once)
     completion_tokens: int = 0
+    slots: int = 0  # sequences the stream may decode together
+    rounds: int = 0  # decode rounds: each advances every active sequence by one token
+    decoded: int = 0  # active sequences, summed over the rounds
+    queued_rounds: int = 0  # rounds up to the last admission, while prompts kept coming
+    queued_decoded: int = 0  # active sequences, summed over those rounds
+
+    @property
+    def occupancy(self) -> float | None:
+        """Mean active sequences / slots until the last prompt was admitted: the drain once the feed has
+        nothing more is left out. None when nothing was decoded."""
+        return self.queued_decoded / (self.queued_rounds * self.slots) if self.queued_rounds else None
 
 
 class _Batch:
@@ -214,7 +228,7 @@ class _Sampler:
 
 @dataclass(eq=False)
 class _Seq:
-    index: int  # into the prompts
+    ticket: Any  # the caller's name for the prompt
     slot: int  # llama.cpp sequence id
     sampler: _Sampler
     prompt: list[int]
@@ -329,10 +343,17 @@ class LlamaCppBackend(Backend):
         params.n_threads = params.n_threads_batch = self._threads
         params.embeddings = embeddings
         if embeddings:
-            params.pooling_type = lc.LLAMA_POOLING_TYPE_MEAN
+            params.pooling_type = lc.LLAMA_POOLING_TYPE_UNSPECIFIED  # what the model declares
         ctx = lc.llama_init_from_model(self._model, params)
         if not ctx:
             raise BackendError(f"cannot create a llama.cpp context of {n_ctx} tokens{_last_error()}")
+        if embeddings and lc.llama_pooling_type(ctx) == lc.LLAMA_POOLING_TYPE_NONE:
+            # A generation model declares no pooling: average its token states.
+            lc.llama_free(ctx)
+            params.pooling_type = lc.LLAMA_POOLING_TYPE_MEAN
+            ctx = lc.llama_init_from_model(self._model, params)
+            if not ctx:
+                raise BackendError(f"cannot create a llama.cpp context of {n_ctx} tokens{_last_error()}")
         return ctx
 
     @classmethod
@@ -345,84 +366,109 @@ class LlamaCppBackend(Backend):
     # -- generation
 
     def generate(self, prompts: list[Prompt]) -> Iterator[tuple[int, Completion]]:
+        fed = iter(enumerate(prompts))
+        yield from self.stream(lambda: next(fed, None), self._slots)
+
+    def stream(self, feed: Callable[[], tuple[Any, Prompt] | None], slots: int) -> Iterator[tuple[Any, Completion]]:
         if self._generating:  # both would share (and clear) the one KV cache
-            raise BackendError("a llama-cpp backend runs one generate() at a time; use one backend per thread")
+            raise BackendError("a llama-cpp backend runs one stream at a time; use one backend per thread")
         self._generating = True
         for message in self._unsaid:
             self.note(message)
         self._unsaid = []
         try:
-            yield from self._generate(prompts)
+            yield from self._stream(feed, max(1, min(slots, self._slots)))
         finally:
             self._generating = False
 
-    def _generate(self, prompts: list[Prompt]) -> Iterator[tuple[int, Completion]]:
+    def _stream(self, feed: Callable[[], tuple[Any, Prompt] | None], slots: int) -> Iterator[tuple[Any, Completion]]:
         start = time.perf_counter()
-        self.timings = Timings()
-        queue: deque[tuple[int, list[int]]] = deque()
-        for i, prompt in enumerate(prompts):
-            try:
-                tokens = self._prompt_tokens(prompt)
-            except Exception as exc:  # a chat template can raise anything from inside Jinja
-                yield i, _failed(f"cannot format the chat messages: {exc}")
-                continue
-            if len(tokens) >= self._n_ctx:
-                error = f"prompt is {len(tokens)} tokens, longer than the context of {self._n_ctx}"
-                yield i, _failed(error, len(tokens))
-            else:
-                queue.append((i, tokens))
-
-        prefix = self._shared_prefix([tokens for _, tokens in queue])
+        self.timings = t = Timings(slots=slots)
         mem = lc.llama_get_memory(self._ctx)
+        held: deque[tuple[Any, Prompt, list[int]]] = deque()  # fed, waiting for a slot or for KV cells
         active: list[_Seq] = []
         try:
-            self._hold_prefix(prefix)
-            used = len(prefix)  # KV cells reserved: each sequence its whole suffix, shared cells or not
-            free = list(range(self._slots - 1, -1, -1))
+            free = list(range(slots - 1, -1, -1))
             finished: dict[int, list[int]] = {}  # slot -> prompt of a sequence that just ended, cells kept
+            used = None  # KV cells reserved: the prefix, and each sequence its whole suffix, shared cells or not
             peak, kv_bound = 0, False  # most sequences decoded together; whether free slots waited for cells
-            while queue or active:
+            while True:
+                yield from self._take(feed, held, len(free))
+                if not held and not active:
+                    break  # the feed has nothing more and nothing is in flight
+                if used is None:  # the first prompts of the stream decide the prefix the spare sequence holds
+                    self._hold_prefix(self._shared_prefix([tokens for _, _, tokens in held]))
+                    used = len(self._prefix)
                 fresh: list[_Seq] = []  # admitted this round; joins active after admission
-                while queue and free:
-                    i, tokens = queue[0]
-                    limit = max(1, min(prompts[i].max_tokens, self._n_ctx - len(tokens)))
-                    cells = len(tokens) - len(prefix) + limit
+                while held and free:
+                    ticket, prompt, tokens = held[0]
+                    shared = self._shares_prefix(tokens)
+                    limit = max(1, min(prompt.max_tokens, self._n_ctx - len(tokens)))
+                    cells = len(tokens) - shared + limit
                     if used + cells > self._n_ctx:
-                        kv_bound = True
-                        break  # wait for running sequences to free cells; FIFO keeps runs reproducible
-                    queue.popleft()
-                    try:
-                        sampler = _Sampler(self._vocab, prompts[i], self._grammar(prompts[i].json_schema))
-                    except ValueError as exc:
-                        yield i, _failed(str(exc), len(tokens))
+                        if active or fresh:
+                            kv_bound = True
+                            break  # wait for running sequences to free cells; FIFO keeps runs reproducible
+                        self._hold_prefix([])  # alone it fits only without a prefix it does not share
+                        used = 0
                         continue
-                    slot, shared = self._place(tokens, len(prefix), free, active, fresh, finished)
-                    fresh.append(self._admit(i, prompts[i], sampler, tokens, slot, shared, limit, cells))
+                    held.popleft()
+                    try:
+                        sampler = _Sampler(self._vocab, prompt, self._grammar(prompt.json_schema))
+                    except ValueError as exc:
+                        yield ticket, _failed(str(exc), len(tokens))
+                        continue
+                    slot, ahead = self._place(tokens, shared, free, active, fresh, finished)
+                    fresh.append(self._admit(ticket, prompt, sampler, tokens, slot, ahead, limit, cells))
                     used += cells
                 for slot in finished:
                     lc.llama_memory_seq_rm(mem, slot, -1, -1)
                 finished.clear()
                 active += fresh
                 peak = max(peak, len(active))
+                if not active:
+                    continue  # every prompt taken failed on its own: ask the feed again
                 self._step(active)
+                t.rounds += 1
+                t.decoded += len(active)
+                if fresh:
+                    t.queued_rounds, t.queued_decoded = t.rounds, t.decoded
                 for seq in [s for s in active if s.finish]:
                     active.remove(seq)
                     seq.sampler.free()
                     finished[seq.slot] = seq.prompt
                     free.append(seq.slot)
                     used -= seq.cells
-                    self.timings.completion_tokens += seq.n_out
-                    yield seq.index, seq.result()
-            if kv_bound and peak < self._slots and not self._said_kv:
+                    t.completion_tokens += seq.n_out
+                    yield seq.ticket, seq.result()
+            if kv_bound and peak < slots and not self._said_kv:
                 self._said_kv = True
                 self.note(f"llama-cpp: decoded at most {peak} sequences together, not --batch-size {self._requested}: "
                           f"their prompts and answers fill the {self._n_ctx}-token context (raise --n-ctx for more)")
         finally:
             for seq in active:
                 seq.sampler.free()
-            for slot in range(self._slots):  # the spare sequence keeps the prefix for the next call
+            for slot in range(self._slots):  # the spare sequence keeps the prefix for the next stream
                 lc.llama_memory_seq_rm(mem, slot, -1, -1)
-            self.timings.wall = time.perf_counter() - start
+            t.wall = time.perf_counter() - start
+
+    def _take(
+        self, feed: Callable[[], tuple[Any, Prompt] | None], held: deque[tuple[Any, Prompt, list[int]]], free: int
+    ) -> Iterator[tuple[Any, Completion]]:
+        """Ask the feed for prompts until each free slot has one or the feed has none now; tokenize them.
+        A prompt that cannot be read fails here without taking a slot."""
+        while len(held) < free and (fed := feed()) is not None:
+            ticket, prompt = fed
+            try:
+                tokens = self._prompt_tokens(prompt)
+            except Exception as exc:  # a chat template can raise anything from inside Jinja
+                yield ticket, _failed(f"cannot format the chat messages: {exc}")
+                continue
+            if len(tokens) >= self._n_ctx:
+                yield ticket, _failed(f"prompt is {len(tokens)} tokens, longer than the context of {self._n_ctx}",
+                                      len(tokens))
+            else:
+                held.append((ticket, prompt, tokens))
 
     def _place(
         self,
@@ -436,9 +482,10 @@ class LlamaCppBackend(Backend):
         """Take a free slot and give it the cells of the longest prompt head another sequence has or gets.
 
         Returns the slot and how many prompt tokens it need not evaluate. The first ``start`` tokens (the
-        prefix all prompts share) are in the spare sequence. An evaluated sequence (``settled``) lends
-        its cells; one that just ended (``finished``: its slot is free, its cells kept until admission is
-        over) hands over its slot; one admitted this round (``fresh``) evaluates its head for this one too.
+        part of the stream's prefix this prompt shares) are in the spare sequence. An evaluated sequence
+        (``settled``) lends its cells; one that just ended (``finished``: its slot is free, its cells kept
+        until admission is over) hands over its slot; one admitted this round (``fresh``) evaluates its
+        head for this one too.
         """
         mem = lc.llama_get_memory(self._ctx)
         shared, how, source = start, None, None
@@ -464,19 +511,19 @@ class LlamaCppBackend(Backend):
                 lc.llama_memory_seq_cp(mem, source.slot, slot, -1, shared)
             else:
                 if start:
-                    lc.llama_memory_seq_cp(mem, self._slots, slot, -1, -1)
+                    lc.llama_memory_seq_cp(mem, self._slots, slot, -1, start)
                 if how == "follow":
                     source.followers.append((slot, shared))
         free.remove(slot)
         return slot, shared
 
     def _admit(
-        self, index: int, prompt: Prompt, sampler: _Sampler, tokens: list[int], slot: int, shared: int,
+        self, ticket: Any, prompt: Prompt, sampler: _Sampler, tokens: list[int], slot: int, shared: int,
         limit: int, cells: int,
     ) -> _Seq:
         self.timings.prompt_tokens += len(tokens) - shared
         stops = [s.encode("utf-8") for s in prompt.stop if s]
-        return _Seq(index, slot, sampler, tokens, tokens[shared:], shared, limit, cells, stops)
+        return _Seq(ticket, slot, sampler, tokens, tokens[shared:], shared, limit, cells, stops)
 
     def _prompt_tokens(self, prompt: Prompt) -> list[int]:
         if self._template is None or not prompt.chat:
@@ -499,19 +546,24 @@ class LlamaCppBackend(Backend):
         return self._chat_formatter(messages=messages).prompt
 
     def _shared_prefix(self, prompts: list[list[int]]) -> list[int]:
-        if not self.share_prefix or len(prompts) < 2:
+        """The head the first prompts of a stream share; a prompt alone keeps what it shares with the
+        prefix held from the last stream."""
+        if not self.share_prefix:
             return []
         # commonprefix compares element-wise, so it works on token lists as well as on strings.
-        prefix = os.path.commonprefix(prompts)
+        prefix = os.path.commonprefix(prompts if len(prompts) > 1 else [self._prefix, *prompts])
         prefix = prefix[: min(map(len, prompts)) - 1]  # every sequence needs one token of its own to sample from
         return prefix if len(prefix) >= MIN_SHARED_PREFIX else []
 
-    def _hold_prefix(self, prefix: list[int]) -> None:
-        """Put the prefix in the spare sequence, reading only what the last call's prefix did not have.
+    def _shares_prefix(self, tokens: list[int]) -> int:
+        """How many of the spare sequence's cells this prompt can copy: a prompt of another form (the next
+        step of a multi-step item) may share only part of the prefix, or none of it."""
+        shared = min(len(os.path.commonprefix([self._prefix, tokens])), len(tokens) - 1)
+        return shared if shared >= MIN_SHARED_PREFIX else 0
 
-        The runner sends a task's prompts in windows, all with the same few-shot prefix: each window
-        after the first finds it already there.
-        """
+    def _hold_prefix(self, prefix: list[int]) -> None:
+        """Put the prefix in the spare sequence, reading only what the last stream's prefix did not have:
+        a task's stages and a benchmark's repeated calls find it already there."""
         mem = lc.llama_get_memory(self._ctx)
         kept = len(os.path.commonprefix([self._prefix, prefix]))
         self._prefix = []  # until the spare sequence holds the new one in full

@@ -1,5 +1,7 @@
-"""Import personas: PersonaHub's released ``{"persona": ...}`` jsonl (optionally with an id), or plain
-text with one persona per line. Invalid lines are reported with their line numbers and skipped.
+"""Import personas: PersonaHub's released ``{"persona": ...}`` jsonl (optionally with an id; .jsonl,
+.ndjson or .json, any case, optionally .gz), or plain text with one persona per line. Invalid lines (bad
+JSON, a persona that is not a JSON string, a line over 8 MiB) are reported with their line numbers and
+skipped; a file with no usable line at all is an input error.
 
 The file goes through DuckDB's own reader (an in-memory DuckDB of the plugin's own) into one Arrow
 table, and that into the store by ``add_personas``: a persona's id is a hash of its text and the id
@@ -18,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from personahub_core.errors import UsageError
 from personahub_core.hookspecs import hookimpl
-from personahub_core.ingest import LINES_AS, file_error, file_progress, json_records_sql, normalised, open_text, stripped
+from personahub_core.ingest import (LINES_AS, MAX_LINE_BYTES, file_error, file_progress, json_line,
+                                    input_format, json_records_sql, normalised, not_text, open_text, stripped)
 from personahub_core.tasks import PersonaSource
 
 MAX_REPORTED = 5
@@ -38,7 +41,7 @@ class ImportPersonas(PersonaSource):
     uses_backend = False
 
     def as_json(self) -> bool:
-        return ".jsonl" in self.options.input.suffixes or ".json" in self.options.input.suffixes
+        return input_format(self.options.input) in (".jsonl", ".ndjson", ".json")
 
     def records_sql(self) -> str:
         """(text, source_id, bad) per non-blank line."""
@@ -59,6 +62,8 @@ class ImportPersonas(PersonaSource):
                 con.execute(f"CREATE TEMP TABLE _incoming AS {self.records_sql()}", [str(path)])
                 rejected = self.rejects(ctx, con)
                 read, bad = con.execute("SELECT count(text), count(*) FILTER (WHERE bad) FROM _incoming").fetchall()[0]
+                if not read:
+                    raise UsageError(self.nothing_usable(rejected, bad))
                 # The id is work_key(persona), or work_key(source id, persona) when the file gives
                 # one (the JSON work_key hashes, written in SQL), as earlier versions made it.
                 personas = con.sql(f"""
@@ -88,7 +93,7 @@ class ImportPersonas(PersonaSource):
         if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = '_rejected'").fetchall()[0][0]:
             return []
         rows = con.execute("SELECT line, error_type, csv_line FROM _rejected ORDER BY line").fetchall()
-        names = {"CAST": "invalid JSON", "LINE SIZE OVER MAXIMUM": "line too long"}
+        names = {"CAST": "invalid JSON", "LINE SIZE OVER MAXIMUM": f"line longer than {MAX_LINE_BYTES // 2**20} MiB"}
         problems, fixed = [], []
         for line, kind, text in rows:
             if kind != "INVALID ENCODING":
@@ -106,31 +111,53 @@ class ImportPersonas(PersonaSource):
 
     def report(self, ctx, rejected: list[tuple[int, str]], bad: int) -> None:
         path = self.options.input
-        problems = list(rejected)
-        if bad:  # SQL counted them; a short pass finds where the first ones are
-            with open_text(path) as f:
-                for n, line in enumerate(f, start=1):
-                    if len(problems) >= len(rejected) + MAX_REPORTED:
-                        break
-                    problem = self.parse_problem(line) if line.strip() else None
-                    if problem and problem != "invalid JSON":
-                        problems.append((n, problem))
+        problems = rejected + (self.located(MAX_REPORTED) if bad else [])
         for n, problem in sorted(problems)[:MAX_REPORTED]:
             ctx.note(f"{path}:{n}: {problem}; skipped")
         if len(rejected) + bad > MAX_REPORTED:
             ctx.note(f"... {len(rejected) + bad} invalid lines in all")
 
+    def located(self, limit: int) -> list[tuple[int, str]]:
+        """(line, problem) for the first lines SQL counted as unusable (DuckDB names the lines it refused)."""
+        found: list[tuple[int, str]] = []
+        with open_text(self.options.input) as f:
+            for n, line in enumerate(f, start=1):
+                if len(found) >= limit:
+                    break
+                problem = self.parse_problem(line) if line.strip() else None
+                if problem and problem != "invalid JSON":
+                    found.append((n, problem))
+        return found
+
+    def nothing_usable(self, rejected: list[tuple[int, str]], bad: int) -> str:
+        """The one line for a file that gives no persona at all: empty, without the field, or all bad."""
+        path, name = self.options.input, self.options.field
+        if not rejected and not bad:
+            return f"{path}: empty file, no personas in it"
+        line, problem = min(rejected + (self.located(1) if bad else []), default=(None, None))
+        if problem is None:  # counted unusable by SQL, yet no line found: say so without a line number
+            return f"{path}: no line of the file gives a persona"
+        if problem == f"no '{name}' field":
+            fields: set[str] = set()
+            with open_text(path) as f:
+                for _, text in zip(range(1000), f):  # enough lines to say which fields the file has
+                    row, _ = json_line(text) if text.strip() else (None, None)
+                    fields.update(row if isinstance(row, dict) else ())
+            return (f"{path}: no line has a usable '{name}' field (choose another with --field); "
+                    f"fields found: {', '.join(sorted(fields)[:20]) or 'none'}")
+        return f"{path}:{line}: {problem}; no line of the file gives a persona"
+
     def parse_problem(self, line: str) -> str | None:
         """Why a jsonl line gives no persona (None if it does)."""
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            return "invalid JSON"
+        row, problem = json_line(line)
+        if problem:
+            return "invalid JSON" if problem.startswith("invalid JSON") else problem
         if not isinstance(row, dict):
             return "not a JSON object"
-        persona = row.get(self.options.field)
-        if not isinstance(persona, str) or not persona.strip():
-            return f"no '{self.options.field}' text"
+        if self.options.field not in row:
+            return f"no '{self.options.field}' field"
+        if (why := not_text(row[self.options.field])) is not None:
+            return f"'{self.options.field}' {why}"
         return None
 
 

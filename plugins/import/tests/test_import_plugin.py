@@ -25,7 +25,7 @@ def test_import_keeps_ids_reports_bad_lines_and_is_idempotent(tmp_path):
     result = cli("run", "--plugin", "import", "--input", path, "--json", check=True)
     summary = last_json(result)
     assert summary["items_done"] == 2 and summary["items_failed"] == 2
-    assert f"{path}:2: invalid JSON" in result.stderr and f"{path}:3: no 'persona' text" in result.stderr
+    assert f"{path}:2: invalid JSON" in result.stderr and f"{path}:3: 'persona' is empty" in result.stderr
     again = last_json(cli("run", "--plugin", "import", "--input", path, "--json", "-q", check=True))
     assert again["items_done"] == 0 and again["items_skipped"] == 2
     with Store("personahub.duckdb", read_only=True) as store:

@@ -3,15 +3,14 @@ step, and the problems it rejects."""
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 
 import pytest
 
 from personahub_core.api import parse_task_options, resolve_task
 from personahub_core.prompting import demonstrations
-from personahub_core.tasks import Completion, Rejected, WorkItem
-from personahub_core.testing import PERSONAS, FakeBackend, exported_rows, run_task
+from personahub_core.tasks import Completion, Rejected
+from personahub_core.testing import PERSONAS, FakeBackend, exported_rows, run_task, wheel_files
 from personahub_math import MathProblems
 
 DEMOS = demonstrations("personahub_math")
@@ -36,8 +35,13 @@ def task(*args: str) -> MathProblems:
     return MathProblems(parse_task_options(resolve_task("math"), list(args)))
 
 
-def test_demonstrations_ship_inside_the_plugin():
-    assert (files("personahub_math") / "demonstrations.jsonl").is_file()
+@pytest.mark.slow
+def test_demonstrations_ship_inside_the_plugin(tmp_path):
+    """In the wheel pip installs, not only in this source tree (the tests run an editable install)."""
+    assert "personahub_math/demonstrations.jsonl" in wheel_files(Path(__file__).parents[1], tmp_path)
+
+
+def test_demonstrations_are_complete():
     assert len(DEMOS) == 4 and all({"persona", "topic", "difficulty", "problem", "solution", "final_answer"} <= set(d)
                                    for d in DEMOS)
 
@@ -58,15 +62,13 @@ def test_mode_option_reaches_the_backend_and_the_row(db):
     assert exported_rows(db, "math", full=True)[0]["options"]["mode"] == "zero-shot"
 
 
-def test_one_step_is_prompt_then_parse():
-    """Without --with-solution the item is the base path: one prompt, and parse() of its completion."""
-    item = WorkItem("k", "p", {"persona": PERSONAS[3]})
-    steps = task().run_item(item)
-    assert next(steps).completion == task().prompt(PERSONAS[3]).completion
-    with pytest.raises(StopIteration) as done:
-        steps.send(Completion(PROBLEM))
-    assert done.value.value == task().parse(Completion(PROBLEM), PERSONAS[3])
-    assert done.value.value.text == PROBLEM.strip() and done.value.value.fields == {}
+def test_without_solution_one_call_makes_the_row(db):
+    """Without --with-solution each persona costs one call, and its row is the problem alone."""
+    run_task("math", [], db=db, backend="fake", limit=2)
+    assert len(FakeBackend.calls) == 2 and all(c.completion.endswith("Problem:") for c in FakeBackend.calls)
+    rows = exported_rows(db, "math", full=True)
+    assert [r["synthesized text"] for r in rows] == [PROBLEM.strip()] * 2
+    assert all(set(r["output"]) == {"synthesized text", "description"} for r in rows)
 
 
 def test_parse_rejects_a_problem_cut_at_the_token_limit():

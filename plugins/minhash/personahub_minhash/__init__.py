@@ -5,6 +5,10 @@ LSH with 21 bands of 6 rows (a pair at Jaccard 0.9 fails to become a candidate w
 pair, two exact bounds (set sizes, word bitmaps) and the exact Jaccard of the word sets (personas
 share template words, so signature matches alone would drop far too much), then keep-earliest.
 Candidates are made and checked in bounded slices, so memory does not grow with their number.
+Pairs whose smaller set is short (17 words at 0.9) can only be equal or one word apart: those are
+found exactly by their one-word edits instead (``engine.one_word_edit_pairs``), so short personas
+from a small vocabulary, where nearly every pair shares a band key, cost their length, not a pair
+with every other.
 Signatures are stored, so a later run hashes only new personas and compares them with the kept
 ones. See docs/dedup.md for the arithmetic and the measurements.
 """
@@ -24,7 +28,7 @@ from personahub_core.hookspecs import hookimpl
 from personahub_core.tasks import Deduplicator
 
 from .engine import (BITMAP_WORDS, MinHasher, TokenSets, Vocabulary, band_keys, jaccard, kept_sharing_a_key,
-                     near_duplicate_pairs, set_hashes, word_bitmaps)
+                     near_duplicate_pairs, one_word_edit_pairs, one_word_reach, set_hashes, word_bitmaps)
 
 NO_WORDS = np.iinfo(np.uint32).max  # the signature of a persona without words is all of these
 CHUNK = 50_000  # personas tokenised and hashed at a time
@@ -115,7 +119,8 @@ class MinHashDeduplicator(DedupOutline, Deduplicator):
                      f"(the quality filter marks them)")
         ctx.note(f"minhash: checked {len(new_ids)} new personas against {len(ref_ids)} kept ones "
                  f"({o.bands} bands x {o.rows} rows); {stats['candidates']} band matches in {stats['slices']} "
-                 f"slices, {stats['checked']} past the size and bitmap bounds, {stats['verified']} at Jaccard >= "
+                 f"slices, {stats['checked']} past the size and bitmap bounds, {stats['edit_pairs']} one-word edits "
+                 f"among short personas; {stats['verified']} at Jaccard >= "
                  f"{o.threshold}; marked {marks.num_rows} near-duplicates ({stats['copies']} exact copies)")
 
     # -- hashing -------------------------------------------------------------------------------
@@ -211,10 +216,22 @@ class MinHashDeduplicator(DedupOutline, Deduplicator):
         keys = np.concatenate([ref_keys, new.keys], axis=1) if R else new.keys
         refs = kept_sharing_a_key(keys, members, R) if R else np.zeros(0, np.int64)
         docs, bitmaps = self.with_kept(ctx, vocab, new, ref_ids, refs)
+        # A pair whose smaller set is short can only differ by one word: those are found by their
+        # one-word edits, exactly, and only longer sets go through the bands. On short personas from
+        # a small vocabulary nearly every pair shares a band key, and the bands would compare them all.
+        short = one_word_reach(o.threshold)
+        i_short, j_short = one_word_edit_pairs(docs, vocab.hashes, members, R, short, int(short / o.threshold + 1e-9))
+        smaller = np.minimum(docs.lengths[i_short], docs.lengths[j_short])
+        i_short, j_short = i_short[smaller <= short], j_short[smaller <= short]  # longer pairs: the bands
+        sim_short = jaccard(docs, i_short, j_short)
+        hit = sim_short >= o.threshold
         with ctx.progress("minhash: bands", total=o.bands) as progress:
             i, j, sim, stats = near_duplicate_pairs(
-                keys, members, R, docs, bitmaps, o.threshold,
+                keys, members[docs.lengths[members] > short], R, docs, bitmaps, o.threshold,
                 on_band=lambda: progress.update(progress.task_ids[0], advance=1))
+        i, j, sim = (np.concatenate([i, i_short[hit]]), np.concatenate([j, j_short[hit]]),
+                     np.concatenate([sim, sim_short[hit]]))
+        stats = {**stats, "edit_pairs": len(i_short), "verified": len(i)}
         duplicate_of, best = keep_earliest(R + N, i, j, sim)
         # A copy goes where its first occurrence went: kept -> duplicate of it; dropped -> of its partner.
         first = R + rep[copies]

@@ -13,7 +13,7 @@ Nothing here touches the store; the task in ``__init__`` feeds it and writes its
 from __future__ import annotations
 
 import hashlib
-import re
+import math
 from array import array
 from collections.abc import Callable
 from collections import defaultdict
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from personahub_core.dedup import ragged_arange
+from personahub_core.words import kind, paired, words
 
-WORD = re.compile(r"\w+")
 SEPARATOR = "\x00"  # between texts tokenised together: neither a word character nor whitespace
 # Fixed, so signatures stored by one run can be compared with those of the next.
 HASH_SEED = 1_000_003
@@ -31,17 +31,19 @@ SIGNATURE_BLOCK = 1 << 16  # rows of one long document gathered at once
 LONG_DOCUMENT = 512  # words; longer documents are hashed on their own, in blocks
 JACCARD_BLOCK = 1 << 22  # token look-ups per exact-Jaccard batch
 PAIRS_PER_SLICE = 1 << 20  # candidate pairs made and checked at a time (about 100 MB of working arrays)
+EDIT_KEYS_PER_PASS = 1 << 22  # one-word-edit keys sorted at a time (about 100 MB of working arrays)
 BITMAP_WORDS = 2  # 64-bit words per document bitmap
 BITMAP_BITS = 7  # log2(64 x BITMAP_WORDS): the top bits of a word's hash pick its bit
 _U64 = np.uint64
 
 
 def shingles(text: str, ngram: int) -> set[str]:
-    """Lower-cased word n-grams; a text shorter than n words is one shingle of all its words."""
-    words = WORD.findall(text.lower())
-    if ngram == 1 or len(words) <= ngram:
-        return set(words) if ngram == 1 else ({" ".join(words)} if words else set())
-    return {" ".join(words[i : i + ngram]) for i in range(len(words) - ngram + 1)}
+    """Lower-cased word n-grams (``personahub_core.words``); a text shorter than n words is one shingle
+    of all its words."""
+    found = words(text)
+    if ngram == 1 or len(found) <= ngram:
+        return set(found) if ngram == 1 else ({" ".join(found)} if found else set())
+    return {" ".join(found[i : i + ngram]) for i in range(len(found) - ngram + 1)}
 
 
 def distinct(values: np.ndarray) -> np.ndarray:
@@ -51,13 +53,19 @@ def distinct(values: np.ndarray) -> np.ndarray:
 
 
 class WordCharacters(dict):
-    """A str.translate table that turns every character outside re's \\w (alphanumeric or "_")
-    into a space and keeps the separator, so translate + split finds what WORD.findall finds, three
-    times faster. Each character is classified the first time it is seen."""
+    """A str.translate table for ``paired`` text: a space around each ideograph, a space for every
+    other character that is not a word character (alphanumeric, "_", a Thai-like letter or mark) or
+    the separator. So translate + split finds what ``words`` finds, three times faster than its regex.
+    Each character is classified the first time it is seen."""
 
-    def __missing__(self, code: int) -> int:
+    def __missing__(self, code: int) -> int | str:
         char = chr(code)
-        self[code] = code if char.isalnum() or char == "_" or char == SEPARATOR else 32
+        how = kind(char)
+        if how == "ideograph":
+            self[code] = f" {char} "
+        else:
+            word = char.isalnum() or char == "_" or char == SEPARATOR or how == "paired"
+            self[code] = code if word else 32
         return self[code]
 
 
@@ -112,8 +120,8 @@ class Vocabulary:
         joined = between.join(texts)
         if joined.count(SEPARATOR) != len(texts) - 1:  # a text holding the separator itself
             joined = between.join(t.replace(SEPARATOR, " ") for t in texts)
-        words = joined.lower().translate(WORD_CHARACTERS).split()
-        token_ids = np.fromiter(map(self.ids.__getitem__, words), dtype=np.int64, count=len(words))
+        found = paired(joined.lower()).translate(WORD_CHARACTERS).split()
+        token_ids = np.fromiter(map(self.ids.__getitem__, found), dtype=np.int64, count=len(found))
         is_sep = token_ids == self.ids[SEPARATOR]
         doc = np.cumsum(is_sep)[~is_sep]
         keys = distinct((doc << 32) | token_ids[~is_sep])
@@ -230,11 +238,17 @@ def _per_document(ufunc: np.ufunc, values: np.ndarray, docs: TokenSets) -> np.nd
     return out
 
 
-def set_hashes(docs: TokenSets, word_hashes: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each document's token set (order-free: a sum of mixed word hashes)."""
-    h = word_hashes[docs.flat] * _U64(0x9E3779B97F4A7C15)
+def set_terms(word_hashes: np.ndarray) -> np.ndarray:
+    """Words' hashes, mixed: the terms whose sum is a set hash."""
+    h = word_hashes * _U64(0x9E3779B97F4A7C15)
     h ^= h >> _U64(31)
-    return _per_document(np.add, h, docs)
+    return h
+
+
+def set_hashes(docs: TokenSets, word_hashes: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each document's token set (order-free: a sum of its words' terms, so the
+    hash of a set less one word is the set's hash less that word's term)."""
+    return _per_document(np.add, set_terms(word_hashes[docs.flat]), docs)
 
 
 def word_bitmaps(docs: TokenSets, word_hashes: np.ndarray) -> np.ndarray:
@@ -318,6 +332,60 @@ def first_shared_band(keys: np.ndarray, band: int, i: np.ndarray, j: np.ndarray)
     for earlier in keys[:band]:
         first &= earlier[i] != earlier[j]
     return first
+
+
+def one_word_reach(threshold: float) -> int:
+    """The most words a set can have while every set at Jaccard >= threshold from it is the same set
+    or differs from it by one word. With a <= b words and d words in one set only, Jaccard >= t needs
+    b <= a / t and d <= (1 - t)(a + b) / (1 + t), so d <= (1 - t) a / t, which is below 2 while
+    a < 2t / (1 - t): 17 words at the paper's 0.9."""
+    if threshold >= 1.0:
+        return np.iinfo(np.int32).max  # only equal sets reach 1.0
+    return max(0, math.ceil(2 * threshold / (1 - threshold) - 1e-9) - 1)
+
+
+def one_word_edit_pairs(docs: TokenSets, word_hashes: np.ndarray, members: np.ndarray, first_new: int,
+                        smaller_at_most: int, larger_at_most: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (i < j, j >= first_new) of members whose word sets are equal or one is the other
+    plus one word, the smaller of at most ``smaller_at_most`` words and the larger of at most
+    ``larger_at_most`` (and set-hash collisions, which the exact Jaccard check removes).
+
+    Each set gives its own hash and, through the sum form of ``set_hashes``, the hash of itself less
+    each of its words: A and A + w meet where the whole of A meets A + w less w. The pairs are found by
+    one sort of those keys per pass, never by enumerating documents that merely share words, so
+    short personas written from a small vocabulary cost their length each, not a pair with every
+    other. Keys are sorted ``EDIT_KEYS_PER_PASS`` at a time (passes split the key space)."""
+    lengths = docs.lengths[members]
+    whole = members[(lengths >= 1) & (lengths <= smaller_at_most)]
+    larger = members[(lengths >= 2) & (lengths <= larger_at_most)]
+    hashes = set_hashes(docs, word_hashes)
+    counts = docs.lengths[larger]
+    positions = np.repeat(docs.offsets[larger], counts) + ragged_arange(counts)
+    less_one = np.repeat(hashes[larger], counts) - set_terms(word_hashes[docs.flat[positions]])
+    keys = np.concatenate([hashes[whole], less_one])
+    owner = np.concatenate([whole, np.repeat(larger, counts)])
+    is_whole = np.concatenate([np.ones(len(whole), bool), np.zeros(len(less_one), bool)])
+    found_i, found_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    passes = max(1, -(-len(keys) // EDIT_KEYS_PER_PASS))
+    for part in range(passes):
+        take = np.flatnonzero(keys % _U64(passes) == _U64(part)) if passes > 1 else np.arange(len(keys))
+        order = take[np.argsort(keys[take], kind="stable")]
+        k = keys[order]
+        # For every whole-set key: the other keys equal to it (its group, less itself).
+        start = np.searchsorted(k, k, side="left")
+        stop = np.searchsorted(k, k, side="right")
+        at = np.flatnonzero(is_whole[order] & (stop - start > 1))
+        counts_at = (stop - start)[at]
+        x = np.repeat(owner[order][at], counts_at)
+        y = owner[order][np.repeat(start[at], counts_at) + ragged_arange(counts_at)]
+        keep = x != y
+        found_i.append(np.minimum(x, y)[keep])
+        found_j.append(np.maximum(x, y)[keep])
+    i, j = np.concatenate(found_i), np.concatenate(found_j)
+    pair = distinct((i << 32) | j)  # two equal sets meet twice, once from each side
+    i, j = pair >> 32, pair & 0xFFFFFFFF
+    keep = j >= first_new  # kept documents are already settled against each other
+    return i[keep], j[keep]
 
 
 def near_duplicate_pairs(keys: np.ndarray, members: np.ndarray, first_new: int, docs: TokenSets,

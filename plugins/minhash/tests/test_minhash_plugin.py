@@ -178,10 +178,11 @@ def test_size_and_bitmap_bounds_never_rule_out_a_pair_at_the_threshold():
         assert (~reach).sum() > 0.5 * (sim < threshold).sum()  # the bounds do rule most pairs out
 
 
-def test_word_sets_match_the_word_regex_on_unicode_text():
+def test_word_sets_match_the_word_regex_on_unicode_text_and_unspaced_scripts():
     rng = random.Random(0)
     alphabet = list("abcXYZ_09 .,;:!?'-\t\n") + ["é", "ß", "İ", "Σ", "’", "—", "\u00a0", "\u2003", "日本", "٣", "½",
-                                                   "²", "\u0307", "\x1e", "\x00", "ﬁ", "Ⅻ", "\U0001F600"]
+                                                   "²", "\u0307", "\x1e", "\x00", "ﬁ", "Ⅻ", "\U0001F600",
+                                                   "护士", "の", "カ", "ー", "。", "ครู", "่", "ສ", "ក", "\U00020000"]
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(500)]
     vocab = engine.Vocabulary()
     docs = vocab.tokenise(texts)
@@ -293,3 +294,56 @@ def test_signatures_of_an_interrupted_run_are_made_again():
         assert store.count("minhash_signatures") == 2
         assert store.scalar("SELECT count(*) FROM minhash_signatures WHERE signature = 'stale'::BLOB") == 0
     assert len(dedup_marks("minhash")) == 1
+
+
+def test_personas_in_unspaced_scripts_are_compared_word_by_word():
+    """A whole Chinese or Thai sentence used to be one "word": an edit made it a different set (no
+    duplicate found), and two personas shared nothing. Ideographs are words, Thai gives letter pairs."""
+    from personahub_core.sample_data import multilingual_personas_path
+
+    personas = [json.loads(line)["persona"] for line in multilingual_personas_path().read_text("utf-8").splitlines()]
+    zh, ja, th = personas[0], personas[3], personas[6]
+    edits = [zh.replace("十二年", "十三年"), ja.replace("休日は", "休日には"), th.replace("ที่เชียงใหม่", "ในเชียงใหม่")]
+    for original, edited in zip((zh, ja, th), edits):
+        assert edited != original and jac(original, edited) >= 0.9
+    import_texts(personas + edits)
+    run_task("minhash")
+    assert set(dedup_marks("minhash")) == set(edits)  # the eight distinct personas are all kept
+
+
+def test_one_word_edit_pairs_are_every_short_pair_that_can_reach_the_threshold():
+    rng = random.Random(7)
+    vocab = [f"v{k}" for k in range(12)]
+    texts = [" ".join(rng.sample(vocab, rng.randint(1, 12))) for _ in range(400)]
+    vocabulary = engine.Vocabulary()
+    docs = vocabulary.tokenise(texts)
+    sets = [engine.shingles(t, 1) for t in texts]
+    first_new = 150  # 0..149 count as kept: their pairs among themselves are settled
+    i, j = engine.one_word_edit_pairs(docs, vocabulary.hashes, np.arange(len(texts)), first_new, 8, 9)
+    found = set(zip(i.tolist(), j.tolist()))
+    want = {(a, b) for b in range(first_new, len(texts)) for a in range(b)
+            if min(len(sets[a]), len(sets[b])) <= 8 and max(len(sets[a]), len(sets[b])) <= 9
+            and len(sets[a] ^ sets[b]) <= 1}
+    assert len(want) > 50 and found == want
+    assert engine.one_word_reach(0.9) == 17 and engine.one_word_reach(0.8) == 7 and engine.one_word_reach(0.5) == 1
+
+
+def test_short_personas_from_a_small_vocabulary_do_not_pair_everything():
+    """The cliff: 13 roles and 20 words, so nearly every pair shares a band key. Same marks as brute
+    force, from a number of comparisons that grows with the personas, not with their pairs."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+    import dedup_data
+
+    texts = list(dict.fromkeys(dedup_data.repetitive(1500, seed=3)))
+    import_texts(texts)
+    result = run_task("minhash")
+    band_matches = int(re.search(r"(\d+) band matches", result["notes"][-1])[1])
+    assert band_matches < 10 * len(texts), result["notes"][-1]  # all pairs in the bands: ~ 10^6
+    want = expected_marks(texts)
+    assert len(want) > 50
+    with Store(DB, read_only=True) as store:
+        found = dict(store.query("SELECT p.persona, d.persona FROM dedup_marks m JOIN personas p ON p.id = m.persona_id "
+                                 "JOIN personas d ON d.id = m.duplicate_of"))
+    assert found == want

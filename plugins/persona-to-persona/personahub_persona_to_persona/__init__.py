@@ -1,14 +1,18 @@
 """Persona-to-Persona (Persona Hub, section 2.2): "who is in a close relationship with this persona?"
-Each hop expands only the personas the previous hop created; six hops by default, after the
-six degrees of separation."""
+The first hop expands the selected personas (``--where``; by default the starting ones, hop 0), and
+each later hop only the personas the hop before made from them; six hops by default, after the six
+degrees of separation."""
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from personahub_core.hookspecs import hookimpl
 from personahub_core.persona_text import clean_persona
 from personahub_core.prompting import demonstrations
+from personahub_core.selection import filtered_fields
 from personahub_core.tasks import NewPersona, PersonaExpander, Prompt, Rejected, WorkItem, work_key
 
 RELATIONS = ["family", "colleague", "client", "patient", "supplier", "competitor", "mentor", "student",
@@ -35,24 +39,37 @@ class PersonaToPersona(PersonaExpander):
         ranked = sorted(self.options.relations, key=lambda r: work_key(persona_id, r))
         return ranked[: self.options.per_persona]
 
-    def items_for_hop(self, ctx, hop: int):
-        parents = ctx.store.select_personas(where=[f"hop={hop - 1}"], columns=("id", "persona"))
+    def parents_for_hop(self, ctx, hop: int, expanded: pa.Array | None = None) -> pa.Table:
+        """The personas hop ``hop`` expands. The first: those ``--where`` selects, at hop 0 unless the
+        filter names a hop. A later one: the personas made from ``expanded``, the hop before's parents."""
+        columns = ("id", "persona", "hop", "parent_id")
+        if hop == 1:
+            where = ctx.where if "hop" in filtered_fields(ctx.where) else ["hop=0", *ctx.where]
+            return ctx.store.select_personas(where=where, columns=columns)
+        made = ctx.store.select_personas(where=[f"hop>={hop - 1}"], columns=columns)
+        return made.filter(pc.is_in(made["parent_id"], value_set=expanded))
+
+    def items_for_hop(self, ctx, hop: int, parents: pa.Table | None = None):
+        parents = self.parents_for_hop(ctx, hop) if parents is None else parents
         for parent in parents.to_pylist():
             for relation in self.relations_for(parent["id"]):
                 yield WorkItem(
                     key=self.item_key(parent["id"], relation, ctx.settings.seed),
                     input_id=parent["id"],
-                    data={"persona": parent["persona"], "relation": relation, "parent_id": parent["id"], "hop": hop},
+                    data={"persona": parent["persona"], "relation": relation, "parent_id": parent["id"],
+                          "hop": parent["hop"] + 1},
                 )
 
     def run(self, ctx) -> None:
         if self.options.max_personas is not None:
             ctx.limit = self.options.max_personas if ctx.limit is None else min(ctx.limit, self.options.max_personas)
+        parents = None
         for hop in range(1, self.options.hops + 1):
             if ctx.limit is not None and ctx.limit <= 0:
                 ctx.note(f"stopped before hop {hop}: budget used")
                 break
-            ctx.run_generative(self, self.items_for_hop(ctx, hop), label=f"hop {hop}/{self.options.hops}")
+            parents = self.parents_for_hop(ctx, hop, None if parents is None else parents["id"])
+            ctx.run_generative(self, self.items_for_hop(ctx, hop, parents), label=f"hop {hop}/{self.options.hops}")
 
     def prompt(self, persona: str, relation: str) -> Prompt:
         shots = "".join(

@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from personahub_core.dedup import DedupOutline
 from personahub_core.hookspecs import hookimpl
 from personahub_core.tasks import Deduplicator
+from personahub_core.words import words as words_of
 
 METHOD = "quality"
-WORD = re.compile(r"\w+")
 # Broken text: the replacement character left by a bad decode, or control characters.
 BROKEN = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # A model talking about the task instead of describing a person.
@@ -49,7 +49,7 @@ def problem(text: str, o: Options) -> str | None:
         return "empty"
     if BROKEN.search(text):
         return "broken characters (undecodable bytes or control characters)"
-    words = WORD.findall(text.lower())
+    words = words_of(text)  # an ideograph is a word, so Chinese and Japanese are counted fairly
     if not words:
         return "no words"
     if len(text) > o.max_chars:

@@ -48,3 +48,29 @@ def test_a_second_run_checks_only_new_personas_and_where_limits_the_selection(mo
     assert sorted(dedup_marks("quality")) == ["A baker.", "A nurse."]
     assert run_task("quality")["items_done"] == 0
     assert run_task("quality", ["--fresh"])["items_done"] == 4
+
+
+def multilingual_personas() -> list[str]:
+    import json
+
+    from personahub_core.sample_data import multilingual_personas_path
+
+    return [json.loads(line)["persona"] for line in multilingual_personas_path().read_text("utf-8").splitlines()]
+
+
+def test_personas_in_scripts_without_spaces_pass_the_filter():
+    personas = multilingual_personas()
+    import_texts(personas)
+    assert run_task("quality")["items_done"] == len(personas) == 8
+    assert dedup_marks("quality") == {}
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("护士。", "too short"),  # two ideographs: two words, not one
+    ("看護師看護師看護師看護師看護師看護師", "repeats itself"),
+    ("ครูครูครูครูครูครูครูครู", "repeats itself"),
+])
+def test_the_filter_counts_words_of_unspaced_scripts(text, reason):
+    import_texts([text, "A retired railway signal engineer who restores old lever frames as a hobby."])
+    run_task("quality")
+    assert dedup_marks("quality")[text]["reason"].startswith(reason)

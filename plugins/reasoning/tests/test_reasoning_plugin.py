@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
+from pathlib import Path
 
 import pytest
 
 from personahub_core.api import parse_task_options, resolve_task
 from personahub_core.prompting import demonstrations
-from personahub_core.tasks import Completion, Rejected, Synthesizer
-from personahub_core.testing import PERSONAS, FakeBackend, run_task
+from personahub_core.tasks import Completion, Rejected
+from personahub_core.testing import PERSONAS, FakeBackend, run_task, wheel_files
 from personahub_reasoning import ReasoningProblems
 
 DEMOS = demonstrations("personahub_reasoning")
@@ -21,8 +21,13 @@ def task(*args: str) -> ReasoningProblems:
     return ReasoningProblems(parse_task_options(resolve_task("reasoning"), list(args)))
 
 
-def test_demonstrations_ship_inside_the_plugin():
-    assert (files("personahub_reasoning") / "demonstrations.jsonl").is_file()
+@pytest.mark.slow
+def test_demonstrations_ship_inside_the_plugin(tmp_path):
+    """In the wheel pip installs, not only in this source tree (the tests run an editable install)."""
+    assert "personahub_reasoning/demonstrations.jsonl" in wheel_files(Path(__file__).parents[1], tmp_path)
+
+
+def test_demonstrations_are_complete():
     assert {d["style"] for d in DEMOS} == {"logical", "spatial", "trick"}
 
 
@@ -33,9 +38,7 @@ def test_style_picks_its_definition_and_demonstrations():
     assert not any(d["problem"] in prompt.completion for d in DEMOS if d["style"] != "trick")
 
 
-def test_one_step_synthesizer_uses_the_base_path():
-    """reasoning writes only prompt() and parse(); the core's run_item drives them."""
-    assert ReasoningProblems.run_item is Synthesizer.run_item
+def test_parse_keeps_the_style_and_rejects_an_answer_cut_short():
     result = task("--style", "spatial").parse(Completion("Puzzle:" + PUZZLE), PERSONAS[3])
     assert result.text == PUZZLE.strip() and result.fields == {"style": "spatial"}
     with pytest.raises(Rejected, match="runaway answer"):
