@@ -113,8 +113,8 @@ def pair_interval(sims: np.ndarray, rng: np.random.Generator) -> list[float] | N
 def compare(with_vectors: np.ndarray, with_texts: list[str], without_vectors: np.ndarray, without_texts: list[str],
             rng: np.random.Generator) -> dict[str, dict[str, Any]]:
     """For each figure: with minus without, its bootstrap interval, and a two-sided bootstrap p-value
-    (twice the share of resampled differences on the far side of zero, at most 1). The two sets are
-    resampled independently: they are different rows."""
+    (twice the share of resampled differences on the far side of zero, at most 1, and at least 1/B:
+    B resamples cannot show less). The two sets are resampled independently: they are different rows."""
     a, b = spread_figures(with_vectors, with_texts), spread_figures(without_vectors, without_texts)
     ca, cb = resample_counts(len(with_texts), rng), resample_counts(len(without_texts), rng)
     ones_a, ones_b = np.ones((1, len(with_texts))), np.ones((1, len(without_texts)))
@@ -126,7 +126,7 @@ def compare(with_vectors: np.ndarray, with_texts: list[str], without_vectors: np
         if not np.isfinite(value) or not len(diffs):
             result[name] = {"difference": None, "interval": None, "p_value": None}
             continue
-        p = min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))
+        p = min(1.0, max(1 / len(diffs), 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())))
         result[name] = {"difference": _round(value), "interval": interval(diffs), "p_value": _round(p)}
     return result
 
