@@ -16,15 +16,13 @@ from .plugin_migrations import migrate_plugins
 from .plugins import Registry, get_registry
 from .recipes import is_recipe_path, load_recipe
 from .run_outcome import outcome
-from .runner import RunStats, TaskContext, new_run_id, stderr
+from .run_stats import RunStats
+from .runner import TaskContext, new_run_id, stderr
 from .selection import parse_where
 from .settings import Settings, check_known, load_settings, with_options
 from .status_file import StatusFile
 from .store import Store
 from .tasks import GenerativeTask, Task
-
-RUN_FLAGS = ("limit", "where", "retry_failed")
-
 
 def resolve_task(name: str) -> type[Task]:
     """An installed task by name, or the task a recipe file (``*.toml``) describes."""

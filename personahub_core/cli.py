@@ -36,6 +36,7 @@ app.add_typer(personas_app, name="personas")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
+COMMANDS_GROUP = "personahub.commands"  # entry points naming a plugin's commands, for --help
 DbOption = typer.Option(None, "--db", help="DuckDB store (default ./personahub.duckdb, or PERSONAHUB_DB)")
 
 
@@ -275,7 +276,7 @@ def ingest_cmd(
 @app.command("export")
 def export_cmd(
     what: str = typer.Argument(..., help="a synthesizer task name, or 'personas'"),
-    fmt: str = typer.Option("jsonl", "--format", help="jsonl | parquet | csv | hf (a Hugging Face dataset folder)"),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl | parquet | csv | hf (a Hugging Face dataset folder) | one a plugin registered"),
     out_path: Path = typer.Option(..., "--out", help="file to write (a folder for --format hf)"),
     full: bool = typer.Option(False, "--full", help="add provenance and structured fields"),
     include_all: bool = typer.Option(False, "--all", help="include duplicates and rejects"),
@@ -292,7 +293,7 @@ def export_cmd(
     settings = load_settings(db=db)
     with Store(settings.db, read_only=True) as store:
         n = export(store, what, fmt, out_path, full=full, include_all=include_all, quiet=quiet,
-                   tasks=get_registry().tasks, verified=verified, where=where)
+                   tasks=get_registry().tasks, verified=verified, where=where, formats=get_registry().export_formats)
     err.print(f"wrote {n} rows to {markup_safe(out_path)}")
 
 
@@ -357,7 +358,7 @@ def diversity_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ):
     """The paper's study: persona pairs by similarity against the similarity of their outputs."""
-    from .diversity import run_study
+    from .diversity_command import run_study
 
     try:
         centres = tuple(float(b) for b in bins.split(",") if b.strip())
@@ -567,9 +568,26 @@ def _builtin_command(argv: list[str]) -> bool:
     return bool(argv) and argv[0] in ours
 
 
+def _list_declared_commands() -> None:
+    """The plugins' commands for the top-level help, by the names they declare in their package's
+    metadata (entry points in the group ``personahub.commands``): no plugin module is imported."""
+    from importlib import metadata
+
+    for ep in metadata.entry_points(group=COMMANDS_GROUP):
+        package = ep.dist.metadata["Name"] if ep.dist is not None else ep.value
+        app.command(ep.name, help=f"from the plugin package {package} (personahub {ep.name} --help)")(_declared)
+
+
+def _declared() -> None:
+    """Never run: a declared command is registered for real when it is called."""
+
+
 def main() -> None:
     try:
-        if not _builtin_command(sys.argv[1:]):
+        argv = sys.argv[1:]
+        if argv[:1] in ([], ["--help"]) and not os.environ.get("_PERSONAHUB_COMPLETE"):  # not completing
+            _list_declared_commands()
+        elif not _builtin_command(argv):
             _register_extra_commands()
         app()  # standalone: typer prints its own usage errors and exits 2
     except PersonaHubError as exc:

@@ -25,27 +25,30 @@ class Executor:
     def __init__(self, settings: Settings):
         self.settings = settings
 
-    def run_items(self, task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None) -> None:
-        """Drive the task's missing work items through ``execute`` and store every outcome in this process.
-        An executor that stores rows its own way (Ray writes shards) overrides this instead."""
-        with spilled(pending_chunks(ctx, items), folder=str(ctx.store.path.parent)) as (total, todo):
-            if ctx.limit is not None:
-                ctx.limit -= total  # a multi-stage task (hops) shares one budget
-            if not total:
-                return
-            writer = Writer(ctx, task, ctx.model_label())
-            with ctx.progress(label or task.name, total=total) as progress:
-                bar = progress.task_ids[0]
-                started = time.perf_counter()
-                try:
-                    for outcome in self.execute(task, todo, ctx):
-                        writer.add(outcome)
-                        if ctx.interrupted():
-                            raise KeyboardInterrupt
-                        rate = ctx.stats.completion_tokens / max(time.perf_counter() - started, 1e-6)
-                        progress.update(bar, advance=1, extra=f"{rate:5.1f} tok/s")
-                finally:
-                    writer.flush()
+    def run_items(self, task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None,
+                  budget: int | None) -> int | None:
+        """Drive at most ``budget`` (None: all) of the task's missing work items through ``execute``, store
+        every outcome in this process, and return what is left of the budget. An executor that stores
+        rows its own way (Ray writes shards) overrides this instead."""
+        with spilled(pending_chunks(ctx, items, budget), folder=str(ctx.store.path.parent)) as (total, todo):
+            if total:
+                self._run(task, ctx, todo, total, label)
+        return None if budget is None else budget - total
+
+    def _run(self, task: GenerativeTask, ctx: TaskContext, todo: Iterator[WorkItem], total: int, label: str | None) -> None:
+        writer = Writer(ctx, task, ctx.model_label())
+        with ctx.progress(label or task.name, total=total) as progress:
+            bar = progress.task_ids[0]
+            started = time.perf_counter()
+            try:
+                for outcome in self.execute(task, todo, ctx):
+                    writer.add(outcome)
+                    if ctx.interrupted():
+                        raise KeyboardInterrupt
+                    rate = ctx.stats.completion_tokens / max(time.perf_counter() - started, 1e-6)
+                    progress.update(bar, advance=1, extra=f"{rate:5.1f} tok/s")
+            finally:
+                writer.flush()
 
     def execute(self, task: GenerativeTask, items: Iterator[WorkItem], ctx: TaskContext) -> Iterator["Outcome"]:
         """The outcome of every item, as each is final. ``items`` is a stream: take them as they are needed."""

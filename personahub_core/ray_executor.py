@@ -39,7 +39,8 @@ from .errors import PersonaHubError, UsageError
 from .executors import Executor
 from .driving import drive
 from .pending import pending_chunks
-from .runner import RunStats, TaskContext, outcome_records
+from .run_stats import RunStats
+from .runner import TaskContext, outcome_records
 from .settings import Settings
 from .shards import ShardSpec, ShardWriter, Tally, merge_shards, read_items, shard_root, write_items
 from .store import Store
@@ -225,21 +226,24 @@ class RayExecutor(Executor):
         super().__init__(settings)
         import_ray()  # fail at once, with the install hint, when the extra is missing
 
-    def run_items(self, task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None) -> None:
+    def run_items(self, task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None,
+                  budget: int | None) -> int | None:
         """What ``run_generative`` does, with the actors writing the rows: merge the shards a killed run
-        left (so their items count as done), select the missing items, run them while merging this
-        run's shards as they come. The run's counts are what its shards added to the store."""
+        left (so their items count as done), select the missing items (``budget`` at most), run them while
+        merging this run's shards as they come. The run's counts are what its shards added to the store."""
         root = shard_root(self.settings)
         for run_id, tally in merge_shards(ctx.store, root).items():
             record_leftover(ctx.store, run_id, tally)
         spec = ShardSpec.for_run(ctx.store, root, ctx.run_id)
         # The missing items go to Parquet files as they are found: the driver never holds them all.
-        files = write_items(spec, (items_table(chunk) for chunk in pending_chunks(ctx, items)), ITEMS_PER_BATCH)
+        files = write_items(spec, (items_table(chunk) for chunk in pending_chunks(ctx, items, budget)), ITEMS_PER_BATCH)
         total = sum(rows for _, rows in files)
-        if ctx.limit is not None:
-            ctx.limit -= total  # a multi-stage task (hops) shares one budget
-        if not total:
-            return
+        if total:
+            self._run_on_actors(task, ctx, files, total, label, root, spec)
+        return None if budget is None else budget - total
+
+    def _run_on_actors(self, task: GenerativeTask, ctx: TaskContext, files: list[tuple[str, int]], total: int,
+             label: str | None, root: str, spec: ShardSpec) -> None:
         live, finished = Tally(), False
         with ctx.progress(label or task.name, total=total) as progress:
             bar = progress.task_ids[0]

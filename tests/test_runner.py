@@ -125,10 +125,10 @@ class Tallying(LocalExecutor):
     name = "tallying"
     handed: list[tuple[str, int]] = []
 
-    def run_items(self, task, ctx, items, label):
+    def run_items(self, task, ctx, items, label, budget):
         items = list(items)
         Tallying.handed.append((task.name, len(items)))
-        super().run_items(task, ctx, items, label)
+        return super().run_items(task, ctx, items, label, budget)
 
 
 class TallyingPlugin:
