@@ -15,7 +15,7 @@ from rich.text import Text
 
 from . import api
 from .dedup_command import dedup_cmd
-from .embedders import EMBEDDING_MODEL_HELP
+from .embedding_defaults import EMBEDDING_MODEL_HELP
 from .errors import PersonaHubError, UsageError
 from .plugins import get_registry
 from .settings import load_settings, public_values, resolve_options, settings_origins

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from .calibration import SHIPPED
 from .chains import NO_DEDUP, dedup_chain
-from .embedders import EMBEDDING_MODEL_HELP, SHIPPED_MODEL
+from .embedding_defaults import EMBEDDING_MODEL_HELP, SHIPPED_MODEL
 from .errors import UsageError
 from .plugins import get_registry
 from .settings import load_settings

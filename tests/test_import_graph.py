@@ -11,6 +11,7 @@ import ast
 import json
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import personahub_core
@@ -122,3 +123,27 @@ COMMANDS = {"personahub_core.plugins", "personahub_core.cli", "personahub_core.a
 def test_only_the_commands_look_in_the_registry():
     users = {name for name, path in MODULES.items() if "get_registry" in path.read_text(encoding="utf-8")}
     assert users <= COMMANDS, f"below the commands, these reach up into the registry: {sorted(users - COMMANDS)}"
+
+
+HELP_IMPORTS = r'''
+import json, sys
+sys.argv = ["personahub", "--help"]
+from personahub_core.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps(sorted(sys.modules)))
+'''
+
+
+def test_the_top_level_help_imports_no_plugin_and_no_numpy():
+    """``personahub --help`` lists the plugins' commands by the names their packages declare, without
+    importing a plugin module (or numpy, which dedup and embeddings need)."""
+    result = subprocess.run([sys.executable, "-c", HELP_IMPORTS], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    plugins = {ep.value.partition(":")[0].split(".")[0] for ep in metadata.entry_points(group="personahub")}
+    assert plugins and not plugins & {m.split(".")[0] for m in loaded}
+    assert "numpy" not in loaded and "personahub_core.default_plugins" not in loaded
+    assert "Usage: personahub" in result.stdout

@@ -97,6 +97,9 @@ dependencies = ["personahub"]
 
 [project.entry-points.personahub]
 echo-example = "personahub_echo_example"
+
+[project.entry-points."personahub.commands"]
+shout = "personahub_echo_example"
 '''
 
 
