@@ -217,7 +217,7 @@ def baseline_task(task_cls: type[Synthesizer], options, samples: int) -> Synthes
 
         def work_items(self, ctx):
             for index in range(samples):
-                yield WorkItem(key=self.item_key("no persona", index, ctx.settings.seed), input_id=None,
+                yield WorkItem(key=self.item_key(ctx, "no persona", index, ctx.settings.seed), input_id=None,
                                data={"persona": ""})
 
         def run_item(self, item):

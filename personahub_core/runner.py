@@ -72,8 +72,6 @@ class TaskContext:
         self.status: "StatusFile | None" = None  # the run's <store>.status.json, when it writes one
         self.interrupted: Callable[[], bool] = lambda: False  # Ctrl-C seen, even if a library swallowed it
         self._backend: Backend | None = None
-        if isinstance(task, GenerativeTask):
-            task.model_identity = self.model_identity()
 
     @property
     def backend(self) -> Backend:

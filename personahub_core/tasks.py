@@ -129,9 +129,6 @@ class GenerativeTask(Task):
     template_version: ClassVar[str] = "1"
     attempts: ClassVar[int] = 2  # a Rejected answer is retried with a fresh seed this many times in all
     planned_note: ClassVar[str | None] = None  # what planned_items leaves out, when not all of the work
-    # "backend:model" of the run, set by the core (TaskContext) before any work item is made, so every
-    # key carries it: the same work done by another model is new work.
-    model_identity: str | None = None
 
     def work_items(self, ctx: Context) -> Iterable[WorkItem]:
         raise NotImplementedError
@@ -153,15 +150,15 @@ class GenerativeTask(Task):
     def run(self, ctx: Context) -> None:
         ctx.run_generative(self, self.work_items(ctx), budget=ctx.limit)
 
-    def item_key(self, *parts: Any) -> str:
-        """Key for a work item: task, template version, options, model and the item's own parts."""
-        if self.model_identity is None:
-            raise RuntimeError(f"{self.name}: item_key() before the run set the model (make keys inside work_items)")
+    def item_key(self, ctx: Context, *parts: Any) -> str:
+        """Key for a work item: task, template version, options, the context's model ("backend:model":
+        the same work done by another model is new work) and the item's own parts."""
+        model = ctx.model_identity()
         # The task's own parts are hashed once per model, not once per item (a rerun makes 10^5 keys).
         cached = getattr(self, "_key_head", None)
-        if cached is None or cached[0] != self.model_identity:
-            head = work_key(self.name, self.template_version, self.options.model_dump(mode="json"), self.model_identity)
-            self._key_head = cached = (self.model_identity, head)
+        if cached is None or cached[0] != model:
+            head = work_key(self.name, self.template_version, self.options.model_dump(mode="json"), model)
+            self._key_head = cached = (model, head)
         return work_key(cached[1], *parts)
 
 
@@ -206,7 +203,7 @@ class Verifier(GenerativeTask):
             if (data := self.item_data(row)) is None:
                 skipped += 1
             else:
-                yield WorkItem(key=self.item_key(row["key"], ctx.settings.seed), input_id=row["key"], data=data)
+                yield WorkItem(key=self.item_key(ctx, row["key"], ctx.settings.seed), input_id=row["key"], data=data)
         if skipped:
             ctx.note(f"{self.name}: {skipped} rows of {self.options.task} have nothing it can check")
 
@@ -232,7 +229,7 @@ class Synthesizer(GenerativeTask):
     def work_items(self, ctx: Context) -> Iterable[WorkItem]:
         for persona in ctx.select_personas():
             yield WorkItem(
-                key=self.item_key(persona["id"], ctx.settings.seed),
+                key=self.item_key(ctx, persona["id"], ctx.settings.seed),
                 input_id=persona["id"],
                 data={"persona": persona["persona"]},
             )

@@ -54,7 +54,7 @@ class PersonaToPersona(PersonaExpander):
         for parent in parents.to_pylist():
             for relation in self.relations_for(parent["id"]):
                 yield WorkItem(
-                    key=self.item_key(parent["id"], relation, ctx.settings.seed),
+                    key=self.item_key(ctx, parent["id"], relation, ctx.settings.seed),
                     input_id=parent["id"],
                     data={"persona": parent["persona"], "relation": relation, "parent_id": parent["id"],
                           "hop": parent["hop"] + 1},
