@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from personahub_core.backends.fake import FakeBackend
 from personahub_core.dedup import DedupOutline, cluster_roots, ragged_arange
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import (SynthesisOptions, few_shot_block, persona_line, repeats_itself, require_question,
+from personahub_core.prompting import (SynthesisOptions, few_shot_block, persona_line, repeats_itself, require_problem,
                                        synthesis_prompt)
 from personahub_core.store import Store
 from personahub_core.tasks import (Deduplicator, GenerativeTask, NewPersona, PersonaExpander, Prompt, Rejected, WorkItem,
@@ -146,10 +146,12 @@ def test_answer_checks_catch_loops_and_stories():
     assert repeats_itself("The hive is quiet today. Bees rest. The hive is quiet today.")
     assert repeats_itself(" ".join(["honey bees"] * 30))
     assert not repeats_itself("A beekeeper has 12 hives. Each gives 18 kg of honey. How much honey is that?")
-    require_question("A beekeeper has 12 hives. How much honey do they give?")
-    require_question("Find the total weight of the honey.")
+    require_problem("A beekeeper has 12 hives. How much honey do they give?")
+    require_problem("Find the total weight of the honey.")
     with pytest.raises(Rejected, match="asks no question"):
-        require_question("Once upon a time a beekeeper lived by the sea.")
+        require_problem("Once upon a time a beekeeper lived by the sea.")
+    with pytest.raises(Rejected, match="asks no question"):
+        require_problem("A heavy metal musician who lives in a remote area of the United States.")
 
 
 class Batches(FakeBackend):
