@@ -139,7 +139,6 @@ def checked(task_name: str, task_args: list[str], limit: int | None, where: list
     model = task_options(task_cls, options) if options is not None else parse_task_options(task_cls, task_args)
     registry = get_registry()
     _, settings = chosen_backend(load_settings(**flags), registry)
-    registry.executor(settings.executor)
     if limit is not None and limit < 0:
         raise UsageError("--limit must be 0 or more")
     parse_where(where or [])
@@ -150,10 +149,13 @@ def checked(task_name: str, task_args: list[str], limit: int | None, where: list
 
 
 def chosen_backend(settings: Settings, registry: Registry) -> tuple[type, Settings]:
-    """The backend class the settings name, and the settings carrying its validated options."""
+    """The backend class the settings name, and the settings carrying its validated options and the
+    named executor's."""
     backend_class = registry.backend(settings.backend)
-    check_known(settings, {name for cls in registry.backends.values() for name in cls.Options.model_fields})
-    return backend_class, with_options(settings, backend_class.options_from(settings))
+    executor_class = registry.executor(settings.executor)
+    components = [*registry.backends.values(), *registry.executors.values()]
+    check_known(settings, {name for cls in components for name in cls.Options.model_fields})
+    return backend_class, with_options(settings, backend_class.options_from(settings), executor_class.options_from(settings))
 
 
 def run_in_store(task: Task, store: Store, settings: Settings, *, limit: int | None = None,

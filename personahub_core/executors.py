@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, ClassVar, Iterable, Iterator
 
+from pydantic import BaseModel
+
 from .driving import drive
 from .pending import pending_chunks, spilled
 from .runner import TaskContext, Writer
-from .settings import Settings
+from .settings import NoOptions, Settings, resolve_options
 from .tasks import GenerativeTask, WorkItem
 
 if TYPE_CHECKING:
@@ -21,9 +23,18 @@ if TYPE_CHECKING:
 
 class Executor:
     name: ClassVar[str]
+    description: ClassVar[str] = ""
+    # Its own settings (a cluster's address...), given as -o name=value, PERSONAHUB_<NAME> or in personahub.toml.
+    Options: ClassVar[type[BaseModel]] = NoOptions
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.options = self.options_from(settings)
+
+    @classmethod
+    def options_from(cls, settings: Settings) -> BaseModel:
+        """This executor's options from the settings' sources; a bad value is a one-line usage error."""
+        return resolve_options(cls.Options, settings)[0]
 
     def run_items(self, task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None,
                   budget: int | None) -> int | None:
@@ -59,6 +70,7 @@ class LocalExecutor(Executor):
     """In this process, with the context's backend (cached through the store), as one stream."""
 
     name = "local"
+    description = "in this process, as one stream of prompts"
 
     def execute(self, task, items, ctx):
         return drive(task, items, ctx.backend, self.settings)
