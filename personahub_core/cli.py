@@ -18,7 +18,7 @@ from .dedup_command import dedup_cmd
 from .embedding_defaults import EMBEDDING_MODEL_HELP
 from .errors import PersonaHubError, UsageError
 from .plugins import get_registry
-from .settings import load_settings, public_values, resolve_options, settings_origins
+from .settings import dash_o_options, load_settings, public_values, resolve_options, settings_origins
 from .run_outcome import failure_message
 from .status_file import as_run, describe
 from .store import Store, StoreLocked
@@ -154,7 +154,7 @@ def run_cmd(
         return
     if plugin is None:
         raise UsageError("missing option --plugin TASK (see 'personahub plugins')")
-    options = component_options(option, base_url=base_url, ray_address=ray_address, n_ctx=n_ctx, threads=threads,
+    options = dash_o_options(option, base_url=base_url, ray_address=ray_address, n_ctx=n_ctx, threads=threads,
                                 max_requests_per_minute=max_requests_per_minute,
                                 max_tokens_per_minute=max_tokens_per_minute)
     if dry_run:
@@ -191,18 +191,6 @@ def run_cmd(
         print(json.dumps(result))
     if result["status"] == "failed":  # nothing to show for it
         raise PersonaHubError(failure_message(result))
-
-
-def component_options(given: list[str], **aliases) -> dict:
-    """``-o NAME=VALUE`` words as options by name (typed later, by the chosen backend's or executor's
-    ``Options``), with the short forms' values; ``-o`` wins where both name one."""
-    options = {name: value for name, value in aliases.items() if value is not None}
-    for word in given:
-        name, sep, value = word.partition("=")
-        if not sep or not name.strip():
-            raise UsageError(f"-o {word}: expected NAME=VALUE, e.g. -o n_ctx=4096")
-        options[name.strip().replace("-", "_")] = value
-    return options
 
 
 def _print_run_help(ctx: typer.Context, plugin: Optional[str]) -> None:

@@ -25,7 +25,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .errors import PersonaHubError
+from .errors import PersonaHubError, UsageError
 
 
 class NoOptions(BaseModel):
@@ -194,6 +194,18 @@ def with_options(settings: Settings, *options: BaseModel) -> Settings:
     copy = settings.model_copy()
     copy.__pydantic_extra__ = {k: v for model in options for k, v in model.model_dump().items()}
     return copy
+
+
+def dash_o_options(given: list[str], **aliases: Any) -> dict[str, Any]:
+    """``-o NAME=VALUE`` words as options by name (typed later, by the chosen backend's or executor's
+    ``Options``), with the short forms' values; ``-o`` wins where both name one."""
+    options = {name: value for name, value in aliases.items() if value is not None}
+    for word in given:
+        name, sep, value = word.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"-o {word}: expected NAME=VALUE, e.g. -o n_ctx=4096")
+        options[name.strip().replace("-", "_")] = value
+    return options
 
 
 def check_known(settings: Settings, option_names: set[str]) -> None:
