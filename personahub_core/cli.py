@@ -155,8 +155,7 @@ def run_cmd(
     if plugin is None:
         raise UsageError("missing option --plugin TASK (see 'personahub plugins')")
     options = dash_o_options(option, base_url=base_url, ray_address=ray_address, n_ctx=n_ctx, threads=threads,
-                                max_requests_per_minute=max_requests_per_minute,
-                                max_tokens_per_minute=max_tokens_per_minute)
+                             max_requests_per_minute=max_requests_per_minute, max_tokens_per_minute=max_tokens_per_minute)
     if dry_run:
         plan = api.dry_run(plugin, list(ctx.args), limit=limit, where=where, retry_failed=retry_failed, db=db,
                            batch_size=batch_size, max_tokens=max_tokens, seed=seed, temperature=temperature,

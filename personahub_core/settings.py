@@ -202,9 +202,13 @@ def dash_o_options(given: list[str], **aliases: Any) -> dict[str, Any]:
     options = {name: value for name, value in aliases.items() if value is not None}
     for word in given:
         name, sep, value = word.partition("=")
-        if not sep or not name.strip():
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
             raise UsageError(f"-o {word}: expected NAME=VALUE, e.g. -o n_ctx=4096")
-        options[name.strip().replace("-", "_")] = value
+        if name in Settings.model_fields:  # every run has it: it has its own flag
+            raise UsageError(f"-o {word}: {name} is a setting, not a backend's or executor's option; "
+                             f"give it as --{name.replace('_', '-')}")
+        options[name] = value
     return options
 
 

@@ -267,6 +267,7 @@ def test_a_bad_backend_option_is_one_line_exit_2_before_anything_is_written(tmp_
     (["-o", "n_ctx=100"], "flag: --n-ctx: Input should be greater than or equal to 256 (got '100')"),
     (["--executor", "ray", "-o", "ray_adress=h:1"], "flag: unknown setting '--ray-adress'"),
     (["-o", "n_ctx"], "-o n_ctx: expected NAME=VALUE, e.g. -o n_ctx=4096"),
+    (["-o", "backend=fake"], "-o backend=fake: backend is a setting, not a backend's or executor's option; give it as --backend"),
 ])
 def test_backend_and_executor_options_are_given_as_dash_o_typed_by_their_models(tmp_path, args, message):
     result = cli("run", "--plugin", "math", *args)
