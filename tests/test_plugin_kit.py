@@ -3,6 +3,8 @@ an expander, a deduplicator, the prompt helpers and the backend's streaming defa
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -27,7 +29,7 @@ class Apprentices(PersonaExpander):
 
     def work_items(self, ctx):
         for persona in ctx.select_personas():
-            yield WorkItem(key=self.item_key(persona["id"]), input_id=persona["id"],
+            yield WorkItem(key=self.item_key(ctx, persona["id"]), input_id=persona["id"],
                            data={"persona": persona["persona"], "parent_id": persona["id"], "hop": persona["hop"] + 1})
 
     def run_item(self, item):
@@ -118,13 +120,10 @@ def test_an_expander_makes_new_personas_from_the_selected_ones_once(personas_sto
 
 def test_item_keys_change_with_the_model_and_the_options_and_not_with_dict_order():
     task = Apprentices()
-    with pytest.raises(RuntimeError, match="item_key"):  # keys made before the run set the model would be wrong
-        task.item_key("p1")
-    task.model_identity = "fake:a"
-    key = task.item_key("p1")
-    assert isinstance(task, GenerativeTask) and task.item_key("p1") == key
-    task.model_identity = "fake:b"
-    assert task.item_key("p1") != key
+    model_a, model_b = SimpleNamespace(model_identity=lambda: "fake:a"), SimpleNamespace(model_identity=lambda: "fake:b")
+    key = task.item_key(model_a, "p1")  # the model comes from the context the keys are made in
+    assert isinstance(task, GenerativeTask) and task.item_key(model_a, "p1") == key
+    assert task.item_key(model_b, "p1") != key
     assert work_key({"a": 1, "b": 2}, "x") == work_key({"b": 2, "a": 1}, "x") != work_key({"a": 2, "b": 1}, "x")
 
 

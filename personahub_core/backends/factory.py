@@ -9,7 +9,7 @@ from collections import deque
 from typing import Any, Iterator
 
 from ..settings import Settings
-from ..tasks import work_key
+from ..keys import work_key
 from .base import Backend, Completion, ModelInfo, Prompt
 
 
