@@ -5,8 +5,8 @@ For each size it prints, local and Ray side by side, items/s end to end (Ray's s
 driver's peak RSS (VmHWM of the process that runs the command; Ray's own processes and the actors are
 not in it). Under Ray neither the rows nor the work items are ever all in the driver (the selection
 streams, the items go to Parquet a chunk at a time), so its peak should not grow with the row count;
-what grows is printed as bytes per item. The local executor keeps its pending items in a list (its
-progress bar shows a total), so its peak grows.
+what grows is printed as bytes per item. The local executor spills its pending items to a temporary
+file and streams them back (its progress bar's total is their count), so it holds none of them either.
 
 The limit beside it: a bare DuckDB process inserting the same number of generation-sized rows into a
 table keyed like ours, in chunks, under the same memory limit. DuckDB caches table blocks up to its

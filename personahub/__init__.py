@@ -17,14 +17,16 @@ from personahub_core.calls import Completion, Prompt
 from personahub_core.dedup import DedupOutline
 from personahub_core.errors import PersonaHubError, UsageError
 from personahub_core.executors import Executor
+from personahub_core.export_formats import ExportFormat
 from personahub_core.hookspecs import hookimpl
 from personahub_core.prompting import demonstrations
 from personahub_core.python_api import OpenStore, open_store, run
-from personahub_core.tasks import (Deduplicator, GenerativeTask, NewPersona, PersonaExpander, PersonaSource,
+from personahub_core.tasks import (Context, Deduplicator, GenerativeTask, NewPersona, PersonaExpander, PersonaSource,
                                    Rejected, Synthesis, Synthesizer, Task, WorkItem)
 
 __all__ = [
-    "Backend", "BackendError", "Completion", "DedupOutline", "Deduplicator", "Executor", "GenerativeTask",
+    "Backend", "BackendError", "Completion", "Context", "DedupOutline", "Deduplicator", "Executor", "ExportFormat",
+    "GenerativeTask",
     "ModelInfo", "NewPersona", "OpenStore", "PersonaExpander", "PersonaHubError", "PersonaSource", "Prompt",
     "Rejected", "Synthesis", "Synthesizer", "Task", "UsageError", "WorkItem", "__version__", "demonstrations",
     "hookimpl", "open_store", "run",

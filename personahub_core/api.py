@@ -16,15 +16,13 @@ from .plugin_migrations import migrate_plugins
 from .plugins import Registry, get_registry
 from .recipes import is_recipe_path, load_recipe
 from .run_outcome import outcome
-from .runner import RunStats, TaskContext, new_run_id, stderr
+from .run_stats import RunStats
+from .runner import TaskContext, new_run_id, stderr
 from .where import parse as parse_where
 from .settings import Settings, check_known, load_settings, with_options
 from .status_file import StatusFile
 from .store import Store
 from .tasks import GenerativeTask, Task
-
-RUN_FLAGS = ("limit", "where", "retry_failed")
-
 
 def resolve_task(name: str) -> type[Task]:
     """An installed task by name, or the task a recipe file (``*.toml``) describes."""
@@ -141,7 +139,6 @@ def checked(task_name: str, task_args: list[str], limit: int | None, where: list
     model = task_options(task_cls, options) if options is not None else parse_task_options(task_cls, task_args)
     registry = get_registry()
     _, settings = chosen_backend(load_settings(**flags), registry)
-    registry.executor(settings.executor)
     if limit is not None and limit < 0:
         raise UsageError("--limit must be 0 or more")
     parse_where(where)
@@ -152,10 +149,13 @@ def checked(task_name: str, task_args: list[str], limit: int | None, where: list
 
 
 def chosen_backend(settings: Settings, registry: Registry) -> tuple[type, Settings]:
-    """The backend class the settings name, and the settings carrying its validated options."""
+    """The backend class the settings name, and the settings carrying its validated options and the
+    named executor's."""
     backend_class = registry.backend(settings.backend)
-    check_known(settings, {name for cls in registry.backends.values() for name in cls.Options.model_fields})
-    return backend_class, with_options(settings, backend_class.options_from(settings))
+    executor_class = registry.executor(settings.executor)
+    components = [*registry.backends.values(), *registry.executors.values()]
+    check_known(settings, {name for cls in components for name in cls.Options.model_fields})
+    return backend_class, with_options(settings, backend_class.options_from(settings), executor_class.options_from(settings))
 
 
 def run_in_store(task: Task, store: Store, settings: Settings, *, limit: int | None = None,

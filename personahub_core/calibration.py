@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where a calibration is computed: the dedup command's help reads SHIPPED
+    import numpy as np
 
 CALIBRATION_SET = "embedding_calibration.jsonl"
 HELD_OUT_SET = "embedding_heldout.jsonl"
@@ -72,6 +74,8 @@ def load_pairs(name: str = CALIBRATION_SET) -> list[dict]:
 
 def pair_cosines(embedder, pairs: list[dict]) -> np.ndarray:
     """Cosine of each pair, each distinct text embedded once."""
+    import numpy as np
+
     texts = sorted({p["a"] for p in pairs} | {p["b"] for p in pairs})
     row = {t: k for k, t in enumerate(texts)}
     vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
@@ -90,6 +94,8 @@ def choose_threshold(near: np.ndarray, distinct: np.ndarray) -> float:
     """The threshold with the most near-duplicates caught less distinct pairs marked (Youden's J),
     candidates halfway between neighbouring scores; where several tie, the middle one, the farthest
     from both kinds."""
+    import numpy as np
+
     scores = np.unique(np.concatenate([near, distinct]))
     candidates = (scores[:-1] + scores[1:]) / 2 if len(scores) > 1 else scores
     caught = (near[None, :] >= candidates[:, None]).mean(axis=1)
@@ -100,6 +106,8 @@ def choose_threshold(near: np.ndarray, distinct: np.ndarray) -> float:
 
 
 def calibrate(embedder, pairs: list[dict] | None = None) -> Calibration:
+    import numpy as np
+
     pairs = load_pairs() if pairs is None else pairs
     cos = pair_cosines(embedder, pairs)
     is_near = np.array([p["label"] == "near" for p in pairs])

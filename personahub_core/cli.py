@@ -15,10 +15,10 @@ from rich.text import Text
 
 from . import api
 from .dedup_command import dedup_cmd
-from .embedders import EMBEDDING_MODEL_HELP
+from .embedding_defaults import EMBEDDING_MODEL_HELP
 from .errors import PersonaHubError, UsageError
 from .plugins import get_registry
-from .settings import load_settings, public_values, resolve_options, settings_origins
+from .settings import dash_o_options, load_settings, public_values, resolve_options, settings_origins
 from .run_outcome import failure_message
 from .status_file import as_run, describe
 from .store import Store, StoreLocked
@@ -36,6 +36,7 @@ app.add_typer(personas_app, name="personas")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
+COMMANDS_GROUP = "personahub.commands"  # entry points naming a plugin's commands, for --help
 DbOption = typer.Option(None, "--db", help="DuckDB store (default ./personahub.duckdb, or PERSONAHUB_DB)")
 
 
@@ -75,12 +76,28 @@ def plugins_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
 
 @plugins_app.command("show")
 def plugins_show(
-    task: str = typer.Argument(..., help="an installed task, or a recipe file (*.toml)", autocompletion=complete_task),
+    task: str = typer.Argument(..., help="an installed task, backend or executor, or a recipe file (*.toml)",
+                               autocompletion=complete_task),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
-    """One task: its kind, the plugin or recipe it comes from, its description and its options."""
-    from .task_info import options_panel, task_info
+    """One task: its kind, the plugin or recipe it comes from, its description and its options; or a
+    backend or executor and its -o options."""
+    from .task_info import component_info, options_panel, task_info
 
+    registry = get_registry()
+    if task not in registry.tasks:
+        for kind, components in (("backend", registry.backends), ("executor", registry.executors)):
+            if task in components:
+                info = component_info(kind, components[task])
+                if as_json:
+                    print(json.dumps(info, default=str))
+                    return
+                out.print(f"[bold]{markup_safe(task)}[/bold] ({kind})", highlight=False)
+                if info["description"]:
+                    out.print(cell(info["description"]), highlight=False)
+                out.print(options_panel(components[task].Options, "Options (-o NAME=VALUE, PERSONAHUB_NAME or "
+                                        "personahub.toml)", dash_o=True))
+                return
     task_cls = api.resolve_task(task)
     info = task_info(task_cls, get_registry().plugins)
     if as_json:
@@ -109,16 +126,19 @@ def run_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="GGUF path, or model name with --backend openai"),
     backend: Optional[str] = typer.Option(None, "--backend", autocompletion=complete_backend,
                                           help="llama-cpp | openai | fake | one a plugin registered"),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL"),
     executor: Optional[str] = typer.Option(None, "--executor", autocompletion=complete_executor,
                                            help="local | ray | one a plugin registered"),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address"),
-    n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="llama.cpp context size"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="llama.cpp threads"),
+    option: list[str] = typer.Option([], "--option", "-o", help="an option of the backend or executor, NAME=VALUE "
+                                     "(listed below), e.g. -o n_ctx=4096 or -o ray_address=HOST:PORT"),
+    # Short forms of -o for the options the docs have always shown:
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="-o base_url=: OpenAI-compatible server URL"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="-o ray_address=: Ray cluster address"),
+    n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="-o n_ctx=: llama.cpp context size"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="-o threads=: llama.cpp threads"),
     max_requests_per_minute: Optional[int] = typer.Option(None, "--max-requests-per-minute",
-                                                          help="--backend openai: requests started per minute at most"),
+                                                          help="-o max_requests_per_minute=: --backend openai's request rate"),
     max_tokens_per_minute: Optional[int] = typer.Option(None, "--max-tokens-per-minute",
-                                                        help="--backend openai: tokens per minute at most"),
+                                                        help="-o max_tokens_per_minute=: --backend openai's token rate"),
     where: list[str] = typer.Option([], "--where", help="persona filter FIELD OP VALUE, e.g. 'hop<=2' or 'persona~nurse'"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="try failed and rejected items again"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not reuse earlier completions"),
@@ -134,12 +154,12 @@ def run_cmd(
         return
     if plugin is None:
         raise UsageError("missing option --plugin TASK (see 'personahub plugins')")
+    options = dash_o_options(option, base_url=base_url, ray_address=ray_address, n_ctx=n_ctx, threads=threads,
+                             max_requests_per_minute=max_requests_per_minute, max_tokens_per_minute=max_tokens_per_minute)
     if dry_run:
         plan = api.dry_run(plugin, list(ctx.args), limit=limit, where=where, retry_failed=retry_failed, db=db,
                            batch_size=batch_size, max_tokens=max_tokens, seed=seed, temperature=temperature,
-                           model=model, backend=backend, base_url=base_url, executor=executor, n_ctx=n_ctx,
-                           threads=threads, max_requests_per_minute=max_requests_per_minute,
-                           max_tokens_per_minute=max_tokens_per_minute)
+                           model=model, backend=backend, executor=executor, **options)
         if not quiet:
             _print_plan(plan)
         if as_json:
@@ -151,9 +171,7 @@ def run_cmd(
             result = api.run(
                 plugin, list(ctx.args), quiet=quiet, limit=limit, where=where, retry_failed=retry_failed,
                 db=db, batch_size=batch_size, max_tokens=max_tokens, seed=seed, temperature=temperature,
-                model=model, backend=backend, base_url=base_url, executor=executor, ray_address=ray_address,
-                n_ctx=n_ctx, threads=threads, cache=False if no_cache else None,
-                max_requests_per_minute=max_requests_per_minute, max_tokens_per_minute=max_tokens_per_minute,
+                model=model, backend=backend, executor=executor, cache=False if no_cache else None, **options,
             )
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]: finished items are stored; run the same command again to resume")
@@ -177,12 +195,16 @@ def run_cmd(
 def _print_run_help(ctx: typer.Context, plugin: Optional[str]) -> None:
     from .task_info import options_panel
 
-    if plugin is None:
-        typer.echo(ctx.get_help())
+    task_cls = None if plugin is None else api.resolve_task(plugin)  # an unknown task is an error before any help
+    typer.echo(ctx.get_help())
+    registry = get_registry()
+    for kind, components in (("backend", registry.backends), ("executor", registry.executors)):
+        for name, cls in sorted(components.items()):
+            if cls.Options.model_fields:
+                out.print(options_panel(cls.Options, f"-o options of {kind} '{name}'", dash_o=True))
+    if task_cls is None:
         out.print(" A task's own options: personahub run --plugin TASK --help", highlight=False)
         return
-    task_cls = api.resolve_task(plugin)  # an unknown task is an error before any help is printed
-    typer.echo(ctx.get_help())
     out.print(options_panel(task_cls.Options, f"Options of task '{task_cls.name}' ({task_cls.kind}), after the common ones"))
 
 
@@ -275,7 +297,7 @@ def ingest_cmd(
 @app.command("export")
 def export_cmd(
     what: str = typer.Argument(..., help="a synthesizer task name, or 'personas'"),
-    fmt: str = typer.Option("jsonl", "--format", help="jsonl | parquet | csv | hf (a Hugging Face dataset folder)"),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl | parquet | csv | hf (a Hugging Face dataset folder) | one a plugin registered"),
     out_path: Path = typer.Option(..., "--out", help="file to write (a folder for --format hf)"),
     full: bool = typer.Option(False, "--full", help="add provenance and structured fields"),
     include_all: bool = typer.Option(False, "--all", help="include duplicates and rejects"),
@@ -292,7 +314,7 @@ def export_cmd(
     settings = load_settings(db=db)
     with Store(settings.db, read_only=True) as store:
         n = export(store, what, fmt, out_path, full=full, include_all=include_all, quiet=quiet,
-                   tasks=get_registry().tasks, verified=verified, where=where)
+                   tasks=get_registry().tasks, verified=verified, where=where, formats=get_registry().export_formats)
     err.print(f"wrote {n} rows to {markup_safe(out_path)}")
 
 
@@ -357,7 +379,7 @@ def diversity_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ):
     """The paper's study: persona pairs by similarity against the similarity of their outputs."""
-    from .diversity import run_study
+    from .diversity_command import run_study
 
     try:
         centres = tuple(float(b) for b in bins.split(",") if b.strip())
@@ -479,27 +501,30 @@ def config_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Show the effective settings and where each came from (flag, environment, personahub.toml, default),
-    with the options of the chosen backend under it."""
+    with the options of the chosen backend and executor under them."""
     settings = load_settings(db=db)
     origins = settings_origins(db=db)
     registry = get_registry()
-    backend_class, resolved = api.chosen_backend(settings, registry)
-    _, option_origins = resolve_options(backend_class.Options, settings)
+    _, resolved = api.chosen_backend(settings, registry)
     values = public_values({k: v for k, v in resolved.model_dump(mode="json").items() if k in origins})
-    options = public_values({k: resolved.model_extra[k] for k in option_origins})
+    shown = {k: {"value": values[k], "from": origins[k]} for k in values}
+    for kind, cls in (("backend", registry.backend(settings.backend)), ("executor", registry.executor(settings.executor))):
+        _, option_origins = resolve_options(cls.Options, settings)
+        options = public_values({k: resolved.model_extra[k] for k in option_origins})
+        shown[f"{kind}_options"] = {k: {"value": options[k], "from": option_origins[k]} for k in options}
     if as_json:
-        shown = {k: {"value": values[k], "from": origins[k]} for k in values}
-        shown["backend_options"] = {k: {"value": options[k], "from": option_origins[k]} for k in options}
         print(json.dumps(shown, default=str))
         return
     table = Table("setting", "value", "from")
     for name, value in values.items():
         table.add_row(name, cell(value), origins[name])
     out.print(table)
-    table = Table("option", "value", "from", title=f"options of backend {settings.backend}")
-    for name, value in options.items():
-        table.add_row(name, cell(value), option_origins[name])
-    out.print(table if options else f"backend {settings.backend} has no options of its own")
+    for kind, name in (("backend", settings.backend), ("executor", settings.executor)):
+        options = shown[f"{kind}_options"]
+        table = Table("option", "value", "from", title=f"options of {kind} {name} (-o NAME=VALUE)")
+        for option, entry in options.items():
+            table.add_row(option, cell(entry["value"]), entry["from"])
+        out.print(table if options else f"{kind} {name} has no options of its own")
 
 
 @personas_app.command("sample")
@@ -567,9 +592,26 @@ def _builtin_command(argv: list[str]) -> bool:
     return bool(argv) and argv[0] in ours
 
 
+def _list_declared_commands() -> None:
+    """The plugins' commands for the top-level help, by the names they declare in their package's
+    metadata (entry points in the group ``personahub.commands``): no plugin module is imported."""
+    from importlib import metadata
+
+    for ep in metadata.entry_points(group=COMMANDS_GROUP):
+        package = ep.dist.metadata["Name"] if ep.dist is not None else ep.value
+        app.command(ep.name, help=f"from the plugin package {package} (personahub {ep.name} --help)")(_declared)
+
+
+def _declared() -> None:
+    """Never run: a declared command is registered for real when it is called."""
+
+
 def main() -> None:
     try:
-        if not _builtin_command(sys.argv[1:]):
+        argv = sys.argv[1:]
+        if argv[:1] in ([], ["--help"]) and not os.environ.get("_PERSONAHUB_COMPLETE"):  # not completing
+            _list_declared_commands()
+        elif not _builtin_command(argv):
             _register_extra_commands()
         app()  # standalone: typer prints its own usage errors and exits 2
     except PersonaHubError as exc:

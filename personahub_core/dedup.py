@@ -15,7 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from .runner import TaskContext
+    from .tasks import Context
 
 
 class DedupOutline:
@@ -31,7 +31,7 @@ class DedupOutline:
 
     batch_rows: ClassVar[int] = 50_000
 
-    def run(self, ctx: "TaskContext") -> None:
+    def run(self, ctx: "Context") -> None:
         store = ctx.store
         if getattr(self.options, "fresh", False):
             store.forget_method(self.name)
@@ -48,17 +48,17 @@ class DedupOutline:
             return
         self.compare(ctx, count, batches)
 
-    def forget_own(self, ctx: "TaskContext") -> None:
+    def forget_own(self, ctx: "Context") -> None:
         """Under ``--fresh``: drop what the plugin keeps of its own (signatures, say). Default: nothing."""
 
-    def prepare(self, ctx: "TaskContext") -> None:
+    def prepare(self, ctx: "Context") -> None:
         """Before selecting: tidy what an interrupted run left in the plugin's tables. Default: nothing."""
 
-    def compare(self, ctx: "TaskContext", count: int, batches: Iterator["pa.RecordBatch"]) -> None:
+    def compare(self, ctx: "Context", count: int, batches: Iterator["pa.RecordBatch"]) -> None:
         """Check the ``count`` new personas (columns seq, id, persona) and ``mark`` them."""
         raise NotImplementedError
 
-    def mark(self, ctx: "TaskContext", checked_ids: Sequence[str] | "pa.Array", marks: list[dict] | "pa.Table" = ()) -> None:
+    def mark(self, ctx: "Context", checked_ids: Sequence[str] | "pa.Array", marks: list[dict] | "pa.Table" = ()) -> None:
         """Record the personas checked and mark the dropped ones (persona_id, duplicate_of, cluster_id,
         similarity, reason), in one transaction; they count as the run's items done."""
         ctx.store.mark_personas(self.name, ctx.run_id, checked_ids, marks)

@@ -17,10 +17,10 @@ from rich.table import Table
 
 from .calibration import SHIPPED
 from .chains import NO_DEDUP, dedup_chain
-from .embedders import EMBEDDING_MODEL_HELP, SHIPPED_MODEL
+from .embedding_defaults import EMBEDDING_MODEL_HELP, SHIPPED_MODEL
 from .errors import UsageError
 from .plugins import get_registry
-from .settings import load_settings
+from .settings import dash_o_options, load_settings
 from .store import Store
 
 err = Console(stderr=True)
@@ -38,7 +38,9 @@ def dedup_cmd(
     fresh: bool = typer.Option(False, "--fresh", help="forget earlier results and check every persona again"),
     embedding_model: Optional[str] = typer.Option(None, "--embedding-model", "--model", help=EMBEDDING_MODEL_HELP),
     backend: Optional[str] = typer.Option(None, "--backend", help="for a served embedding model: openai"),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL"),
+    option: list[str] = typer.Option([], "--option", "-o", help="an option of the backend, NAME=VALUE (personahub "
+                                     "plugins show BACKEND), e.g. -o base_url=http://127.0.0.1:8000/v1"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="-o base_url=: OpenAI-compatible server URL"),
     db: Optional[Path] = typer.Option(None, "--db", help="DuckDB store (default ./personahub.duckdb, or PERSONAHUB_DB)"),
     as_json: bool = typer.Option(False, "--json", help="end with a JSON summary line on stdout"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
@@ -58,7 +60,8 @@ def dedup_cmd(
         raise UsageError("no deduplication step to run: every installed one is skipped")
     # --jaccard and --embedding-threshold go to the steps that declare that measure (dedup_measure), --threshold to any.
     by_measure = {"jaccard": jaccard, "cosine": cosine}
-    settings = load_settings(db=db, embedding_model=embedding_model, backend=backend, base_url=base_url)
+    settings = load_settings(db=db, embedding_model=embedding_model, backend=backend,
+                             **dash_o_options(option, base_url=base_url))
     results = []
     with Store(settings.db) as store:
         for step in steps:

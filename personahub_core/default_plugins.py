@@ -21,3 +21,12 @@ def register_executors(register):
 
     register(LocalExecutor)
     register(RayExecutor)
+
+
+@hookimpl
+def register_export_formats(register):
+    from .export import CsvFormat, JsonlFormat, ParquetFormat
+    from .hf import HfFormat  # imports pyarrow and yaml, and datasets only when it writes
+
+    for cls in (JsonlFormat, ParquetFormat, CsvFormat, HfFormat):
+        register(cls)

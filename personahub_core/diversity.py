@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .diversity_stats import (NEAR_DUPLICATE, compare, fidelity, pair_interval, sample_warnings, significance_sentence,
-                              spread_intervals, verdict)
+from .diversity_stats import (NEAR_DUPLICATE, compare, fidelity, near_duplicate_threshold, pair_interval, sample_warnings,
+                              significance_sentence, spread_intervals, verdict)
 from .errors import UsageError
 from .store import OUTPUT_TEXT, Store
 from .tasks import Prompt, Synthesizer, WorkItem
 from .vector_search import EMBED_BATCH, embed_missing, normalise
+from .words import words as words_of
 
 DEFAULT_BINS = (0.4, 0.6, 0.8, 0.9)
 DEFAULT_WIDTH = 0.05
@@ -119,10 +120,16 @@ def study(store: Store, task: str, model: str, bins: tuple[float, ...] = DEFAULT
             else {"mean": None, "std": None},
             "persona_similarity_mean": _round(persona_sims[chosen].mean()) if len(chosen) else None,
         })
-    result["outputs"] = output_spread(outputs, texts, rng)
-    result["baseline"] = _baseline_comparison(store, task, model, outputs, texts, rng)
+    calibrated = near_duplicate_threshold(model)
+    near = calibrated or NEAR_DUPLICATE
+    result["near_duplicate_threshold"] = near
+    result["outputs"] = output_spread(outputs, texts, rng, near)
+    result["baseline"] = _baseline_comparison(store, task, model, outputs, texts, rng, near)
     result["fidelity"] = fidelity(personas, outputs, rng)
     result["warnings"] = sample_warnings(n, result["bins"], result["baseline"])
+    if calibrated is None:  # a threshold belongs to its model: 0.9 may mean nothing for these vectors
+        result["warnings"].append(f"no calibrated near-duplicate threshold for {model}: the near-duplicate share "
+                                  f"counts cosine >= {NEAR_DUPLICATE}, the paper's figure for another model")
     result["verdict"] = verdict(result)
     return result
 
@@ -145,19 +152,20 @@ def persona_set(vectors: np.ndarray) -> dict[str, Any]:
     }
 
 
-def output_spread(vectors: np.ndarray, texts: list[str], rng: np.random.Generator | None = None) -> dict[str, Any]:
+def output_spread(vectors: np.ndarray, texts: list[str], rng: np.random.Generator | None = None,
+                  threshold: float = NEAR_DUPLICATE) -> dict[str, Any]:
     """How spread a set of outputs is: mean pairwise cosine, distinct-1/2, near-duplicate share; with
     ``rng``, also a bootstrap interval for each (``intervals``)."""
     n = len(vectors)
     spread: dict[str, Any] = {"count": n, "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
     if rng is not None:
-        spread["intervals"] = spread_intervals(vectors, texts, rng)
+        spread["intervals"] = spread_intervals(vectors, texts, rng, threshold=threshold)
     if n < 2:
         return {**spread, "mean_pairwise_similarity": None, "near_duplicate_share": None}
     sims = vectors @ vectors.T
     mean = (sims.sum() - np.trace(sims)) / (n * (n - 1))
     np.fill_diagonal(sims, -np.inf)
-    near = float((sims.max(axis=1) >= NEAR_DUPLICATE).mean())
+    near = float((sims.max(axis=1) >= threshold).mean())
     return {**spread, "mean_pairwise_similarity": _round(mean), "near_duplicate_share": _round(near)}
 
 
@@ -165,13 +173,13 @@ def distinct_n(texts: list[str], n: int) -> float | None:
     """Distinct n-grams over all n-grams of the texts (Li et al. 2016): 1.0 means nothing repeats."""
     grams: list[tuple[str, ...]] = []
     for text in texts:
-        words = re.findall(r"\w+", text.lower())
+        words = words_of(text)
         grams.extend(zip(*(words[k:] for k in range(n))))
     return _round(len(set(grams)) / len(grams)) if grams else None
 
 
 def _baseline_comparison(store: Store, task: str, model: str, outputs: np.ndarray, texts: list[str],
-                         rng: np.random.Generator) -> dict[str, Any] | None:
+                         rng: np.random.Generator, threshold: float) -> dict[str, Any] | None:
     """With personas against without, on equally many outputs (distinct-n depends on the count), with
     each figure's difference, its interval and p-value, and a sentence saying what they show."""
     rows = store.query(
@@ -185,11 +193,11 @@ def _baseline_comparison(store: Store, task: str, model: str, outputs: np.ndarra
     theirs = np.sort(rng.choice(len(rows), k, replace=False))
     with_vectors, with_texts = outputs[mine], [texts[m] for m in mine]
     without_vectors, without_texts = _matrix([rows[t][0] for t in theirs]), [rows[t][1] or "" for t in theirs]
-    difference = compare(with_vectors, with_texts, without_vectors, without_texts, rng)
+    difference = compare(with_vectors, with_texts, without_vectors, without_texts, rng, threshold)
     return {
         "samples": k,
-        "with_personas": output_spread(with_vectors, with_texts, rng),
-        "without_personas": output_spread(without_vectors, without_texts, rng),
+        "with_personas": output_spread(with_vectors, with_texts, rng, threshold),
+        "without_personas": output_spread(without_vectors, without_texts, rng, threshold),
         "difference": difference,
         "statement": significance_sentence(difference, k),
     }
@@ -211,7 +219,7 @@ def baseline_task(task_cls: type[Synthesizer], options, samples: int) -> Synthes
 
         def work_items(self, ctx):
             for index in range(samples):
-                yield WorkItem(key=self.item_key("no persona", index, ctx.settings.seed), input_id=None,
+                yield WorkItem(key=self.item_key(ctx, "no persona", index, ctx.settings.seed), input_id=None,
                                data={"persona": ""})
 
         def run_item(self, item):
@@ -249,44 +257,3 @@ def task_run_context(store: Store, task: str) -> tuple[dict, dict]:
     settings = json.loads(rows[0][1]) if rows[0][1] else {}
     sampling = ("backend", "model", "base_url", "openai_chat", "temperature", "top_p", "max_tokens", "seed", "n_ctx")
     return options, {k: v for k, v in settings.items() if k in sampling and v is not None}
-
-
-def run_study(task: str, *, db=None, embedding_model: str | None = None, bins: tuple[float, ...] = DEFAULT_BINS,
-              width: float = DEFAULT_WIDTH, baseline: int | None = None, seed: int = 0,
-              max_pairs: int = MAX_PAIRS_PER_BIN, quiet: bool = False, **flags: Any) -> dict[str, Any]:
-    """``personahub diversity``: make the baseline if asked, embed what is missing, run the study."""
-    from .api import resolve_task, run_in_store
-    from .embedders import open_embedder
-    from .plugins import get_registry
-    from .progress import progress_bar
-    from .settings import load_settings
-
-    if not 0 < width < 1:
-        raise UsageError(f"--width {width}: expected a number between 0 and 1")
-    if any(not -1 <= b <= 1 for b in bins) or not bins:
-        raise UsageError("--bins: expected comma-separated similarities between -1 and 1, e.g. 0.4,0.6,0.8,0.9")
-    if baseline is not None and baseline < 1:
-        raise UsageError("--baseline must be 1 or more")
-    settings = load_settings(db=db, **flags)
-    with Store(settings.db) as store:
-        tasks = [r[0] for r in store.query("SELECT DISTINCT task FROM generations WHERE status = 'ok' ORDER BY 1")]
-        if task not in tasks:
-            raise UsageError(f"diversity --task {task}: no finished rows for it; tasks with rows: {', '.join(tasks) or 'none'}")
-        options, sampling = task_run_context(store, task)
-        if baseline is not None:
-            task_cls = resolve_task(task)
-            if not issubclass(task_cls, Synthesizer):
-                raise UsageError(f"diversity --baseline: '{task}' is not a synthesizer")
-            given = {k: v for k, v in flags.items() if v is not None}
-            run_settings = load_settings(db=settings.db, **{**sampling, **given})
-            run_in_store(baseline_task(task_cls, task_cls.Options(**options), baseline), store, run_settings, quiet=quiet)
-        # The embedding model dedup and search use (the shipped sentence model unless one is named).
-        embedder = open_embedder(settings.model_copy(update={"embedding_model": embedding_model or settings.embedding_model}),
-                                 get_registry().backend(settings.backend))
-        try:
-            model = embedder.name
-            with progress_bar("embedding personas", quiet=quiet) as progress:
-                embed_task(store, embedder, model, task, progress)
-        finally:
-            embedder.close()
-        return study(store, task, model, bins, width, seed, max_pairs)

@@ -14,11 +14,12 @@ resample recomputes it as ``c @ distinct / c @ total`` and a drawn copy is not m
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Any, Callable
 
 import numpy as np
+
+from .words import words as words_of
 
 RESAMPLES = 1000
 LEVEL = 0.95
@@ -26,7 +27,15 @@ MIN_ROWS = 100  # below this a figure's interval is too wide to read one way or 
 MIN_PAIRS = 30
 FIDELITY_K = 5
 FIDELITY_DRAWS = 20
-NEAR_DUPLICATE = 0.9  # the paper's embedding dedup threshold
+NEAR_DUPLICATE = 0.9  # the paper's embedding dedup threshold: for a model without a calibrated one
+
+
+def near_duplicate_threshold(model: str) -> float | None:
+    """The cosine at which ``model``'s vectors mark a near-duplicate, calibrated for it (as embedding
+    dedup uses it); None for a model we have no calibration for."""
+    from .calibration import SHIPPED
+
+    return SHIPPED[model].threshold if model in SHIPPED else None
 
 
 def interval(replicates: np.ndarray) -> list[float] | None:
@@ -65,7 +74,7 @@ def near_duplicate_share(sims: np.ndarray, counts: np.ndarray, threshold: float 
 def distinct_parts(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row: its n-gram occurrences weighted by 1 / (occurrences of that n-gram in all rows), and
     its number of n-grams. ``distinct.sum() / total.sum()`` is distinct-n of the whole set."""
-    grams = [list(zip(*(words[k:] for k in range(n)))) for words in (re.findall(r"\w+", t.lower()) for t in texts)]
+    grams = [list(zip(*(words[k:] for k in range(n)))) for words in (words_of(t) for t in texts)]
     seen = Counter(g for row in grams for g in row)
     distinct = np.array([sum(1 / seen[g] for g in row) for row in grams], np.float64)
     total = np.array([len(row) for row in grams], np.float64)
@@ -79,7 +88,8 @@ def distinct_ratio(parts: tuple[np.ndarray, np.ndarray], counts: np.ndarray) -> 
         return np.where(grams > 0, (counts @ distinct) / np.where(grams > 0, grams, 1), np.nan)
 
 
-def spread_figures(vectors: np.ndarray, texts: list[str]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def spread_figures(vectors: np.ndarray, texts: list[str],
+                   threshold: float = NEAR_DUPLICATE) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Each figure of an output set as a function of resample counts (all ones: the set itself)."""
     sims = (vectors @ vectors.T).astype(np.float64)
     parts = {n: distinct_parts(texts, n) for n in (1, 2)}
@@ -87,18 +97,18 @@ def spread_figures(vectors: np.ndarray, texts: list[str]) -> dict[str, Callable[
         "mean_pairwise_similarity": lambda c: mean_pairwise(sims, c),
         "distinct_1": lambda c: distinct_ratio(parts[1], c),
         "distinct_2": lambda c: distinct_ratio(parts[2], c),
-        "near_duplicate_share": lambda c: near_duplicate_share(sims, c),
+        "near_duplicate_share": lambda c: near_duplicate_share(sims, c, threshold),
     }
 
 
 def spread_intervals(vectors: np.ndarray, texts: list[str], rng: np.random.Generator,
-                     resamples: int = RESAMPLES) -> dict[str, list | None]:
+                     resamples: int = RESAMPLES, threshold: float = NEAR_DUPLICATE) -> dict[str, list | None]:
     """A bootstrap interval for every figure of ``output_spread``."""
     n = len(texts)
     if n < 2:
         return {name: None for name in ("mean_pairwise_similarity", "distinct_1", "distinct_2", "near_duplicate_share")}
     counts = resample_counts(n, rng, resamples)
-    return {name: interval(figure(counts)) for name, figure in spread_figures(vectors, texts).items()}
+    return {name: interval(figure(counts)) for name, figure in spread_figures(vectors, texts, threshold).items()}
 
 
 def pair_interval(sims: np.ndarray, rng: np.random.Generator) -> list[float] | None:
@@ -111,11 +121,11 @@ def pair_interval(sims: np.ndarray, rng: np.random.Generator) -> list[float] | N
 
 # -- with personas against without ----------------------------------------------------------------
 def compare(with_vectors: np.ndarray, with_texts: list[str], without_vectors: np.ndarray, without_texts: list[str],
-            rng: np.random.Generator) -> dict[str, dict[str, Any]]:
+            rng: np.random.Generator, threshold: float = NEAR_DUPLICATE) -> dict[str, dict[str, Any]]:
     """For each figure: with minus without, its bootstrap interval, and a two-sided bootstrap p-value
-    (twice the share of resampled differences on the far side of zero, at most 1). The two sets are
-    resampled independently: they are different rows."""
-    a, b = spread_figures(with_vectors, with_texts), spread_figures(without_vectors, without_texts)
+    (twice the share of resampled differences on the far side of zero, at most 1, and at least 1/B:
+    B resamples cannot show less). The two sets are resampled independently: they are different rows."""
+    a, b = spread_figures(with_vectors, with_texts, threshold), spread_figures(without_vectors, without_texts, threshold)
     ca, cb = resample_counts(len(with_texts), rng), resample_counts(len(without_texts), rng)
     ones_a, ones_b = np.ones((1, len(with_texts))), np.ones((1, len(without_texts)))
     result = {}
@@ -126,7 +136,7 @@ def compare(with_vectors: np.ndarray, with_texts: list[str], without_vectors: np
         if not np.isfinite(value) or not len(diffs):
             result[name] = {"difference": None, "interval": None, "p_value": None}
             continue
-        p = min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))
+        p = min(1.0, max(1 / len(diffs), 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())))
         result[name] = {"difference": _round(value), "interval": interval(diffs), "p_value": _round(p)}
     return result
 

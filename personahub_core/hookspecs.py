@@ -42,6 +42,15 @@ def register_executors(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def register_export_formats(register: Callable[[type], None]) -> None:
+    """Register export formats selectable with ``personahub export --format NAME``.
+
+    :param register: call ``register(FormatClass)``; the class subclasses
+        ``personahub_core.export_formats.ExportFormat``, has a unique ``name`` and writes with ``write(...)``.
+    """
+
+
+@hookspec
 def register_commands(cli) -> None:
     """Add commands to the ``personahub`` command line.
 

@@ -5,20 +5,18 @@ from __future__ import annotations
 import pickle
 import tempfile
 from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING, Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
-from .tasks import WorkItem
-
-if TYPE_CHECKING:
-    from .runner import TaskContext
+from .tasks import Context, WorkItem
 
 CHECK_CHUNK = 5000
 
 
-def pending_chunks(ctx: TaskContext, items: Iterable[WorkItem]) -> Iterator[list[WorkItem]]:
-    """The items not yet stored, up to --limit, a chunk at a time: one query per chunk answers which
-    keys are stored, and nothing here holds more than a chunk, so a run over 10^6 items can stream."""
-    wanted = ctx.limit
+def pending_chunks(ctx: Context, items: Iterable[WorkItem], budget: int | None) -> Iterator[list[WorkItem]]:
+    """The items not yet stored, ``budget`` at most (None: all), a chunk at a time: one query per chunk
+    answers which keys are stored, and nothing here holds more than a chunk, so a run over 10^6 items
+    can stream."""
+    wanted = budget
     chunk: list[WorkItem] = []
 
     def check() -> list[WorkItem]:

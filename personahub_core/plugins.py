@@ -38,9 +38,6 @@ class Registry:
     manager: pluggy.PluginManager | None = None
     _components: dict[str, dict[str, type]] = field(default_factory=dict, repr=False)
 
-    def task(self, name: str) -> type:
-        return self.tasks[name]
-
     # Backends and executors are collected when first asked for: registering them imports their modules
     # (HTTP clients, llama.cpp, Ray), which --help, stats or export never need.
     @property
@@ -50,6 +47,10 @@ class Registry:
     @property
     def executors(self) -> dict[str, type]:
         return self._collected("register_executors")
+
+    @property
+    def export_formats(self) -> dict[str, type]:
+        return self._collected("register_export_formats")
 
     def backend(self, name: str) -> type:
         """The registered backend class of that name, or a usage error listing the installed ones."""

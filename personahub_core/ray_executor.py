@@ -34,12 +34,14 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import PersonaHubError, UsageError
 from .executors import Executor
 from .driving import drive
 from .pending import pending_chunks
-from .runner import RunStats, TaskContext, outcome_records
+from .run_stats import RunStats
+from .runner import TaskContext, outcome_records
 from .settings import Settings
 from .shards import ShardSpec, ShardWriter, Tally, merge_shards, read_items, shard_root, write_items
 from .store import Store
@@ -69,21 +71,28 @@ def import_ray():
     return ray
 
 
-def ensure_ray(settings: Settings):
-    """Connect to ``--ray-address``, or start a small local Ray once per process (reused by later runs)."""
+class RayOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ray_address: str | None = Field(None, description="Ray cluster address (default: start a local Ray)")
+    ray_shards: str | None = Field(None, description="folder or URI for the actors' Parquet shards (default: <db>.shards)")
+
+
+def ensure_ray(address: str | None):
+    """Connect to the cluster at ``address`` (``-o ray_address=``), or start a small local Ray once per
+    process (reused by later runs)."""
     ray = import_ray()
     if not ray.is_initialized():
         # Ray turns on token auth for a new local cluster and says so on every start; keep it, quietly.
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
         try:
-            if settings.ray_address:
-                check_reachable(settings.ray_address)
-                ray.init(address=settings.ray_address, log_to_driver=False, configure_logging=False)
+            if address:
+                check_reachable(address)
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
             else:
                 ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                          object_store_memory=LOCAL_OBJECT_STORE_BYTES, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = f"at {settings.ray_address}" if settings.ray_address else "locally"
+            where = f"at {address}" if address else "locally"
             raise RayExecutorError(f"cannot start or reach Ray {where}: {_first_line(exc)}") from None
     quiet_ray_data()
     return ray
@@ -220,26 +229,31 @@ class RayExecutor(Executor):
     writing its rows as Parquet shards that the store then merges."""
 
     name = "ray"
+    description = "on a Ray cluster (or a local Ray): a pool of actors, each with its own backend"
+    Options = RayOptions
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
         import_ray()  # fail at once, with the install hint, when the extra is missing
 
-    def run_items(self, task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None) -> None:
+    def run_items(self, task: GenerativeTask, ctx: TaskContext, items: Iterable[WorkItem], label: str | None,
+                  budget: int | None) -> int | None:
         """What ``run_generative`` does, with the actors writing the rows: merge the shards a killed run
-        left (so their items count as done), select the missing items, run them while merging this
-        run's shards as they come. The run's counts are what its shards added to the store."""
-        root = shard_root(self.settings)
+        left (so their items count as done), select the missing items (``budget`` at most), run them while
+        merging this run's shards as they come. The run's counts are what its shards added to the store."""
+        root = shard_root(self.settings.db, self.options.ray_shards)
         for run_id, tally in merge_shards(ctx.core_store, root).items():
             record_leftover(ctx.core_store, run_id, tally)
         spec = ShardSpec.for_run(ctx.core_store, root, ctx.run_id)
         # The missing items go to Parquet files as they are found: the driver never holds them all.
-        files = write_items(spec, (items_table(chunk) for chunk in pending_chunks(ctx, items)), ITEMS_PER_BATCH)
+        files = write_items(spec, (items_table(chunk) for chunk in pending_chunks(ctx, items, budget)), ITEMS_PER_BATCH)
         total = sum(rows for _, rows in files)
-        if ctx.limit is not None:
-            ctx.limit -= total  # a multi-stage task (hops) shares one budget
-        if not total:
-            return
+        if total:
+            self._run_on_actors(task, ctx, files, total, label, root, spec)
+        return None if budget is None else budget - total
+
+    def _run_on_actors(self, task: GenerativeTask, ctx: TaskContext, files: list[tuple[str, int]], total: int,
+             label: str | None, root: str, spec: ShardSpec) -> None:
         live, finished = Tally(), False
         with ctx.progress(label or task.name, total=total) as progress:
             bar = progress.task_ids[0]
@@ -272,12 +286,12 @@ class RayExecutor(Executor):
     def start(self, task: GenerativeTask, files: list[tuple[str, int]], total: int, ctx: TaskContext,
               spec: ShardSpec) -> Iterator[Tally]:
         """Hand the item files (``total`` items) to a pool of actors; the tallies they send back, as they come."""
-        ray = ensure_ray(self.settings)
+        ray = ensure_ray(self.options.ray_address)
         plan = actor_plan(self.settings, ray.nodes())
         # Ray Data's default restarts a dead actor and retries its batch forever, so a crash that repeats
         # on some input (say, in llama.cpp) would hang the run. A cluster gets a few restarts to ride out
         # a lost node; one machine fails at once.
-        retries = 3 if self.settings.ray_address else 0
+        retries = 3 if self.options.ray_address else 0
         restarts = {"max_restarts": retries, "max_task_retries": retries}
         # At least one batch per actor; a batch ends with a shard, so batches are not small either.
         per_batch = max(1, min(ITEMS_PER_BATCH, math.ceil(total / plan.actors)))

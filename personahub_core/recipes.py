@@ -8,10 +8,10 @@
     max_tokens = 120                        # optional
     temperature = 0.9                       # optional (default: the run's)
     stop = ["\\n\\n\\n"]                       # optional, added to the stops the recipe always has
+    input = "rows"                          # optional: judge another task's rows instead (see below)
     [options]                               # optional: each becomes --NAME and a {NAME} placeholder
     subject = { default = "their working day", help = "what the limerick is about" }
     [schema]                                # optional JSON schema: decoded under a grammar, validated after
-    input = "rows"                          # optional: judge another task's rows instead (see below)
 
 The prompt is the chat form. The completion form (for base models without a chat template) shows each
 demonstration as the same prompt written for the demonstration's persona followed by ``Answer:`` and

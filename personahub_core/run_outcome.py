@@ -7,13 +7,10 @@ gives them another try (or a stored result shows the task does work for these in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .runner import RunStats
+from .run_stats import RunStats
 
 
-def outcome(s: "RunStats") -> str:
+def outcome(s: RunStats) -> str:
     """``failed`` when nothing succeeded, in this run or stored by an earlier one, and something failed."""
     failed = s.items_failed + s.items_rejected + s.items_skipped_failed
     succeeded = s.items_done + s.items_skipped - s.items_skipped_failed

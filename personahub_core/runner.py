@@ -15,24 +15,23 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
-from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .backends.base import Backend
 from .driving import Outcome
+from .keys import work_key
 from .progress import LabelColumn
+from .run_stats import RunStats
 from .selection import iter_persona_chunks, iter_row_chunks
 from .settings import Settings
 from .store import PluginStore, Store
-from .tasks import GenerativeTask, NewPersona, Synthesis, Task, Verdict, WorkItem, work_key
+from .tasks import GenerativeTask, NewPersona, Synthesis, Task, Verdict, WorkItem
 from .terminal_text import markup_safe
 
 if TYPE_CHECKING:
-    from .executors import Executor
     from .status_file import StatusFile
 
 stderr = Console(stderr=True, soft_wrap=True)  # one message per line, never hard-wrapped
@@ -43,26 +42,20 @@ FLUSH_EVERY_ROWS = 1000
 FLUSH_EVERY_SECONDS = 1.0
 
 
-@dataclass
-class RunStats:
-    items_done: int = 0
-    items_failed: int = 0
-    items_rejected: int = 0
-    items_skipped: int = 0
-    items_skipped_failed: int = 0  # of the skipped, those stored as failures: not results
-    personas_added: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_calls: int = 0
-    notes: list[str] = field(default_factory=list)
+class ItemExecutor(Protocol):
+    """An executor as the context uses it (``personahub_core.executors.Executor``)."""
+
+    def run_items(self, task: GenerativeTask, ctx: "TaskContext", items: Iterable[WorkItem], label: str | None,
+                  budget: int | None) -> int | None: ...
 
 
 class TaskContext:
-    """What a task sees while it runs in this process: the store, settings, options and stats, and the
-    backend class and executor the command resolved (a dry run, which runs nothing, has no executor)."""
+    """What a task sees while it runs in this process (``tasks.Context``): the store, settings, options
+    and stats, and the backend class and executor the command resolved (a dry run, which runs nothing,
+    has no executor)."""
 
     def __init__(self, store: Store, settings: Settings, task: Task, run_id: str, *,
-                 backend_class: type[Backend], executor: "Executor | None" = None,
+                 backend_class: type[Backend], executor: ItemExecutor | None = None,
                  limit: int | None = None, where: list[str] | None = None,
                  retry_failed: bool = False, quiet: bool = False):
         self.store = PluginStore(store)  # tasks see only the plugin API
@@ -80,8 +73,6 @@ class TaskContext:
         self.status: "StatusFile | None" = None  # the run's <store>.status.json, when it writes one
         self.interrupted: Callable[[], bool] = lambda: False  # Ctrl-C seen, even if a library swallowed it
         self._backend: Backend | None = None
-        if isinstance(task, GenerativeTask):
-            task.model_identity = self.model_identity()
 
     @property
     def backend(self) -> Backend:
@@ -114,11 +105,13 @@ class TaskContext:
         for chunk in iter_row_chunks(self.core_store, task):
             yield from chunk
 
-    def run_generative(self, task: GenerativeTask, items: Iterable[WorkItem], label: str | None = None) -> None:
-        """Drive the task's missing work items through the executor and store every outcome."""
+    def run_generative(self, task: GenerativeTask, items: Iterable[WorkItem], label: str | None = None,
+                       budget: int | None = None) -> int | None:
+        """Drive at most ``budget`` (None: all) of the task's missing work items through the executor and
+        store every outcome; what is left of the budget, for a task that runs in stages (hops)."""
         if self.executor is None:
             raise RuntimeError(f"{task.name}: this context has no executor (a dry run runs no work items)")
-        self.executor.run_items(task, self, items, label)
+        return self.executor.run_items(task, self, items, label, budget)
 
     def note(self, message: str) -> None:
         self.stats.notes.append(message)
@@ -241,7 +234,3 @@ class Writer:
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-
-
-def option_values(options: BaseModel) -> dict:
-    return options.model_dump(mode="json")

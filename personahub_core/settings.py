@@ -1,9 +1,10 @@
 """Settings: command-line flags, then ``PERSONAHUB_*`` environment variables, then ``personahub.toml``.
 
 ``Settings`` holds what every run has (store, backend and executor names, batch size, sampling). What
-belongs to one backend (llama.cpp's context size, a server's URL...) that backend declares as its own
-``Options`` model; its values come from the same three places under the same names, and are validated
-by ``resolve_options`` when the command has chosen the backend.
+belongs to one backend or executor (llama.cpp's context size, a server's URL, a Ray address...) it
+declares as its own ``Options`` model; its values come from the same three places under the same names
+(on the command line as ``-o name=value``), and are validated by ``resolve_options`` when the command
+has chosen the backend and the executor.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .errors import PersonaHubError
+from .errors import PersonaHubError, UsageError
 
 
 class NoOptions(BaseModel):
@@ -47,8 +48,8 @@ SIZE = re.compile(r"(?i)\d+(\.\d+)?\s*(kb|mb|gb|tb|kib|mib|gib|tib)")
 
 
 class Settings(BaseSettings):
-    # Extra keys are a backend's options given directly (flags, or a command's resolved copy). Keys in
-    # personahub.toml that are no setting here stay in the file until a backend asks for them.
+    # Extra keys are a backend's or executor's options given directly (-o, or a command's resolved copy).
+    # Keys in personahub.toml that are no setting here stay in the file until one of them asks for them.
     model_config = SettingsConfigDict(env_prefix="PERSONAHUB_", extra="allow")
 
     db: Path = Field(Path("personahub.duckdb"), description="DuckDB store")
@@ -57,8 +58,6 @@ class Settings(BaseSettings):
     model: str | None = Field(None, description="GGUF path, or model name for --backend openai (default: bundled Gemma 3 270M)")
     embedding_model: str | None = Field(None, description="embedding model: a GGUF path or a served model's name (default: the shipped all-MiniLM-L6-v2)")
     executor: str = Field("local", min_length=1, description="where the work runs: local, ray or one a plugin registered")
-    ray_address: str | None = Field(None, description="Ray cluster address (default: start a local Ray)")
-    ray_shards: str | None = Field(None, description="folder or URI for the Ray actors' Parquet shards (default: <db>.shards)")
     batch_size: int = Field(16, ge=1, le=512, description="sequences decoded together / requests in flight")
     max_tokens: int | None = Field(None, ge=1, description="cap on completion tokens per call (default: the task's)")
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="sampling temperature")
@@ -170,7 +169,7 @@ def _option_layers(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
 
 
 def resolve_options(options_cls: type[BaseModel], settings: Settings) -> tuple[BaseModel, dict[str, str]]:
-    """A backend's options, validated, and where each value came from (flag, env VARIABLE, the file,
+    """A backend's or executor's options, validated, and where each value came from (flag, env VARIABLE, the file,
     default). A bad value is a one-line SettingsError naming the setting and its source."""
     layers = _option_layers(settings)
     values: dict[str, Any] = {}
@@ -188,16 +187,34 @@ def resolve_options(options_cls: type[BaseModel], settings: Settings) -> tuple[B
         raise SettingsError(_one_line(err, name, origins.get(name, "settings"))) from None
 
 
-def with_options(settings: Settings, options: BaseModel) -> Settings:
-    """A copy of the settings carrying exactly these validated backend options: what a run records and
-    hands down (a Ray actor builds its backend from it, without this process's environment)."""
+def with_options(settings: Settings, *options: BaseModel) -> Settings:
+    """A copy of the settings carrying exactly these validated options (the backend's, the executor's):
+    what a run records and hands down (a Ray actor builds its backend from it, without this process's
+    environment)."""
     copy = settings.model_copy()
-    copy.__pydantic_extra__ = options.model_dump()
+    copy.__pydantic_extra__ = {k: v for model in options for k, v in model.model_dump().items()}
     return copy
 
 
+def dash_o_options(given: list[str], **aliases: Any) -> dict[str, Any]:
+    """``-o NAME=VALUE`` words as options by name (typed later, by the chosen backend's or executor's
+    ``Options``), with the short forms' values; ``-o`` wins where both name one."""
+    options = {name: value for name, value in aliases.items() if value is not None}
+    for word in given:
+        name, sep, value = word.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise UsageError(f"-o {word}: expected NAME=VALUE, e.g. -o n_ctx=4096")
+        if name in Settings.model_fields:  # every run has it: it has its own flag
+            raise UsageError(f"-o {word}: {name} is a setting, not a backend's or executor's option; "
+                             f"give it as --{name.replace('_', '-')}")
+        options[name] = value
+    return options
+
+
 def check_known(settings: Settings, option_names: set[str]) -> None:
-    """Flags and config-file keys that are neither a setting nor an option of an installed backend."""
+    """Flags and config-file keys that are neither a setting nor an option of an installed backend or
+    executor."""
     path = config_file()
     for origin, values in (("flag", settings.model_extra or {}), (str(path), toml_values(path))):
         for name in values:

@@ -31,7 +31,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from .settings import Settings
 from .store import REPLACED_ON_RETRY, Store
 
 TABLES = ("generations", "personas")
@@ -41,10 +40,10 @@ ARROW_TYPES = {"VARCHAR": pa.string(), "JSON": pa.string(), "INTEGER": pa.int32(
                "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_()}
 
 
-def shard_root(settings: Settings) -> str:
-    """Where a run's shards go: ``ray_shards``, else a folder beside the store. Local paths are made
-    absolute, because actors do not share the driver's working folder."""
-    root = settings.ray_shards or f"{settings.db}.shards"
+def shard_root(db: Path, shards: str | None) -> str:
+    """Where a run's shards go: ``shards`` (the ray executor's ``ray_shards``), else a folder beside the
+    store ``db``. Local paths are made absolute, because actors do not share the driver's working folder."""
+    root = shards or f"{db}.shards"
     return root if "://" in root else os.path.abspath(root)
 
 

@@ -11,10 +11,7 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .runner import RunStats
+from .run_stats import RunStats
 
 
 def status_path(db: str | os.PathLike) -> Path:
@@ -36,7 +33,7 @@ class StatusFile:
         """More work items are on their way (a multi-stage task adds each stage's as it starts)."""
         self.total += items or 0
 
-    def write(self, s: "RunStats") -> None:
+    def write(self, s: RunStats) -> None:
         done, failed = s.items_done, s.items_failed + s.items_rejected
         seconds = time.monotonic() - self.started
         rate = (done + failed) / seconds if seconds > 0 else 0.0

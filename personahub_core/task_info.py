@@ -1,7 +1,8 @@
-"""What a user can learn about a task: its kind, where it comes from, and its options as flags.
+"""What a user can learn about a task: its kind, where it comes from, and its options as flags; and
+about a backend or executor: its options, given as ``-o NAME=VALUE``.
 
-``personahub run --plugin TASK --help`` and ``personahub plugins show TASK`` both print this, generated
-from the task's ``Options`` model, so the help cannot drift from what the command accepts.
+``personahub run --plugin TASK --help`` and ``personahub plugins show NAME`` both print this, generated
+from the ``Options`` model, so the help cannot drift from what the command accepts.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ def type_name(annotation: Any) -> str:
     return {bool: "flag", int: "integer", float: "number", str: "text"}.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
-def option_rows(options_cls: type[BaseModel]) -> list[dict]:
-    """One row per option: its flag, type, default (None when required) and help."""
+def option_rows(options_cls: type[BaseModel], dash_o: bool = False) -> list[dict]:
+    """One row per option: its flag (``-o NAME=`` for a backend's or executor's), type, default (None
+    when required) and help."""
     rows = []
     for name, field in options_cls.model_fields.items():
-        flag = "--" + name.replace("_", "-")  # a flag (bool) also has --no-NAME
+        flag = f"-o {name}=" if dash_o else "--" + name.replace("_", "-")  # a flag (bool) also has --no-NAME
         default = None if field.default is PydanticUndefined else field.default
         rows.append({"flag": flag, "type": type_name(field.annotation), "default": default,
                      "required": field.is_required(), "help": field.description or ""})
@@ -52,15 +54,22 @@ def task_info(task_cls: type[Task], plugins: list) -> dict:
             "options": option_rows(task_cls.Options)}
 
 
-def options_panel(options_cls: type[BaseModel], title: str) -> Panel:
+def component_info(kind: str, cls: type) -> dict:
+    """A backend or executor as ``plugins show --json`` prints it."""
+    return {"name": cls.name, "kind": kind, "description": getattr(cls, "description", ""),
+            "options": option_rows(cls.Options, dash_o=True)}
+
+
+def options_panel(options_cls: type[BaseModel], title: str, dash_o: bool = False) -> Panel:
     """The options as typer shows its own: flag, type, then help and default, in a titled box."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold cyan", no_wrap=True)
     grid.add_column(style="yellow")
     grid.add_column()
-    for row in option_rows(options_cls):
+    for row in option_rows(options_cls, dash_o):
         default = "[required]" if row["required"] else f"[default: {json.dumps(row['default'])}]"
-        grid.add_row(row["flag"], "" if row["type"] == "flag" else row["type"], escape(f"{row['help']} {default}".strip()))
+        shown = ("true | false" if dash_o else "") if row["type"] == "flag" else row["type"]
+        grid.add_row(row["flag"], shown, escape(f"{row['help']} {default}".strip()))
     if not grid.rows:
         grid.add_row("(none)", "", "")
     return Panel(grid, title=title, title_align="left", border_style="dim")

@@ -10,18 +10,19 @@ several yields; the runner keeps the prompts of many items in flight together.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generator, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Generator, Iterable, Iterator, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .calls import Completion, Prompt  # the vocabulary plugins import from here
-from .settings import NoOptions
+from .keys import work_key  # noqa: F401 (plugins import it from here)
+from .run_stats import RunStats
+from .settings import NoOptions, Settings
 
 if TYPE_CHECKING:
-    from .runner import TaskContext
+    from .backends.base import Backend
+    from .store import Store
 
 
 class Rejected(Exception):
@@ -66,10 +67,35 @@ class NewPersona:
     note: str | None = None  # provenance detail, e.g. "source text truncated to 1500 chars"
 
 
-def work_key(*parts: Any) -> str:
-    """A short stable hash of the parts (JSON-encoded, so dict order does not matter)."""
-    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+class Context(Protocol):
+    """What a task receives while it runs: ``personahub_core.runner.TaskContext`` in a run, the same
+    minus an executor in a dry run. Declared here so a task never imports the runner."""
+
+    store: "Store"
+    settings: Settings
+    run_id: str
+    where: list[str]  # the run's --where, for a task that selects personas its own way
+    limit: int | None  # the run's --limit (new work items at most); read it, never change it
+    retry_failed: bool
+    quiet: bool
+    stats: RunStats
+    backend_class: type["Backend"]
+
+    @property
+    def backend(self) -> "Backend": ...
+
+    def model_identity(self) -> str: ...
+
+    def model_label(self) -> str: ...
+
+    def select_personas(self) -> Iterator[dict]: ...
+
+    def select_rows(self, task: str) -> Iterator[dict]: ...
+
+    def run_generative(self, task: "GenerativeTask", items: Iterable[WorkItem], label: str | None = None,
+                       budget: int | None = None) -> int | None: ...
+
+    def note(self, message: str) -> None: ...
 
 
 class Task:
@@ -92,7 +118,7 @@ class Task:
     def __init__(self, options: BaseModel | None = None):
         self.options = options if options is not None else self.Options()
 
-    def run(self, ctx: "TaskContext") -> None:
+    def run(self, ctx: Context) -> None:
         raise NotImplementedError
 
 
@@ -102,12 +128,16 @@ class GenerativeTask(Task):
     template: ClassVar[str] = ""
     template_version: ClassVar[str] = "1"
     attempts: ClassVar[int] = 2  # a Rejected answer is retried with a fresh seed this many times in all
-    # "backend:model" of the run, set by the core (TaskContext) before any work item is made, so every
-    # key carries it: the same work done by another model is new work.
-    model_identity: str | None = None
+    planned_note: ClassVar[str | None] = None  # what planned_items leaves out, when not all of the work
 
-    def work_items(self, ctx: "TaskContext") -> Iterable[WorkItem]:
+    def work_items(self, ctx: Context) -> Iterable[WorkItem]:
         raise NotImplementedError
+
+    def planned_items(self, ctx: Context) -> Iterable[WorkItem]:
+        """The work items ``run --dry-run`` counts. A task whose later items depend on its own results
+        (hops) plans its first stage and says so in ``planned_note``; one that cannot plan any raises
+        NotImplementedError."""
+        return self.work_items(ctx)
 
     def run_item(self, item: WorkItem) -> Generator[Prompt, Completion, Any]:
         """Yield prompts, receive completions, return the result (or raise Rejected).
@@ -117,18 +147,18 @@ class GenerativeTask(Task):
         """
         raise NotImplementedError
 
-    def run(self, ctx: "TaskContext") -> None:
-        ctx.run_generative(self, self.work_items(ctx))
+    def run(self, ctx: Context) -> None:
+        ctx.run_generative(self, self.work_items(ctx), budget=ctx.limit)
 
-    def item_key(self, *parts: Any) -> str:
-        """Key for a work item: task, template version, options, model and the item's own parts."""
-        if self.model_identity is None:
-            raise RuntimeError(f"{self.name}: item_key() before the run set the model (make keys inside work_items)")
+    def item_key(self, ctx: Context, *parts: Any) -> str:
+        """Key for a work item: task, template version, options, the context's model ("backend:model":
+        the same work done by another model is new work) and the item's own parts."""
+        model = ctx.model_identity()
         # The task's own parts are hashed once per model, not once per item (a rerun makes 10^5 keys).
         cached = getattr(self, "_key_head", None)
-        if cached is None or cached[0] != self.model_identity:
-            head = work_key(self.name, self.template_version, self.options.model_dump(mode="json"), self.model_identity)
-            self._key_head = cached = (self.model_identity, head)
+        if cached is None or cached[0] != model:
+            head = work_key(self.name, self.template_version, self.options.model_dump(mode="json"), model)
+            self._key_head = cached = (model, head)
         return work_key(cached[1], *parts)
 
 
@@ -167,13 +197,13 @@ class Verifier(GenerativeTask):
     kind = "verifier"
     Options: ClassVar[type[BaseModel]] = VerifierOptions
 
-    def work_items(self, ctx: "TaskContext") -> Iterable[WorkItem]:
+    def work_items(self, ctx: Context) -> Iterable[WorkItem]:
         skipped = 0
         for row in ctx.select_rows(self.options.task):
             if (data := self.item_data(row)) is None:
                 skipped += 1
             else:
-                yield WorkItem(key=self.item_key(row["key"], ctx.settings.seed), input_id=row["key"], data=data)
+                yield WorkItem(key=self.item_key(ctx, row["key"], ctx.settings.seed), input_id=row["key"], data=data)
         if skipped:
             ctx.note(f"{self.name}: {skipped} rows of {self.options.task} have nothing it can check")
 
@@ -196,10 +226,10 @@ class Synthesizer(GenerativeTask):
     # PersonaHub's released rows carry a short description of the task in "description".
     row_description: ClassVar[str] = ""
 
-    def work_items(self, ctx: "TaskContext") -> Iterable[WorkItem]:
+    def work_items(self, ctx: Context) -> Iterable[WorkItem]:
         for persona in ctx.select_personas():
             yield WorkItem(
-                key=self.item_key(persona["id"], ctx.settings.seed),
+                key=self.item_key(ctx, persona["id"], ctx.settings.seed),
                 input_id=persona["id"],
                 data={"persona": persona["persona"]},
             )

@@ -263,6 +263,34 @@ def test_a_bad_backend_option_is_one_line_exit_2_before_anything_is_written(tmp_
     assert not (tmp_path / "personahub.duckdb").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["-o", "n_ctx=100"], "flag: --n-ctx: Input should be greater than or equal to 256 (got '100')"),
+    (["--executor", "ray", "-o", "ray_adress=h:1"], "flag: unknown setting '--ray-adress'"),
+    (["-o", "n_ctx"], "-o n_ctx: expected NAME=VALUE, e.g. -o n_ctx=4096"),
+    (["-o", "backend=fake"], "-o backend=fake: backend is a setting, not a backend's or executor's option; give it as --backend"),
+])
+def test_backend_and_executor_options_are_given_as_dash_o_typed_by_their_models(tmp_path, args, message):
+    result = cli("run", "--plugin", "math", *args)
+    assert (result.returncode, result.stderr.strip()) == (2, f"error: {message}")
+    assert not (tmp_path / "personahub.duckdb").exists()
+
+
+def test_the_ray_executor_declares_its_options_like_any_plugin(tmp_path):
+    """ray_address and ray_shards are the ray executor's Options, not Settings: listed by run --help and
+    plugins show, shown by config under the executor, given by -o, PERSONAHUB_* or personahub.toml."""
+    (tmp_path / "personahub.toml").write_text('ray_shards = "/tmp/shards"\n')
+    cfg = json.loads(cli("config", "--json", env={"PERSONAHUB_EXECUTOR": "ray", "PERSONAHUB_RAY_ADDRESS": "h:6379"},
+                         check=True).stdout)
+    assert "ray_address" not in cfg and "ray_shards" not in cfg
+    assert cfg["executor_options"] == {"ray_address": {"value": "h:6379", "from": "env PERSONAHUB_RAY_ADDRESS"},
+                                       "ray_shards": {"value": "/tmp/shards", "from": "personahub.toml"}}
+    assert json.loads(cli("config", "--json", check=True).stdout)["executor_options"] == {}  # local has none
+    shown = json.loads(cli("plugins", "show", "ray", "--json", check=True).stdout)
+    assert [o["flag"] for o in shown["options"]] == ["-o ray_address=", "-o ray_shards="]
+    help_text = cli("run", "--help", check=True).stdout
+    assert "-o ray_address=" in help_text and "-o n_ctx=" in help_text and "-o base_url=" in help_text
+
+
 def test_a_runs_memory_limit_holds_through_the_blocks_that_tune_duckdb(tmp_path):
     def limit(store):
         return store.scalar("SELECT current_setting('memory_limit')")

@@ -9,7 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from personahub_core.diversity import distinct_n, output_spread, persona_set, run_study
+from personahub_core.diversity import distinct_n, output_spread, persona_set
+from personahub_core.diversity_command import run_study
 from personahub_core.diversity_stats import compare, fidelity, pair_interval, significance_sentence, spread_intervals
 from personahub_core.store import Store
 from personahub_core.testing import FakeBackend, run_task

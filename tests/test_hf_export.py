@@ -11,7 +11,7 @@ import datasets
 import pytest
 import yaml
 
-from personahub_core.diversity import run_study
+from personahub_core.diversity_command import run_study
 from personahub_core.testing import FakeBackend, run_task
 
 from personahub_core.testing import PERSONAS, cli, write_jsonl

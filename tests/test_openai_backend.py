@@ -10,7 +10,9 @@ import pytest
 from personahub_core.backends.base import BackendError, Completion, Prompt
 from personahub_core.backends.openai_http import OpenAIBackend
 from personahub_core.settings import Settings
+import openai_client
 from fault_server import FaultServer
+from openai_client import fast_backoff  # noqa: F401 (an autouse fixture)
 
 # Per prompt index: the faults its first attempts meet (cycled over the batch).
 SCHEDULE = [
@@ -27,17 +29,8 @@ SCHEDULE = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(OpenAIBackend, "backoff_base", 0.01)
-    for var in ("PERSONAHUB_OPENAI_CHAT", "PERSONAHUB_API_KEY", "OPENAI_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-
-
 def make_backend(url: str, **overrides: object) -> OpenAIBackend:
-    fields = {"backend": "openai", "base_url": url, "model": "test-model", "request_timeout": 0.5,
-              "batch_size": 8, "max_retries": 3, **overrides}
-    return OpenAIBackend(Settings(**fields))
+    return openai_client.make_backend(url, **{"request_timeout": 0.5, "max_retries": 3, **overrides})
 
 
 SAMPLING = {"temperature": 0.8, "top_p": 0.95, "seed": 0}  # what the driver fills in from the run's settings

@@ -16,22 +16,15 @@ from personahub_core.backends.base import Backend, Completion, Prompt
 from personahub_core.backends.openai_http import OpenAIBackend
 from personahub_core.backends.pacing import Concurrency, Pacing
 from personahub_core.settings import Settings, public_values, redact, redact_url
+import openai_client
 from fault_server import FaultServer
+from openai_client import fast_backoff  # noqa: F401 (an autouse fixture)
 
 SAMPLING = {"temperature": 0.8, "top_p": 0.95, "seed": 0}
 
 
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(OpenAIBackend, "backoff_base", 0.01)
-    for var in ("PERSONAHUB_OPENAI_CHAT", "PERSONAHUB_API_KEY", "OPENAI_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-
-
 def make_backend(url: str, **overrides: object) -> OpenAIBackend:
-    fields = {"backend": "openai", "base_url": url, "model": "test-model", "request_timeout": 30,
-              "batch_size": 8, "max_retries": 0, **overrides}
-    return OpenAIBackend(Settings(**fields))
+    return openai_client.make_backend(url, **{"request_timeout": 30, "max_retries": 0, **overrides})
 
 
 def chat(text: str) -> Prompt:

@@ -3,20 +3,23 @@ an expander, a deduplicator, the prompt helpers and the backend's streaming defa
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pyarrow as pa
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from personahub_core.backends.base import Backend
 from personahub_core.backends.fake import FakeBackend
 from personahub_core.dedup import DedupOutline, cluster_roots, ragged_arange
 from personahub_core.hookspecs import hookimpl
-from personahub_core.prompting import (SynthesisOptions, few_shot_block, persona_line, repeats_itself, require_question,
-                                       synthesis_prompt)
+from personahub_core.prompting import (SynthesisOptions, few_shot_block, persona_line, reject_near_copies, repeats_itself,
+                                       require_problem, synthesis_prompt)
 from personahub_core.store import Store
-from personahub_core.tasks import (Deduplicator, GenerativeTask, NewPersona, PersonaExpander, Prompt, Rejected, WorkItem,
-                                   work_key)
-from personahub_core.testing import PERSONAS, dedup_marks, import_texts, plugins_registered, run_task
+from personahub_core.tasks import (Deduplicator, GenerativeTask, NewPersona, PersonaExpander, Prompt, Rejected, Synthesis,
+                                   Synthesizer, Verdict, Verifier, VerifierOptions, WorkItem, work_key)
+from personahub_core.testing import PERSONAS, dedup_marks, exported_rows, import_texts, plugins_registered, run_task
 
 
 class Apprentices(PersonaExpander):
@@ -26,7 +29,7 @@ class Apprentices(PersonaExpander):
 
     def work_items(self, ctx):
         for persona in ctx.select_personas():
-            yield WorkItem(key=self.item_key(persona["id"]), input_id=persona["id"],
+            yield WorkItem(key=self.item_key(ctx, persona["id"]), input_id=persona["id"],
                            data={"persona": persona["persona"], "parent_id": persona["id"], "hop": persona["hop"] + 1})
 
     def run_item(self, item):
@@ -63,11 +66,43 @@ class SameWords(DedupOutline, Deduplicator):
                               "similarity": 1.0, "reason": "same words"} for b in j.tolist()])
 
 
+class Shouted(Synthesizer):
+    """A synthesizer whose released rows carry their text in capitals (as tools' carry a JSON string)."""
+
+    name = "shouted"
+
+    def prompt(self, persona: str) -> Prompt:
+        return Prompt(completion=f"Say something as {persona}:", chat=[], max_tokens=8)
+
+    def parse(self, completion, persona: str) -> Synthesis:
+        return Synthesis(completion.text.strip())
+
+    @classmethod
+    def released_text(cls, text: str) -> str:
+        return text.upper()
+
+
+class LongEnough(Verifier):
+    """Passes a row whose text has at least ``words`` words; asks no model."""
+
+    name = "long-enough"
+
+    class Options(VerifierOptions):
+        words: int = 3
+
+    def run_item(self, item: WorkItem):
+        count = len(item.data["text"].split())
+        return Verdict(passed=count >= self.options.words, score=min(count, 5), fields={"words": count})
+        yield  # a generator that asks nothing
+
+
 class KitPlugin:
     @hookimpl
     def register_tasks(self, register):
         register(Apprentices)
         register(SameWords)
+        register(Shouted)
+        register(LongEnough)
 
 
 def test_an_expander_makes_new_personas_from_the_selected_ones_once(personas_store):
@@ -85,13 +120,10 @@ def test_an_expander_makes_new_personas_from_the_selected_ones_once(personas_sto
 
 def test_item_keys_change_with_the_model_and_the_options_and_not_with_dict_order():
     task = Apprentices()
-    with pytest.raises(RuntimeError, match="item_key"):  # keys made before the run set the model would be wrong
-        task.item_key("p1")
-    task.model_identity = "fake:a"
-    key = task.item_key("p1")
-    assert isinstance(task, GenerativeTask) and task.item_key("p1") == key
-    task.model_identity = "fake:b"
-    assert task.item_key("p1") != key
+    model_a, model_b = SimpleNamespace(model_identity=lambda: "fake:a"), SimpleNamespace(model_identity=lambda: "fake:b")
+    key = task.item_key(model_a, "p1")  # the model comes from the context the keys are made in
+    assert isinstance(task, GenerativeTask) and task.item_key(model_a, "p1") == key
+    assert task.item_key(model_b, "p1") != key
     assert work_key({"a": 1, "b": 2}, "x") == work_key({"b": 2, "a": 1}, "x") != work_key({"a": 2, "b": 1}, "x")
 
 
@@ -147,14 +179,19 @@ def test_answer_checks_catch_loops_and_stories():
     assert repeats_itself("The hive is quiet today. Bees rest. The hive is quiet today.")
     assert repeats_itself(" ".join(["honey bees"] * 30))
     assert not repeats_itself("A beekeeper has 12 hives. Each gives 18 kg of honey. How much honey is that?")
-    require_question("A beekeeper has 12 hives. How much honey do they give?")
-    require_question("Find the total weight of the honey.")
+    require_problem("A beekeeper has 12 hives. How much honey do they give?")
+    require_problem("Find the total weight of the honey.")
     with pytest.raises(Rejected, match="asks no question"):
-        require_question("Once upon a time a beekeeper lived by the sea.")
+        require_problem("Once upon a time a beekeeper lived by the sea.")
+    with pytest.raises(Rejected, match="asks no question"):
+        require_problem("A heavy metal musician who lives in a remote area of the United States.")
 
 
 class Batches(FakeBackend):
-    """The fake backend, noting how many prompts each call to generate gets."""
+    """The fake backend with the base class's default stream (fill, wait, refill), noting how many
+    prompts each call to generate gets."""
+
+    stream = Backend.stream
 
     def __init__(self):
         super().__init__()
@@ -175,3 +212,25 @@ def test_the_default_stream_keeps_at_most_slots_in_flight_and_takes_follow_up_pr
             queue.append(("4b", Prompt(completion="step two", chat=[], max_tokens=4)))
     assert answers == {0: "P0", 1: "P1", 2: "P2", 3: "P3", 4: "P4", "4b": "STEP TWO"}
     assert backend.sizes == [2, 2, 1, 1]
+
+
+def test_a_verifier_judges_each_row_once_and_export_keeps_what_passed(personas_store):
+    answers = iter(["two words", "a much longer answer here"] * 3)
+    FakeBackend.responder = lambda prompt: next(answers)
+    with plugins_registered(KitPlugin()):
+        run_task("shouted", db=personas_store, backend="fake", limit=2)
+        first = run_task("long-enough", ["--task", "shouted"], db=personas_store, backend="fake")
+        again = run_task("long-enough", ["--task", "shouted"], db=personas_store, backend="fake")
+        kept = exported_rows(personas_store, "shouted", verified=True)
+        everything = exported_rows(personas_store, "shouted")
+    assert (first["items_done"], again["items_done"], again["items_skipped"]) == (2, 0, 2)
+    # released_text: every export writes the text as the task's release does
+    assert sorted(r["synthesized text"] for r in everything) == ["A MUCH LONGER ANSWER HERE", "TWO WORDS"]
+    assert [r["synthesized text"] for r in kept] == ["A MUCH LONGER ANSWER HERE"]
+
+
+def test_a_near_copy_of_a_demonstration_is_rejected_and_a_new_problem_is_not():
+    demo = "A baker sells 24 loaves each morning and 15 each evening. How many loaves does she sell in a week?"
+    with pytest.raises(Rejected, match="near-copy"):
+        reject_near_copies(demo.replace("24", "30").replace("baker", "cook"), [demo])
+    reject_near_copies("A ferry crosses a 3 km strait at 12 km/h against a 2 km/h current. How long does it take?", [demo])

@@ -35,7 +35,8 @@ def hook_signatures() -> dict[str, str]:
 def test_every_hook_is_documented_with_its_exact_signature():
     doc = HOOKS_DOC.read_text()
     signatures = hook_signatures()
-    assert set(signatures) == {"register_tasks", "register_backends", "register_executors", "register_commands",
+    assert set(signatures) == {"register_tasks", "register_backends", "register_executors", "register_export_formats",
+                               "register_commands",
                                "register_migrations"}
     for name, signature in signatures.items():
         assert f"## {name}" in doc, f"{name} has no section in hooks.md"

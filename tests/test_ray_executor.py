@@ -81,20 +81,22 @@ def test_ray_gives_the_same_keys_personas_and_rows_as_local_and_resumes(personas
     assert (first["personas_added"], rest["personas_added"]) == (3, 5)
     assert any(n.startswith("ray: 5 items on") for n in rest["notes"])
 
-    # Math over the 8 fake personas is rejected (the fake answer repeats the persona); over the 6
-    # imported ones it is done. Both kinds of row must come through the shards as they do locally.
+    # Math over the 14 personas is done; knowledge rejects the fake answer (no title and body). Both
+    # kinds of row must come through the shards as they do locally.
     for db in (local, distributed):
         run_task("import", ["--input", str(personas_file)], db=db)
-    run_task("math", backend="fake", db=local, executor="local")
+    for task in ("math", "knowledge"):
+        run_task(task, backend="fake", db=local, executor="local")
     math = run_task("math", backend="fake", db=distributed, executor="ray")
-    assert (math["items_done"], math["items_rejected"]) == (6, 8)
+    knowledge = run_task("knowledge", backend="fake", db=distributed, executor="ray")
+    assert (math["items_done"], math["items_rejected"], knowledge["items_done"], knowledge["items_rejected"]) == (14, 0, 0, 14)
     assert math["completion_tokens"] > 0
 
     a, b = stored(local), stored(distributed)
-    assert len(a["personas"]) == 14 and len(a["generations"]) == 22
+    assert len(a["personas"]) == 14 and len(a["generations"]) == 36
     assert a == b
     rejected = [g for g in b["generations"].values() if g["status"] == "rejected"]
-    assert len(rejected) == 8 and all(g["error"] and json.loads(g["raw_output"]) for g in rejected)
+    assert len(rejected) == 14 and all(g["error"] and json.loads(g["raw_output"]) for g in rejected)
 
     again = run_task("math", backend="fake", db=distributed, executor="ray")
     assert (again["items_done"], again["items_failed"], again["items_skipped"]) == (0, 0, 14)

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from personahub_core.diversity import run_study
+from personahub_core.diversity_command import run_study
 from personahub_core.store import Store
 from personahub_core.testing import FakeBackend, run_task
 

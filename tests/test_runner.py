@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from personahub_core.api import parse_task_options
+from personahub_core.api import dry_run, parse_task_options
 from personahub_core.errors import UsageError
 from personahub_core.executors import LocalExecutor
 from personahub_core.hookspecs import hookimpl
 from personahub_core.settings import NoOptions
 from personahub_core.store import Store
-from personahub_core.tasks import Prompt, Rejected, Synthesis, Synthesizer
+from personahub_core.tasks import Context, Prompt, Rejected, Synthesis, Synthesizer, WorkItem
 from personahub_core.testing import FakeBackend, plugins_registered, run_task
 
 from personahub_core.testing import PERSONAS, cli
@@ -125,10 +125,10 @@ class Tallying(LocalExecutor):
     name = "tallying"
     handed: list[tuple[str, int]] = []
 
-    def run_items(self, task, ctx, items, label):
+    def run_items(self, task, ctx, items, label, budget):
         items = list(items)
         Tallying.handed.append((task.name, len(items)))
-        super().run_items(task, ctx, items, label)
+        return super().run_items(task, ctx, items, label, budget)
 
 
 class TallyingPlugin:
@@ -145,6 +145,44 @@ def test_every_generative_task_reaches_its_executor_through_run_items(personas_f
         # Every work item is handed over, stored ones too: skipping them is the executor's job.
         assert run_task("echo", backend="fake", executor="tallying")["items_skipped"] == len(PERSONAS)
     assert Tallying.handed == [("echo", len(PERSONAS))] * 2
+
+
+class Stages(Echo):
+    """Its personas in two stages that share one budget, as a task with hops does: the budget goes to
+    each stage and what is left comes back; a dry run plans the first stage."""
+
+    name = "stages"
+    planned_note = "first stage only"
+    seen: list = []
+
+    def stage(self, ctx: Context, first: bool):
+        for persona in list(ctx.select_personas())[0 if first else 1::2]:
+            yield WorkItem(key=self.item_key(ctx, persona["id"]), input_id=persona["id"], data={"persona": persona["persona"]})
+
+    def planned_items(self, ctx: Context):
+        return self.stage(ctx, first=True)
+
+    def run(self, ctx: Context) -> None:
+        budget = ctx.run_generative(self, self.stage(ctx, first=True), budget=ctx.limit)
+        stored = len(list(ctx.select_rows(self.name)))  # the first stage's rows, stored before the second starts
+        Stages.seen.append((budget, stored, ctx.run_generative(self, self.stage(ctx, first=False), budget=budget), ctx.limit))
+
+
+class StagesPlugin:
+    @hookimpl
+    def register_tasks(self, register):
+        register(Stages)
+
+
+def test_the_budget_is_passed_to_each_stage_and_what_is_left_comes_back(echo):
+    Stages.seen = []
+    with plugins_registered(EchoPlugin(), StagesPlugin()):
+        plan = dry_run("stages", [], backend="fake")
+        assert run_task("stages", backend="fake", limit=4)["items_done"] == 4
+        assert run_task("stages", backend="fake")["items_done"] == 2
+    # 3 personas in each stage: 1 of the 4 is left for the second; --limit itself is never changed.
+    assert Stages.seen == [(1, 3, 0, 4), (None, 4, None, None)]  # the rerun finds the second stage's 1 row too
+    assert plan["stages"][0]["items_to_run"] == 3 and plan["stages"][0]["note"] == "first stage only"
 
 
 def test_a_task_without_options_takes_none(echo):

@@ -201,7 +201,8 @@ def test_a_store_made_before_the_move_opens_and_minhash_runs_on_it(tmp_path, per
     with Store(tmp_path / DB) as store:
         signed = store.count("minhash_signatures")
         assert signed == first["items_done"]
-        assert store.query("SELECT owner, version FROM plugin_migrations") == [("minhash", 1)]
+        # Every installed plugin's tables are made before any task runs (embedding's calibrations too).
+        assert ("minhash", 1) in store.query("SELECT owner, version FROM plugin_migrations")
     write_jsonl(tmp_path / "more.jsonl", [{"persona": "a harbour pilot who studies tides and writes about ships"}])
     assert run_task("import", ["--input", str(tmp_path / "more.jsonl")])["items_done"] == 1
     assert run_task("minhash")["items_done"] == 1  # the old signatures are used, only the new one is hashed

@@ -16,13 +16,16 @@ from conftest import REPO
 DIST = "personahub-echo-example"
 
 PACKAGE = '''
-"""A third-party PersonaHub plugin: an echo backend, a one-at-a-time executor and a 'shout' command."""
+"""A third-party PersonaHub plugin: an echo backend, a one-at-a-time executor, a 'shout' command and
+a 'lines' export format."""
 
 import typer
 from pydantic import BaseModel, Field
 
 from personahub_core.backends.base import Backend, Completion, ModelInfo
 from personahub_core.executors import Executor
+from personahub_core.export import export_query
+from personahub_core.export_formats import ExportFormat
 from personahub_core.hookspecs import hookimpl
 from personahub_core.driving import drive
 
@@ -77,6 +80,23 @@ def register_executors(register):
     register(OneByOne)
 
 
+class Lines(ExportFormat):
+    name = "lines"
+    description = "one persona per line"
+    selects_by_verdict = False
+
+    def write(self, store, what, out_path, *, full, include_all, quiet, tasks, verified, where):
+        sql, params = export_query(store, what, full, include_all, tasks)
+        personas = [row[0] for row in store.query(f"SELECT persona FROM ({sql})", params)]
+        out_path.write_text("".join(p + "\\n" for p in personas), encoding="utf-8")
+        return len(personas)
+
+
+@hookimpl
+def register_export_formats(register):
+    register(Lines)
+
+
 @hookimpl
 def register_commands(cli):
     @cli.command("shout")
@@ -97,6 +117,9 @@ dependencies = ["personahub"]
 
 [project.entry-points.personahub]
 echo-example = "personahub_echo_example"
+
+[project.entry-points."personahub.commands"]
+shout = "personahub_echo_example"
 '''
 
 
@@ -127,6 +150,11 @@ def test_a_package_adds_a_backend_an_executor_and_a_command(installed, tmp_path,
     assert "shout" in cli("--help", env=installed, check=True).stdout
 
     cli("run", "--plugin", "import", "--input", personas_file, "-q", env=installed, check=True)
+    cli("export", "personas", "--format", "lines", "--out", tmp_path / "p.txt", env=installed, check=True)
+    stored = json.loads(cli("stats", "--json", env=installed, check=True).stdout)
+    assert len((tmp_path / "p.txt").read_text().splitlines()) == stored["personas"] > 0
+    verified = cli("export", "personas", "--format", "lines", "--verified", "--out", tmp_path / "v.txt", env=installed)
+    assert verified.returncode == 2 and "not supported with --format lines" in verified.stderr
     recipe = REPO / "docs" / "recipes" / "limerick.toml"
     summary = last_json(cli("run", "--plugin", recipe, "--backend", "echo", "--executor", "one-by-one",
                             "--limit", "2", "--json", "-q", env=installed, check=True))

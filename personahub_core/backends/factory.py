@@ -9,7 +9,7 @@ from collections import deque
 from typing import Any, Iterator
 
 from ..settings import Settings
-from ..tasks import work_key
+from ..keys import work_key
 from .base import Backend, Completion, ModelInfo, Prompt
 
 
@@ -35,6 +35,7 @@ class CachingBackend(Backend):
     PUT_EVERY_SECONDS = 2.0
     # Hits a stream holds before it lets the caller take them: bounds memory when nearly every call hits.
     HITS_HELD = 1000
+    LOOKUP_BATCH = 256  # prompts a stream takes from its caller and looks up in the store at once
 
     def __init__(self, inner: Backend, store):
         self.inner = inner
@@ -75,18 +76,27 @@ class CachingBackend(Backend):
         self._flush_when_due()
 
     def stream(self, feed, slots: int) -> Iterator[tuple[Any, Completion]]:
-        """Hits are answered at once, without taking a slot; misses go to the inner backend's stream."""
+        """Hits are answered at once, without taking a slot; misses go to the inner backend's stream.
+        Prompts are looked up LOOKUP_BATCH at a time, one store query each, never one per prompt."""
         hits: deque[tuple[Any, Completion]] = deque()  # answered, to yield after the inner's next completion
+        missed: deque[tuple[tuple[Any, str], Prompt]] = deque()  # looked up, for the inner's next free slot
 
         def misses() -> tuple[tuple[Any, str], Prompt] | None:
-            while len(hits) < self.HITS_HELD and (fed := feed()) is not None:
-                ticket, prompt = fed
-                key = self._key(prompt)
-                hit = self._stored([key]).get(key)
-                if hit is None:
-                    return (ticket, key), prompt
-                hits.append((ticket, self._hit(hit)))
-            return None  # the caller has nothing now, or many answers wait: they go out first
+            while not missed and len(hits) < self.HITS_HELD:
+                fed = []
+                while len(fed) < self.LOOKUP_BATCH and (one := feed()) is not None:
+                    fed.append(one)
+                if not fed:
+                    break
+                keys = [self._key(prompt) for _, prompt in fed]
+                stored = self._stored(keys)
+                for (ticket, prompt), key in zip(fed, keys):
+                    if key in stored:
+                        hits.append((ticket, self._hit(stored[key])))
+                    else:
+                        missed.append(((ticket, key), prompt))
+            # None: the caller has nothing now, or many answers wait (they go out first).
+            return missed.popleft() if missed else None
 
         while True:
             for (ticket, key), result in self.inner.stream(misses, slots):

@@ -91,7 +91,9 @@ class FakeBackend(Backend):
             text = json.dumps(example_for_schema(prompt.json_schema))
         else:
             digest = hashlib.sha256(f"{prompt.completion}|{prompt.seed}".encode()).hexdigest()[:8]
-            text = f"A fake persona {digest} who tests data pipelines on weekends."
+            # A persona on the first line (what persona tasks keep), a problem after it: so synthesizers
+            # that want something asked (math, reasoning) keep an answer too.
+            text = f"A fake persona {digest} who tests data pipelines on weekends.\nHow many of their 12 pipelines pass?"
         words = text.split()  # a word stands for a token
         if len(words) > prompt.max_tokens:
             text, finish = " ".join(words[: prompt.max_tokens]), "length"

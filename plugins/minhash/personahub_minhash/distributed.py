@@ -124,11 +124,11 @@ def compare_on_ray(task, ctx, batches) -> None:
     """The minhash task's comparison under ``--executor ray``: the local run's selection (new personas
     against the kept ones) and marks, with the bucket comparison on Ray. Signatures are not stored: a
     later local run re-hashes the kept personas it finds unsigned."""
-    from personahub_core.ray_executor import ensure_ray
+    from personahub_core.ray_executor import RayExecutor, ensure_ray
 
     from . import METHOD
 
-    ray = ensure_ray(ctx.settings)
+    ray = ensure_ray(RayExecutor.options_from(ctx.settings).ray_address)
     new = pa.Table.from_batches(list(batches))
     kept = ctx.store.select_personas(checked_by=METHOD)
     table = pa.concat_tables([kept, new])

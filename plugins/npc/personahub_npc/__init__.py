@@ -79,9 +79,9 @@ class GameNPCs(Synthesizer):
         self.demos = self.demos_for(self.world)
         self.demo_worlds = {d["world"]: load_world(d["world"]).name for d in self.demos}
 
-    def item_key(self, *parts) -> str:
+    def item_key(self, ctx, *parts) -> str:
         # The world's text, not just its path, decides the output: an edited world is new work.
-        return super().item_key(self.world.digest, *parts)
+        return super().item_key(ctx, self.world.digest, *parts)
 
     @staticmethod
     def demos_for(world: World) -> list[dict]:

@@ -54,22 +54,29 @@ class PersonaToPersona(PersonaExpander):
         for parent in parents.to_pylist():
             for relation in self.relations_for(parent["id"]):
                 yield WorkItem(
-                    key=self.item_key(parent["id"], relation, ctx.settings.seed),
+                    key=self.item_key(ctx, parent["id"], relation, ctx.settings.seed),
                     input_id=parent["id"],
                     data={"persona": parent["persona"], "relation": relation, "parent_id": parent["id"],
                           "hop": parent["hop"] + 1},
                 )
 
+    planned_note = "first hop only: later hops expand the personas it makes"
+
+    def planned_items(self, ctx):
+        return self.items_for_hop(ctx, 1)
+
     def run(self, ctx) -> None:
+        budget = ctx.limit  # the hops share one budget: --limit, and --max-personas
         if self.options.max_personas is not None:
-            ctx.limit = self.options.max_personas if ctx.limit is None else min(ctx.limit, self.options.max_personas)
+            budget = self.options.max_personas if budget is None else min(budget, self.options.max_personas)
         parents = None
         for hop in range(1, self.options.hops + 1):
-            if ctx.limit is not None and ctx.limit <= 0:
+            if budget is not None and budget <= 0:
                 ctx.note(f"stopped before hop {hop}: budget used")
                 break
             parents = self.parents_for_hop(ctx, hop, None if parents is None else parents["id"])
-            ctx.run_generative(self, self.items_for_hop(ctx, hop, parents), label=f"hop {hop}/{self.options.hops}")
+            budget = ctx.run_generative(self, self.items_for_hop(ctx, hop, parents), label=f"hop {hop}/{self.options.hops}",
+                                        budget=budget)
 
     def prompt(self, persona: str, relation: str) -> Prompt:
         shots = "".join(

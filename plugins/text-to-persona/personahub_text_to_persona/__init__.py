@@ -45,7 +45,7 @@ class TextToPersona(PersonaSource, GenerativeTask):
         for doc in ctx.store.select_documents(("id", "text")).to_pylist():
             for perspective in dict.fromkeys(self.options.perspectives):
                 yield WorkItem(
-                    key=self.item_key(doc["id"], perspective, ctx.settings.seed),
+                    key=self.item_key(ctx, doc["id"], perspective, ctx.settings.seed),
                     input_id=doc["id"],
                     data={"text": doc["text"], "perspective": perspective, "source_id": doc["id"], "hop": 0},
                 )
