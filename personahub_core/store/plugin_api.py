@@ -5,11 +5,6 @@ checks the plugins' sources and that nothing else is here."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from . import Store
-
 # The methods plugins use (docs/plugins/store-api.md); a test checks each is documented and tested.
 PLUGIN_API = ("persona_count", "document_count", "select_documents", "select_personas", "stream_personas",
               "add_personas", "mark_personas", "forget_method", "marked_count", "read", "append", "delete", "tuned",
@@ -21,7 +16,7 @@ class PluginStore:
 
     __slots__ = ("_store",)
 
-    def __init__(self, store: Store):
+    def __init__(self, store):  # the whole Store (not imported here: the package imports this module)
         self._store = store
 
     def __repr__(self) -> str:
