@@ -22,7 +22,7 @@ from .settings import NoOptions, Settings
 
 if TYPE_CHECKING:
     from .backends.base import Backend
-    from .store import Store
+    from .store import PluginStore
 
 
 class Rejected(Exception):
@@ -71,7 +71,7 @@ class Context(Protocol):
     """What a task receives while it runs: ``personahub_core.runner.TaskContext`` in a run, the same
     minus an executor in a dry run. Declared here so a task never imports the runner."""
 
-    store: "Store"
+    store: "PluginStore"  # the plugin API only (docs/plugins/store-api.md)
     settings: Settings
     run_id: str
     where: list[str]  # the run's --where, for a task that selects personas its own way
