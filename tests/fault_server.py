@@ -113,6 +113,12 @@ class FaultServer:
         with self.lock:
             return self._area / (self._last - self._first) if self._last > self._first else 0.0
 
+    @property
+    def busy_seconds(self) -> float:
+        """From the first arrival to the last answer: the time a client kept this server working."""
+        with self.lock:
+            return self._last - self._first
+
     def _count_open(self, change: int) -> None:
         """Under the lock: a request arrived (+1) or was answered (-1)."""
         now = time.monotonic()
@@ -209,7 +215,7 @@ def _handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             path = self.path.partition("?")[0]  # a base URL may carry a query (?api-version=, ?api-key=)
             if path == "/stats":
                 stats: dict[str, Any] = {"max_open": server.max_open, "mean_open": server.mean_open,
-                                         "answered": server.answered}
+                                         "answered": server.answered, "busy_seconds": server.busy_seconds}
                 if self.path.endswith("?bodies=1"):  # what was asked, to replay with another client
                     stats["requests"] = [[r.path, r.body] for r in server.received]
                 self._send_json(200, stats)
