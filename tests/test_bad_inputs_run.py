@@ -65,6 +65,7 @@ HOSTILE = ["A nurse who writes [/dim] in her notes.", "A [bold red]shouting[/bol
            "A sysadmin \x1b]0;pwned\x07 who retitles windows.", "A clerk who clears \x1b[2J\x1b[H screens."]
 
 
+@pytest.mark.slow
 def test_personas_with_markup_and_escape_codes_print_as_plain_text():
     import_texts(HOSTILE)
     result = cli("personas", "sample", "--n", "10", check=True)
@@ -77,6 +78,7 @@ def test_personas_with_markup_and_escape_codes_print_as_plain_text():
     assert "\x1b" not in one_line_error(shown, 2) and "[/dim]" in shown.stderr
 
 
+@pytest.mark.slow
 def test_a_store_path_with_markup_works(personas_file):
     Path("w[").mkdir()
     db = "w[/]ore.duckdb"
@@ -140,6 +142,7 @@ with Store(sys.argv[1]) as store:  # holds DuckDB's write lock, as a run does
 """
 
 
+@pytest.mark.slow
 def test_a_locked_store_answers_runs_and_stats_from_the_status_file(personas_store):
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(personas_store)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)

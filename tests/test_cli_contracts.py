@@ -26,6 +26,7 @@ def test_plugins_json_lists_every_task_with_its_kind():
     assert by_name["personahub-import"]["version"] == "0.1.0"
 
 
+@pytest.mark.slow
 def test_unknown_task_exits_2_with_one_line_naming_installed_tasks():
     result = cli("run", "--plugin", "no-such-task")
     assert result.returncode == 2
@@ -46,6 +47,7 @@ def test_load_plugins_allowlist_empty_means_none():
     assert [t for p in plugins for t in p["tasks"]] == []
 
 
+@pytest.mark.slow
 def test_run_json_last_line_has_the_contract_fields(personas_file):
     cli("run", "--plugin", "import", "--input", personas_file, "--json", "-q", check=True)
     result = cli("run", "--plugin", "persona-to-persona", "--backend", "fake", "--hops", "1", "--json", "-q", check=True)
@@ -62,6 +64,7 @@ def test_unknown_task_option_is_one_line_error(personas_file):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_text_to_persona_without_documents_says_to_ingest(tmp_path):
     result = cli("run", "--plugin", "text-to-persona", "--backend", "fake", "--db", tmp_path / "empty.duckdb")
     assert result.returncode == 2
@@ -92,6 +95,7 @@ def test_missing_store_directory_is_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_store_in_use_by_another_process_is_a_clear_error(tmp_path, personas_file):
     cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
     holder = duckdb.connect(str(tmp_path / "personahub.duckdb"))  # this process holds the write lock
@@ -122,12 +126,14 @@ def test_unknown_setting_in_toml_is_reported(tmp_path):
     assert result.returncode != 0 and "bach_size" in result.stderr
 
 
+@pytest.mark.slow
 def test_unknown_backend_value_is_an_error(personas_file):
     cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
     result = cli("run", "--plugin", "persona-to-persona", "--backend", "gpt-9")
     assert result.returncode != 0 and "backend" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_config_shows_value_and_origin_flag_env_file_default(tmp_path):
     (tmp_path / "personahub.toml").write_text("batch_size = 4\nseed = 3\nmax_tokens = 50\n")
     result = cli("config", "--json", env={"PERSONAHUB_SEED": "7"}, check=True)
@@ -139,11 +145,13 @@ def test_config_shows_value_and_origin_flag_env_file_default(tmp_path):
     assert flagged["db"] == {"value": "other.duckdb", "from": "flag"}
 
 
+@pytest.mark.slow
 def test_db_from_environment(tmp_path, personas_file):
     cli("run", "--plugin", "import", "--input", personas_file, "-q", env={"PERSONAHUB_DB": "env.duckdb"}, check=True)
     assert (tmp_path / "env.duckdb").exists() and not (tmp_path / "personahub.duckdb").exists()
 
 
+@pytest.mark.slow
 def test_stats_json_counts(personas_file):
     cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
     stats = json.loads(cli("stats", "--json", check=True).stdout)
@@ -172,6 +180,7 @@ def test_bad_setting_in_environment_exits_2_naming_the_variable():
     assert result.returncode == 2 and "personahub_batch_size" in result.stderr
 
 
+@pytest.mark.slow
 def test_run_in_which_every_item_failed_exits_1(personas_file):
     cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
     with FaultServer(every=["500"] * 10) as server:
@@ -195,6 +204,7 @@ def _leftovers(folder):
     return [p.name for p in folder.rglob("*.partial")]
 
 
+@pytest.mark.slow
 def test_export_to_a_directory_or_under_a_file_is_a_usage_error(tmp_path, personas_file):
     cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
     (tmp_path / "outdir").mkdir()
@@ -206,6 +216,7 @@ def test_export_to_a_directory_or_under_a_file_is_a_usage_error(tmp_path, person
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+@pytest.mark.slow
 def test_export_that_fails_while_writing_names_the_path_and_leaves_no_partial_file(tmp_path, fmt):
     rows = [{"persona": f"Persona number {i} who writes long descriptions of {i} things."} for i in range(300)]
     write_jsonl(tmp_path / "many.jsonl", rows)
@@ -221,6 +232,7 @@ def test_export_that_fails_while_writing_names_the_path_and_leaves_no_partial_fi
 
 # -- settings layering and what `config` says ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_config_tells_where_each_value_came_from_in_any_case(tmp_path):
     (tmp_path / "personahub.toml").write_text("batch_size = 8\nseed = 3\n")
     cfg = json.loads(cli("config", "--json", env={"personahub_batch_size": "4"}, check=True).stdout)
@@ -230,6 +242,7 @@ def test_config_tells_where_each_value_came_from_in_any_case(tmp_path):
     assert flagged["db"] == {"value": "x.duckdb", "from": "flag"}  # a flag beats the environment
 
 
+@pytest.mark.slow
 def test_config_shows_the_chosen_backends_options_with_their_origins(tmp_path):
     # threads is llama.cpp's, base_url the HTTP backend's: the file may hold both, config shows the chosen one's.
     (tmp_path / "personahub.toml").write_text('threads = 2\nbase_url = "http://127.0.0.1:9/v1"\n')
@@ -275,6 +288,7 @@ def test_backend_and_executor_options_are_given_as_dash_o_typed_by_their_models(
     assert not (tmp_path / "personahub.duckdb").exists()
 
 
+@pytest.mark.slow
 def test_the_ray_executor_declares_its_options_like_any_plugin(tmp_path):
     """ray_address and ray_shards are the ray executor's Options, not Settings: listed by run --help and
     plugins show, shown by config under the executor, given by -o, PERSONAHUB_* or personahub.toml."""
@@ -304,6 +318,7 @@ def test_a_runs_memory_limit_holds_through_the_blocks_that_tune_duckdb(tmp_path)
 
 
 @pytest.mark.parametrize("userinfo, query", [("user:hunter2@", ""), ("user:p@ss-hunter2@", "?api-key=hunter2-key")])
+@pytest.mark.slow
 def test_credentials_in_the_base_url_are_masked_in_config_runs_and_errors(tmp_path, personas_file, userinfo, query):
     env = {"PERSONAHUB_BASE_URL": f"http://{userinfo}127.0.0.1:1/v1{query}", "PERSONAHUB_API_KEY": "sk-abcdef123456"}
     shown = cli("config", "--json", env={**env, "PERSONAHUB_BACKEND": "openai"}, check=True).stdout
@@ -325,6 +340,7 @@ def test_credentials_in_the_base_url_are_masked_in_config_runs_and_errors(tmp_pa
 
 # -- runs and stats tell the truth ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_runs_lists_counts_and_stats_splits_generations_by_model(personas_file):
     cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
     cli("run", "--plugin", "persona-to-persona", "--backend", "fake", "--hops", "1", "-q", check=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from personahub_core.export import persona_details
@@ -70,6 +72,7 @@ def test_a_template_changed_without_a_version_bump_is_reported(personas_file, mo
     assert "Every persona" in shown["prompts"][0]["prompt"]
 
 
+@pytest.mark.slow
 def test_personas_show_and_export_full_give_the_rebuilt_prompts(tmp_path, personas_file):
     cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
     cli("run", "--plugin", "math", "--backend", "fake", "-q", env={"PERSONAHUB_FAKE_ANSWER": PROBLEM}, check=True)
@@ -115,6 +118,7 @@ def test_completions_are_cached_across_runs(personas_file):
     assert first["cached_calls"] == 0 and again["cached_calls"] == again["items_done"] == len(PERSONAS)
 
 
+@pytest.mark.slow
 def test_import_json_summary_counts_what_the_file_held(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text("".join(json.dumps({"persona": p}) + "\n" for p in PERSONAS * 2) + "not json\n")

@@ -5,6 +5,8 @@ data; no timing assertions."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -36,6 +38,7 @@ def test_empty_store_is_a_no_op_with_a_message():
     assert all(any("no personas" in n for n in s["notes"]) for s in summary["steps"])
 
 
+@pytest.mark.slow
 def test_bad_options_are_one_line_errors():
     out = cli("dedup", "--skip", "nothing")
     assert out.returncode == 2 and "--skip nothing: expected one of quality, minhash, embedding" in out.stderr
@@ -43,6 +46,7 @@ def test_bad_options_are_one_line_errors():
     assert out.returncode == 2 and "dedup minhash" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_jaccard_cosine_and_threshold_reach_the_steps_that_declare_that_measure(personas_file):
     run_task("import", ["--input", str(personas_file)])
     cli("dedup", "--backend", "fake", "--jaccard", "0.8", "--cosine", "0.95", "-q", check=True)
@@ -71,6 +75,7 @@ def test_bucketed_pairs_equal_brute_force_when_every_bucket_is_probed_and_never_
     assert set(zip(i2.tolist(), j2.tolist())) <= truth
 
 
+@pytest.mark.slow
 def test_search_returns_the_closest_persona_first_and_the_index_is_rebuildable():
     import_texts(OTHERS + [NURSE])
     out = cli("personas", "search", "pediatric nurse vaccination clinic", "--backend", "fake", "--json", check=True)
@@ -84,6 +89,7 @@ def test_search_returns_the_closest_persona_first_and_the_index_is_rebuildable()
     assert path.exists() and again == hits
 
 
+@pytest.mark.slow
 def test_search_leaves_out_marked_personas():
     import_texts([NURSE] + OTHERS + [NURSE_REWORDED])
     cli("dedup", "--backend", "fake", check=True)

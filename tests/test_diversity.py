@@ -57,6 +57,7 @@ def stored_pairs(db, task: str = "math"):
     return as_matrix([r[0] for r in rows]), as_matrix([r[1] for r in rows])
 
 
+@pytest.mark.slow
 def test_bins_count_every_pair_in_range_and_average_their_outputs(db):
     result = last_json(cli("diversity", "--task", "math", "--backend", "fake", "--db", db, "--json",
                            "--bins", "0.4,0.6,0.8,0.9,-0.9", check=True))
@@ -84,6 +85,7 @@ def test_bins_count_every_pair_in_range_and_average_their_outputs(db):
     assert result["bins"][-1]["pairs"] == 0  # nobody is that unlike
 
 
+@pytest.mark.slow
 def test_vectors_are_stored_once_and_the_study_is_repeatable(db):
     first = run_study("math", db=db, backend="fake", quiet=True)
     with Store(db, read_only=True) as store:
@@ -135,6 +137,7 @@ def test_spread_measures_on_known_sets():
     assert distinct_n([""], 2) is None
 
 
+@pytest.mark.slow
 def test_bad_requests_are_one_line_errors(db):
     for args, expected in [(["--task", "nope"], "no finished rows"), (["--task", "math", "--bins", "0.4,x"], "--bins"),
                            (["--task", "math", "--width", "2"], "--width"), (["--task", "math", "--baseline", "0"], "--baseline")]:

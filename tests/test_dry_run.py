@@ -17,6 +17,7 @@ def digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_dry_run_counts_items_and_writes_nothing(tmp_path, personas_file):
     db = tmp_path / "store.duckdb"
     run_task("import", ["--input", str(personas_file)], db=db)
@@ -44,6 +45,7 @@ def test_dry_run_counts_items_and_writes_nothing(tmp_path, personas_file):
     assert digest(db) == before
 
 
+@pytest.mark.slow
 def test_dry_run_loads_no_model_and_says_time_unknown_without_earlier_runs(tmp_path, personas_file):
     db = tmp_path / "store.duckdb"
     run_task("import", ["--input", str(personas_file)], db=db)
@@ -56,6 +58,7 @@ def test_dry_run_loads_no_model_and_says_time_unknown_without_earlier_runs(tmp_p
     assert digest(db) == before
 
 
+@pytest.mark.slow
 def test_dry_run_on_a_missing_store_creates_nothing_and_plans_the_bootstrap(tmp_path):
     result = cli("run", "--plugin", "npc", "--dry-run", "--json", "--backend", "fake", check=True)
     assert list(tmp_path.iterdir()) == []  # no store, no index, no report

@@ -104,6 +104,7 @@ def rng() -> random.Random:
     return random.Random(SEED)
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_keeps_every_invariant(tmp_path, rng):
     # 1. ingest: many files, some texts repeated across files.
     texts = [f"Document {i}: notes on {WORDS[i % 20]} work, {WORDS[(i * 7) % 20]} tools and town {i % 900}."

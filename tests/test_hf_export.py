@@ -35,6 +35,7 @@ def card(folder) -> tuple[dict, str]:
     return yaml.safe_load(head), body
 
 
+@pytest.mark.slow
 def test_export_hf_opens_with_datasets_and_has_a_card(tmp_path, db):
     out = tmp_path / "math-hf"
     cli("export", "math", "--format", "hf", "--out", out, "--db", db, check=True)
@@ -49,6 +50,7 @@ def test_export_hf_opens_with_datasets_and_has_a_card(tmp_path, db):
     assert "How it was made" in body and "import 4 (imported from a file as given)" in body  # the rows' personas
 
 
+@pytest.mark.slow
 def test_export_hf_full_keeps_provenance_and_replaces_an_earlier_export(tmp_path, db):
     out = tmp_path / "math-hf"
     cli("export", "math", "--format", "hf", "--out", out, "--db", db, check=True)
@@ -65,6 +67,7 @@ def test_export_hf_full_keeps_provenance_and_replaces_an_earlier_export(tmp_path
     assert sorted(datasets.load_from_disk(str(personas))["persona"]) == sorted(PERSONAS)
 
 
+@pytest.mark.slow
 def test_export_hf_refuses_a_folder_that_is_not_an_export(tmp_path, db):
     out = tmp_path / "mine"
     out.mkdir()
@@ -74,6 +77,7 @@ def test_export_hf_refuses_a_folder_that_is_not_an_export(tmp_path, db):
     assert (out / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_push_without_a_token_is_a_one_line_error(tmp_path, db):
     env = {"HF_TOKEN": "", "HF_HOME": str(tmp_path / "hf-home"), "HUGGING_FACE_HUB_TOKEN": ""}
     result = cli("push", "math", "--repo", "me/math", "--db", db, env=env)
@@ -83,6 +87,7 @@ def test_push_without_a_token_is_a_one_line_error(tmp_path, db):
 
 
 @pytest.mark.parametrize("full", [[], ["--full"]])  # --full rows (prompts rebuilt) are made before the upload
+@pytest.mark.slow
 def test_push_to_an_unreachable_hub_is_a_one_line_error(tmp_path, db, full):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -95,6 +100,7 @@ def test_push_to_an_unreachable_hub_is_a_one_line_error(tmp_path, db, full):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_push_checks_the_repo_name(db):
     result = cli("push", "math", "--repo", "just-a-name", "--db", db, env={"HF_TOKEN": "hf_test"})
     assert result.returncode == 2 and "ORG/NAME" in result.stderr

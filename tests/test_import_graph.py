@@ -7,6 +7,8 @@ checker too, not only for the interpreter.
 
 from __future__ import annotations
 
+import pytest
+
 import ast
 import json
 import subprocess
@@ -103,6 +105,7 @@ print(json.dumps(failed))
 '''
 
 
+@pytest.mark.slow
 def test_every_core_module_imports_on_its_own():
     """Each module first, in a fresh set of core modules: an order-dependent import (a circle that only
     works when another module happened to be imported first) fails here."""

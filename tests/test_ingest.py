@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import gzip
 import json
 
@@ -29,6 +31,7 @@ def test_different_texts_under_the_same_source_ids_are_all_kept(tmp_path):
     assert (again["added"], again["duplicates"]) == (0, 2)
 
 
+@pytest.mark.slow
 def test_a_broken_gzip_is_one_line_naming_the_file(tmp_path):
     good = tmp_path / "good.jsonl.gz"
     with gzip.open(good, "wt") as f:
@@ -57,6 +60,7 @@ def test_invalid_utf8_lines_are_kept_with_replacement_and_counted(tmp_path):
     assert "2 line(s) had invalid UTF-8, replaced" in result.stderr
 
 
+@pytest.mark.slow
 def test_empty_inputs_of_every_kind_are_no_usable_records(tmp_path):
     for name in ("empty.jsonl", "empty.csv", "empty.txt"):
         (tmp_path / name).write_text("")

@@ -100,6 +100,7 @@ def test_retry_after_is_honoured() -> None:
 
 
 @pytest.mark.parametrize("fault, wait", [("429-date:1", 1.0), ("429-ms:1200", 1.2)])
+@pytest.mark.slow
 def test_retry_after_as_http_date_or_milliseconds_is_honoured(fault: str, wait: float) -> None:
     with FaultServer({"wait": [fault]}) as server:
         results = run(make_backend(server.url, request_timeout=5), [chat("wait")])

@@ -58,6 +58,7 @@ def test_a_windowed_stream_cannot_get_past_a_held_back_answer() -> None:
     assert results["p0"].error == "timed out (1 s)"
 
 
+@pytest.mark.slow
 def test_stream_keeps_exactly_n_in_flight_while_work_remains() -> None:
     # The server answers one request at a time, and only while min(8, requests left) are open.
     keys = [f"p{i}" for i in range(60)]
@@ -90,6 +91,7 @@ def test_a_later_step_fed_after_its_first_is_sent_and_the_stream_ends_when_all_a
     assert sorted(done) == sorted([f"item{i}" for i in range(20)] + [f"item{i}/2" for i in range(20)])
 
 
+@pytest.mark.slow
 def test_a_slow_drip_is_cut_by_the_whole_request_deadline() -> None:
     # The server sends a byte every 0.2 s, forever: a per-read timeout of 1 s would never fire.
     with FaultServer({"drip": ["drip", "drip"]}) as server:

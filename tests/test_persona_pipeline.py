@@ -3,6 +3,8 @@ are tested in their plugins (plugins/*/tests)."""
 
 from __future__ import annotations
 
+import pytest
+
 import csv
 import gzip
 import json
@@ -27,6 +29,7 @@ def documents():
         return store.query_dicts("SELECT id, text, source_id, source_file FROM documents ORDER BY seq")
 
 
+@pytest.mark.slow
 def test_ingest_reads_every_format_and_collapses_exact_duplicates(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"id": "n1", "text": TEXTS[0]}, {"id": "n2", "text": TEXTS[0]}])
     (tmp_path / "b.json").write_text(json.dumps([{"content": TEXTS[1]}]))
@@ -82,6 +85,7 @@ def answer_by_prompt(req):
     return f" person who cares about {abs(hash(tail)) % 10_000} things in their community."
 
 
+@pytest.mark.slow
 def test_export_personas_full_has_provenance_and_hides_duplicates(tmp_path, personas_file):
     run_task("import", ["--input", str(personas_file)])
     FakeBackend.responder = answer_by_prompt
@@ -103,6 +107,7 @@ def test_export_personas_full_has_provenance_and_hides_duplicates(tmp_path, pers
     assert pq.read_table(tmp_path / "p.parquet").column_names == ["persona"]
 
 
+@pytest.mark.slow
 def test_export_errors_are_one_line(tmp_path, personas_file):
     run_task("import", ["--input", str(personas_file)])
     unknown = cli("export", "nothing-here", "--out", tmp_path / "x.jsonl")

@@ -77,6 +77,7 @@ def test_registering_a_non_task_is_an_error():
         load_plugins(extra=[P()])
 
 
+@pytest.mark.slow
 def test_example_plugin_installs_is_discovered_and_runs(tmp_path, personas_file):
     target = tmp_path / "site"
     subprocess.run(
@@ -133,6 +134,7 @@ def test_the_tutorial_shows_the_recipe_as_it_is():
     assert [line for line in recipe.splitlines() if not line.startswith("#")] == shown.rstrip("\n").splitlines()
 
 
+@pytest.mark.slow
 def test_run_help_lists_the_tasks_options_after_the_common_flags():
     wide = {"COLUMNS": "200"}  # one line per option
     result = cli("run", "--plugin", "math", "--help", env=wide, check=True)
@@ -151,6 +153,7 @@ def test_run_help_lists_the_tasks_options_after_the_common_flags():
     assert "personahub run --plugin TASK --help" in cli("run", "--help", check=True).stdout
 
 
+@pytest.mark.slow
 def test_plugins_show_prints_a_task():
     info = json.loads(cli("plugins", "show", "math", "--json", check=True).stdout)
     assert info["name"] == "math" and info["kind"] == "synthesizer" and info["plugin"] == "personahub-math"
@@ -174,6 +177,7 @@ def complete(words: str) -> list[str]:
     return cli(env=env, check=True).stdout.split()
 
 
+@pytest.mark.slow
 def test_shell_completion_offers_commands_and_the_names_plugins_registered():
     assert "--install-completion" in cli("--help", check=True).stdout
     assert complete("personahub ru") == ["run", "runs"]

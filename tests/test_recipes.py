@@ -34,6 +34,7 @@ def rows(db, task: str) -> list[dict]:
                                  "WHERE task = ? ORDER BY key", [task])
 
 
+@pytest.mark.slow
 def test_limerick_recipe_runs_through_the_cli_and_exports_by_its_name(tmp_path, db):
     env = {"PERSONAHUB_FAKE_ANSWER": A_LIMERICK, "PERSONAHUB_DB": str(db)}
     summary = last_json(cli("run", "--plugin", LIMERICK, "--backend", "fake", "--subject", "a deadline",

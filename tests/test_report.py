@@ -89,6 +89,7 @@ def test_report_has_every_section_and_nothing_external(tmp_path, db):
     assert "output similarity" in page and "No baseline yet" in page
 
 
+@pytest.mark.slow
 def test_report_renders_in_chromium_without_console_errors(tmp_path, db):
     out = tmp_path / "report.html"
     cli("report", "--out", out, "--db", db, "-q", check=True)
@@ -106,6 +107,7 @@ def test_report_renders_in_chromium_without_console_errors(tmp_path, db):
     assert any("Content Security Policy" in line for line in console_lines(render(leaky).stderr))
 
 
+@pytest.mark.slow
 def test_main_job_ends_with_the_report(tmp_path):
     result = cli("run", "--plugin", "npc", "--backend", "fake", "--limit", "2", "--json", check=True)
     report = tmp_path / "personahub-report.html"
@@ -125,6 +127,7 @@ def test_report_on_a_missing_store_is_a_one_line_error(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.html").exists()
 
 
+@pytest.mark.slow
 def test_report_shows_progress_unless_quiet_or_json(tmp_path, db):
     sections = len(last_json(cli("report", "--out", tmp_path / "a.html", "--db", db, "--json", check=True))["sections"])
     shown = cli("report", "--out", tmp_path / "a.html", "--db", db, check=True)

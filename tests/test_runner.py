@@ -283,6 +283,7 @@ main()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.slow
 def test_interrupted_run_keeps_finished_items_and_resumes_without_duplicates(tmp_path, personas_file, sig):
     cli("run", "--plugin", "import", "--input", personas_file, "-q", check=True)
     script = tmp_path / "slow.py"
@@ -344,6 +345,7 @@ main()
 '''
 
 
+@pytest.mark.slow
 def test_ctrl_c_inside_a_duckdb_query_ends_the_run_as_interrupted(tmp_path):
     # DuckDB reports a Ctrl-C during a query as RuntimeError("Query interrupted"), not KeyboardInterrupt.
     script = tmp_path / "long.py"

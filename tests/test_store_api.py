@@ -210,6 +210,7 @@ def test_a_store_made_before_the_move_opens_and_minhash_runs_on_it(tmp_path, per
         assert store.count("minhash_signatures") == signed + 1
 
 
+@pytest.mark.slow
 def test_a_fresh_store_gets_a_plugins_tables_only_when_the_plugin_is_installed(personas_file):
     env = {"PERSONAHUB_LOAD_PLUGINS": "import,quality"}
     cli("run", "--plugin", "import", "--input", personas_file, "-q", env=env, check=True)
@@ -221,6 +222,7 @@ def test_a_fresh_store_gets_a_plugins_tables_only_when_the_plugin_is_installed(p
 
 
 # -- the chains: declared by the tasks, named by none ------------------------------------------------
+@pytest.mark.slow
 def test_a_synthesizer_on_an_empty_store_without_a_persona_source_says_what_is_missing():
     result = cli("run", "--plugin", "math", "--backend", "fake", env={"PERSONAHUB_LOAD_PLUGINS": "math,minhash"})
     expected = ["error: the store has no personas and no installed task makes them from text: install a persona "
@@ -230,6 +232,7 @@ def test_a_synthesizer_on_an_empty_store_without_a_persona_source_says_what_is_m
     assert plan.returncode == 2 and plan.stderr.strip().splitlines() == expected
 
 
+@pytest.mark.slow
 def test_the_bootstrap_runs_the_declared_steps_that_are_installed():
     """Without minhash the bootstrap still makes personas, and says which steps it ran."""
     result = cli("run", "--plugin", "math", "--backend", "fake", "--limit", "1",

@@ -140,6 +140,7 @@ def installed(tmp_path) -> dict:
     return {"PYTHONPATH": str(site)}
 
 
+@pytest.mark.slow
 def test_a_package_adds_a_backend_an_executor_and_a_command(installed, tmp_path, personas_file):
     plugins = json.loads(cli("plugins", "--json", env=installed, check=True).stdout)
     assert {"name": DIST, "version": "0.2.0", "tasks": []} in plugins
@@ -175,6 +176,7 @@ def test_a_package_adds_a_backend_an_executor_and_a_command(installed, tmp_path,
     assert from_file["items_done"] == 1 and from_file["notes"]
 
 
+@pytest.mark.slow
 def test_a_backend_from_a_package_declares_its_own_options(installed, tmp_path, personas_file):
     """EchoBackend's echo_times is set like any setting (flag-less: env or personahub.toml), shown by
     `config` under the backend, validated when the backend is chosen, and used by the backend."""

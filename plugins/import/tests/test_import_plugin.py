@@ -3,6 +3,8 @@ nothing different collapsed, bad lines named, a second import adding nothing."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from personahub_core.store import Store
@@ -14,6 +16,7 @@ def stored(sql: str) -> list[tuple]:
         return store.query(sql)
 
 
+@pytest.mark.slow
 def test_import_keeps_ids_reports_bad_lines_and_is_idempotent(tmp_path):
     path = tmp_path / "hub.jsonl"
     path.write_text(
@@ -32,6 +35,7 @@ def test_import_keeps_ids_reports_bad_lines_and_is_idempotent(tmp_path):
         assert store.scalar("SELECT source_id FROM personas WHERE persona = ?", [PERSONAS[0]]) == "p-1"
 
 
+@pytest.mark.slow
 def test_import_plain_text_one_persona_per_line(tmp_path):
     (tmp_path / "list.txt").write_text("\n".join(PERSONAS[:3]) + "\n")
     assert last_json(cli("run", "--plugin", "import", "--input", tmp_path / "list.txt", "--json", "-q",
@@ -43,6 +47,7 @@ def test_import_missing_input_is_one_line_error(tmp_path):
     assert result.returncode == 2 and "no such file" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_import_keeps_a_different_persona_under_a_repeated_id(tmp_path):
     path = write_jsonl(tmp_path / "hub.jsonl", [{"id": "7", "persona": PERSONAS[0]}, {"id": "7", "persona": PERSONAS[1]},
                                                 {"id": "7", "persona": " " + PERSONAS[0]}])
@@ -51,6 +56,7 @@ def test_import_keeps_a_different_persona_under_a_repeated_id(tmp_path):
     assert stored("SELECT persona, source_id FROM personas ORDER BY seq") == [(PERSONAS[0], "7"), (PERSONAS[1], "7")]
 
 
+@pytest.mark.slow
 def test_import_of_the_same_file_again_adds_nothing_and_limit_is_kept(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [{"persona": p} for p in PERSONAS])
     first = last_json(cli("run", "--plugin", "import", "--input", path, "--limit", "4", "--json", "-q", check=True))
@@ -61,6 +67,7 @@ def test_import_of_the_same_file_again_adds_nothing_and_limit_is_kept(tmp_path):
     assert [r[0] for r in stored("SELECT persona FROM personas ORDER BY seq")] == PERSONAS
 
 
+@pytest.mark.slow
 def test_import_replaces_invalid_utf8_and_says_how_many_lines(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_bytes(b'{"persona": "A caf\xe9 owner who roasts beans at dawn"}\n{"persona": "A ferry pilot"}\n')

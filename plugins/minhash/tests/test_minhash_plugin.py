@@ -216,6 +216,7 @@ def test_incremental_run_hashes_only_new_personas(monkeypatch):
     assert run_task("minhash")["items_done"] == 0
 
 
+@pytest.mark.slow
 def test_marks_not_deletes_and_export_leaves_them_out_unless_all():
     texts = [BASE, BASE + " !", "a completely different persona about beekeeping and honey"]
     import_texts(texts)
@@ -328,6 +329,7 @@ def test_one_word_edit_pairs_are_every_short_pair_that_can_reach_the_threshold()
     assert engine.one_word_reach(0.9) == 17 and engine.one_word_reach(0.8) == 7 and engine.one_word_reach(0.5) == 1
 
 
+@pytest.mark.slow
 def test_short_personas_from_a_small_vocabulary_do_not_pair_everything():
     """The cliff: 13 roles and 20 words, so nearly every pair shares a band key. Same marks as brute
     force, from a number of comparisons that grows with the personas, not with their pairs."""

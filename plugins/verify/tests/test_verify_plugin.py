@@ -113,6 +113,7 @@ def test_resume_does_only_what_is_missing_and_never_duplicates(db):
     assert run_task("verify", ["--task", "verify"], db=db, backend="fake")["items_done"] == 0
 
 
+@pytest.mark.slow
 def test_export_verified_and_where_keep_rows_by_their_verdicts(db, tmp_path):
     run_task("verify", ["--task", "math"], db=db, backend="fake")
     problems = lambda rows: sorted(r["synthesized text"] for r in rows)  # noqa: E731
@@ -141,6 +142,7 @@ def test_a_row_with_any_failed_verdict_is_not_verified(db):
     (["export", "math", "--where", "score>=high"], "'score' takes a number"),
     (["run", "--plugin", "verify", "--task", "npc", "--backend", "fake"], "no finished rows of 'npc'"),
 ])
+@pytest.mark.slow
 def test_bad_selections_are_one_line_and_exit_2(db, tmp_path, args, message):
     result = cli(*args, *(["--out", tmp_path / "x.jsonl"] if args[0] == "export" else []), "--db", db)
     assert result.returncode == 2, result.stderr
