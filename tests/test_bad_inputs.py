@@ -16,6 +16,7 @@ import pytest
 from personahub_core.errors import PersonaHubError, UsageError
 from personahub_core.export import export
 from personahub_core.ingest import MAX_LINE_BYTES, ingest_paths
+from personahub_core.plugins import get_registry
 from personahub_core.report import write_report
 from personahub_core.store import NotAStore, Store, StoreError
 from personahub_core.testing import PERSONAS, cli, last_json, run_task, write_jsonl
@@ -50,7 +51,7 @@ def test_row_1_no_out_overwrites_the_store_or_another_duckdb_file(tmp_path):
         for fmt, out in (("jsonl", "personahub.duckdb"), ("csv", "sub/../personahub.duckdb"), ("parquet", "link.jsonl"),
                          ("hf", str(store)), ("jsonl", "personahub.duckdb.wal")):
             with pytest.raises(UsageError, match="is the store"):
-                export(opened, "personas", fmt, Path(out))
+                export(opened, "personas", fmt, Path(out), formats=get_registry().export_formats)
         with pytest.raises(UsageError, match="is the store"):
             write_report(opened, tmp_path / "link.jsonl", quiet=True)
         with pytest.raises(UsageError, match="other.duckdb: is a DuckDB database; refusing to overwrite it"):
