@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import deque
-from typing import Iterator
 
 import pytest
 
@@ -199,4 +199,6 @@ def test_runs_show_the_requests_kept_in_flight_and_why_they_were_lowered(persona
     runs = json.loads(cli("runs", "--json", check=True).stdout)
     assert runs[0]["task"] == "math"
     note = next(n for n in runs[0]["notes"] if n.startswith("openai: requests in flight"))
-    assert note.startswith("openai: requests in flight: up to 4 (--batch-size 4); lowered") and "HTTP 429" in note
+    # How many were in flight before the first 429 came back depends on timing; that it was lowered does not.
+    assert re.match(r"openai: requests in flight: up to [1-4] \(--batch-size 4\); lowered", note), note
+    assert "HTTP 429" in note
