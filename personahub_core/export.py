@@ -97,7 +97,10 @@ def _write_file(store: Store, what: str, fmt: str, out_path: Path, full: bool, i
     if not os.access(out_path.parent, os.W_OK):
         raise UsageError(f"--out {out_path}: directory {out_path.parent} is not writable")
     query = export_query(store, what, full, include_all, tasks, verified, where)
-    with written(out_path) as tmp, store.tuned(memory_limit=EXPORT_MEMORY):
+    # A task's --full rows carry prompts rebuilt by a Python function, which DuckDB cannot spill: under
+    # the cap 200k of them fail with "Out of Memory", so they export uncapped (2.5 GB at 200k rows).
+    capped = {} if full and what != "personas" else {"memory_limit": EXPORT_MEMORY}
+    with written(out_path) as tmp, store.tuned(**capped):
         return _write(store, query, fmt, tmp, quiet)
 
 
