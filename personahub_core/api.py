@@ -5,11 +5,10 @@ from __future__ import annotations
 import signal
 import threading
 import time
-import typing
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from .errors import UsageError
 from .plugin_migrations import migrate_plugins
@@ -22,7 +21,9 @@ from .where import parse as parse_where
 from .settings import Settings, check_known, load_settings, with_options
 from .status_file import StatusFile
 from .store import Store
+from .task_option_sources import check_task_tables, is_list, resolve_task_options, task_options
 from .tasks import GenerativeTask, Task
+from .terminal_text import markup_safe
 
 def resolve_task(name: str) -> type[Task]:
     """An installed task by name, or the task a recipe file (``*.toml``) describes."""
@@ -57,7 +58,12 @@ def option_flags(options_cls: type[BaseModel]) -> list[str]:
 
 
 def parse_task_options(task_cls: type[Task], args: list[str]) -> BaseModel:
-    """Turn ``--topic geometry --with-solution`` into the task's Options model."""
+    """Turn ``--topic geometry --with-solution`` into the task's Options model (the command line only)."""
+    return task_options(task_cls, flag_values(task_cls, args))
+
+
+def flag_values(task_cls: type[Task], args: list[str]) -> dict[str, Any]:
+    """``--topic geometry --with-solution`` as the task's option values by name, not yet validated."""
     fields = task_cls.Options.model_fields
     values: dict[str, Any] = {}
     known = ", ".join(option_flags(task_cls.Options)) or "none"
@@ -81,37 +87,24 @@ def parse_task_options(task_cls: type[Task], args: list[str]) -> BaseModel:
                 if i >= len(args):
                     raise UsageError(f"option --{flag} of task '{task_cls.name}' needs a value")
                 inline = args[i]
-            if _is_list(fields[name].annotation):
+            if is_list(fields[name].annotation):
                 values.setdefault(name, []).extend(v.strip() for v in inline.split(",") if v.strip())
             else:
                 values[name] = inline
         i += 1
-    return task_options(task_cls, values)
-
-
-def task_options(task_cls: type[Task], values: dict[str, Any]) -> BaseModel:
-    """The task's Options model from values by name; a bad or unknown one is a usage error."""
-    try:
-        return task_cls.Options(**values)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = "--" + "_".join(str(p) for p in err["loc"][:1]).replace("_", "-")
-        raise UsageError(f"task '{task_cls.name}' option {field}: {err['msg']}") from None
+    return values
 
 
 def _is_bool(annotation) -> bool:
     return annotation is bool
 
 
-def _is_list(annotation) -> bool:
-    return typing.get_origin(annotation) is list
-
-
 def run(task_name: str, task_args: list[str], *, quiet: bool = False, limit: int | None = None,
         where: list[str] | None = None, retry_failed: bool = False, options: dict[str, Any] | None = None,
         **flags: Any) -> dict:
     """Run one task and return its summary (the ``--json`` line of ``personahub run``). The task's
-    options come as command-line words (``task_args``) or by name (``options``)."""
+    options come as command-line words (``task_args``) or by name (``options``); those not given there
+    come from the environment, then ``personahub.toml``, as on the command line."""
     task, settings, _ = checked(task_name, task_args, limit, where, flags, options)
     with Store(settings.db) as store:
         store.limit_memory(settings.memory_limit)
@@ -134,10 +127,14 @@ def checked(task_name: str, task_args: list[str], limit: int | None, where: list
             flags: dict[str, Any], options: dict[str, Any] | None = None) -> tuple[Task, Settings, Registry]:
     """The task, settings and registry of a run, every option checked before anything is opened or
     written (the bootstrap makes personas): an unknown task, backend or executor, a bad option of the
-    task or the backend, a bad --limit or --where is a usage error before any work."""
+    task (from the command line, the environment or the file) or the backend, a bad --limit or --where
+    is a usage error before any work."""
     task_cls = resolve_task(task_name)
-    model = task_options(task_cls, options) if options is not None else parse_task_options(task_cls, task_args)
     registry = get_registry()
+    for warning in check_task_tables(registry.tasks, task_cls):
+        stderr.print(f"[yellow]warning:[/yellow] {markup_safe(warning)}", highlight=False)
+    given = options if options is not None else flag_values(task_cls, task_args)
+    model, _ = resolve_task_options(task_cls, given)
     _, settings = chosen_backend(load_settings(**flags), registry)
     if limit is not None and limit < 0:
         raise UsageError("--limit must be 0 or more")

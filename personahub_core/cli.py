@@ -82,7 +82,7 @@ def plugins_show(
 ):
     """One task: its kind, the plugin or recipe it comes from, its description and its options; or a
     backend or executor and its -o options."""
-    from .task_info import component_info, options_panel, task_info
+    from .task_info import component_info, options_panel, task_info, task_options_title
 
     registry = get_registry()
     if task not in registry.tasks:
@@ -106,7 +106,7 @@ def plugins_show(
     out.print(f"[bold]{markup_safe(info['name'])}[/bold] ({info['kind']}, from {markup_safe(info['plugin'])})", highlight=False)
     if info["description"]:
         out.print(cell(info["description"]), highlight=False)
-    out.print(options_panel(task_cls.Options, "Options"))
+    out.print(options_panel(task_cls.Options, task_options_title(task_cls, "Options")))
 
 
 @app.command(
@@ -193,7 +193,7 @@ def run_cmd(
 
 
 def _print_run_help(ctx: typer.Context, plugin: Optional[str]) -> None:
-    from .task_info import options_panel
+    from .task_info import options_panel, task_options_title
 
     task_cls = None if plugin is None else api.resolve_task(plugin)  # an unknown task is an error before any help
     typer.echo(ctx.get_help())
@@ -205,7 +205,8 @@ def _print_run_help(ctx: typer.Context, plugin: Optional[str]) -> None:
     if task_cls is None:
         out.print(" A task's own options: personahub run --plugin TASK --help", highlight=False)
         return
-    out.print(options_panel(task_cls.Options, f"Options of task '{task_cls.name}' ({task_cls.kind}), after the common ones"))
+    out.print(options_panel(task_cls.Options, task_options_title(
+        task_cls, f"Options of task '{task_cls.name}' ({task_cls.kind}), after the common ones")))
 
 
 def _store_is_empty(db: Optional[Path]) -> bool:
@@ -497,11 +498,18 @@ def _print_running(locked: StoreLocked, as_json: bool, shape) -> None:
 
 @app.command("config")
 def config_cmd(
+    plugin: Optional[str] = typer.Option(None, "--plugin", "-p", autocompletion=complete_task,
+                                         help="also show this task's options (a task, or a recipe file)"),
     db: Optional[Path] = DbOption,
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Show the effective settings and where each came from (flag, environment, personahub.toml, default),
-    with the options of the chosen backend and executor under them."""
+    with the options of the chosen backend and executor under them, and with --plugin TASK the task's."""
+    from .task_option_sources import check_task_tables, env_prefix, resolve_task_options, table_name
+
+    task_cls = None if plugin is None else api.resolve_task(plugin)
+    for warning in check_task_tables(get_registry().tasks, task_cls):
+        err.print(f"[yellow]warning:[/yellow] {markup_safe(warning)}", highlight=False)
     settings = load_settings(db=db)
     origins = settings_origins(db=db)
     registry = get_registry()
@@ -512,6 +520,10 @@ def config_cmd(
         _, option_origins = resolve_options(cls.Options, settings)
         options = public_values({k: resolved.model_extra[k] for k in option_origins})
         shown[f"{kind}_options"] = {k: {"value": options[k], "from": option_origins[k]} for k in options}
+    if task_cls is not None:
+        task_options, task_origins = resolve_task_options(task_cls, {})
+        task_values = task_options.model_dump(mode="json")
+        shown["task_options"] = {k: {"value": task_values[k], "from": task_origins[k]} for k in task_values}
     if as_json:
         print(json.dumps(shown, default=str))
         return
@@ -525,6 +537,12 @@ def config_cmd(
         for option, entry in options.items():
             table.add_row(option, cell(entry["value"]), entry["from"])
         out.print(table if options else f"{kind} {name} has no options of its own")
+    if task_cls is not None:
+        table = Table("option", "value", "from", title=markup_safe(
+            f"options of task {task_cls.name} (--NAME, {env_prefix(task_cls.name)}NAME or [{table_name(task_cls.name)}])"))
+        for option, entry in shown["task_options"].items():
+            table.add_row(option, cell(entry["value"]), entry["from"])
+        out.print(table if shown["task_options"] else f"task {markup_safe(task_cls.name)} has no options")
 
 
 @personas_app.command("sample")

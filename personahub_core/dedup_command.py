@@ -18,10 +18,11 @@ from rich.table import Table
 from .calibration import SHIPPED
 from .chains import NO_DEDUP, dedup_chain
 from .embedding_defaults import EMBEDDING_MODEL_HELP, SHIPPED_MODEL
-from .errors import UsageError
+from .errors import PersonaHubError, UsageError
 from .plugins import get_registry
 from .settings import dash_o_options, load_settings
 from .store import Store
+from .task_option_sources import resolve_task_options
 
 err = Console(stderr=True)
 COSINE_HELP = (f"embedding cosine threshold (default: the embedding model's own, calibrated on the shipped "
@@ -62,23 +63,26 @@ def dedup_cmd(
     by_measure = {"jaccard": jaccard, "cosine": cosine}
     settings = load_settings(db=db, embedding_model=embedding_model, backend=backend,
                              **dash_o_options(option, base_url=base_url))
+    options = {}  # each step's, checked before the store is opened; what these flags leave out comes from
+    for step in steps:  # PERSONAHUB_<STEP>__<OPTION> and [tasks.<step>], as for personahub run
+        task_cls = chain[step]
+        values = {"fresh": fresh} if "fresh" in task_cls.Options.model_fields else {}
+        limit = by_measure.get(task_cls.dedup_measure)
+        limit = threshold if limit is None else limit
+        if limit is not None and "threshold" in task_cls.Options.model_fields:
+            values["threshold"] = limit
+        try:
+            options[step], _ = resolve_task_options(task_cls, values)
+        except PersonaHubError as exc:
+            raise UsageError(f"dedup {step}: {exc}") from None
     results = []
     with Store(settings.db) as store:
         for step in steps:
             task_cls = chain[step]
-            values = {"fresh": fresh} if "fresh" in task_cls.Options.model_fields else {}
-            limit = by_measure.get(task_cls.dedup_measure)
-            limit = threshold if limit is None else limit
-            if limit is not None and "threshold" in task_cls.Options.model_fields:
-                values["threshold"] = limit
-            try:
-                options = task_cls.Options(**values)
-            except ValueError as exc:
-                raise UsageError(f"dedup {step}: {str(exc).splitlines()[-1].strip()}") from None
             before = store.marked_count(step)
             if not (quiet or as_json):
                 err.print(f"[bold]dedup {len(results) + 1}/{len(steps)}: {step}[/bold]")
-            result = run_in_store(task_cls(options), store, settings, quiet=quiet or as_json)
+            result = run_in_store(task_cls(options[step]), store, settings, quiet=quiet or as_json)
             result["marked"] = store.marked_count(step) - before
             results.append(result)
             if not (quiet or as_json):

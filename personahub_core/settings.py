@@ -4,7 +4,8 @@
 belongs to one backend or executor (llama.cpp's context size, a server's URL, a Ray address...) it
 declares as its own ``Options`` model; its values come from the same three places under the same names
 (on the command line as ``-o name=value``), and are validated by ``resolve_options`` when the command
-has chosen the backend and the executor.
+has chosen the backend and the executor. A task's own options come from the same places too, under
+``PERSONAHUB_<TASK>__<OPTION>`` and a ``[tasks.<task>]`` table (``task_option_sources``).
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def load_settings(**flags: Any) -> Settings:
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "settings"
         origin = next((o for o, values in layers if name in values), "settings")
-        raise SettingsError(_one_line(err, name, origin)) from None
+        raise SettingsError(one_line(err, name, origin)) from None
 
 
 def _option_layers(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
@@ -184,7 +185,7 @@ def resolve_options(options_cls: type[BaseModel], settings: Settings) -> tuple[B
     except ValidationError as exc:
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "settings"
-        raise SettingsError(_one_line(err, name, origins.get(name, "settings"))) from None
+        raise SettingsError(one_line(err, name, origins.get(name, "settings"))) from None
 
 
 def with_options(settings: Settings, *options: BaseModel) -> Settings:
@@ -214,12 +215,13 @@ def dash_o_options(given: list[str], **aliases: Any) -> dict[str, Any]:
 
 def check_known(settings: Settings, option_names: set[str]) -> None:
     """Flags and config-file keys that are neither a setting nor an option of an installed backend or
-    executor."""
+    executor. The file's ``tasks`` table holds tasks' options (``task_option_sources`` checks them)."""
     path = config_file()
-    for origin, values in (("flag", settings.model_extra or {}), (str(path), toml_values(path))):
+    in_file = {k: v for k, v in toml_values(path).items() if k != "tasks"}
+    for origin, values in (("flag", settings.model_extra or {}), (str(path), in_file)):
         for name in values:
             if name not in Settings.model_fields and name not in option_names:
-                raise SettingsError(_one_line({"type": "extra_forbidden"}, name, origin))
+                raise SettingsError(one_line({"type": "extra_forbidden"}, name, origin))
 
 
 def url_with_host(url: str | None) -> str | None:
@@ -232,7 +234,7 @@ def url_with_host(url: str | None) -> str | None:
     return url
 
 
-def _one_line(err: dict, name: str, origin: str) -> str:
+def one_line(err: dict, name: str, origin: str) -> str:
     if origin.startswith("env "):
         where, field = "environment", origin[4:]
     elif origin == "flag":

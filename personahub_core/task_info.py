@@ -1,5 +1,6 @@
-"""What a user can learn about a task: its kind, where it comes from, and its options as flags; and
-about a backend or executor: its options, given as ``-o NAME=VALUE``.
+"""What a user can learn about a task: its kind, where it comes from, and its options as flags (also
+given as ``PERSONAHUB_<TASK>__<OPTION>`` or in ``[tasks.<task>]``); and about a backend or executor: its
+options, given as ``-o NAME=VALUE``.
 
 ``personahub run --plugin TASK --help`` and ``personahub plugins show NAME`` both print this, generated
 from the ``Options`` model, so the help cannot drift from what the command accepts.
@@ -18,6 +19,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from .task_option_sources import env_prefix, table_name
 from .tasks import Task
 
 
@@ -51,7 +53,14 @@ def task_info(task_cls: type[Task], plugins: list) -> dict:
     owner = f"recipe {recipe}" if recipe else next(
         (p.name for p in plugins if {"kind": task_cls.kind, "name": task_cls.name} in p.tasks), "unknown")
     return {"name": task_cls.name, "kind": task_cls.kind, "plugin": owner, "description": task_cls.description,
-            "options": option_rows(task_cls.Options)}
+            "options": option_rows(task_cls.Options), "environment_prefix": env_prefix(task_cls.name),
+            "config_table": table_name(task_cls.name)}
+
+
+def task_options_title(task_cls: type[Task], title: str) -> str:
+    """A task's options panel title, saying the other two places its options can be given."""
+    return escape(f"{title} (also {env_prefix(task_cls.name)}NAME, or [{table_name(task_cls.name)}] in "
+                  "personahub.toml)")
 
 
 def component_info(kind: str, cls: type) -> dict:
