@@ -148,7 +148,8 @@ def run_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="say what would run and cost; load no model, write nothing"),
     show_help: bool = typer.Option(False, "--help", help="show this message; with --plugin TASK, also the task's options"),
 ):
-    """Run one task. Task options (e.g. --topic for math) follow the common ones."""
+    """Run one task. Task options (e.g. --topic for math) follow the common ones, or come from
+    PERSONAHUB_<TASK>__<OPTION> and the table tasks.<task> of personahub.toml."""
     if show_help:
         _print_run_help(ctx, plugin)
         return

@@ -22,7 +22,8 @@ from .errors import PersonaHubError, UsageError
 from .plugins import get_registry
 from .settings import dash_o_options, load_settings
 from .store import Store
-from .task_option_sources import resolve_task_options
+from .task_option_sources import check_task_tables, resolve_task_options
+from .terminal_text import markup_safe
 
 err = Console(stderr=True)
 COSINE_HELP = (f"embedding cosine threshold (default: the embedding model's own, calibrated on the shipped "
@@ -63,6 +64,8 @@ def dedup_cmd(
     by_measure = {"jaccard": jaccard, "cosine": cosine}
     settings = load_settings(db=db, embedding_model=embedding_model, backend=backend,
                              **dash_o_options(option, base_url=base_url))
+    for warning in check_task_tables(get_registry().tasks):
+        err.print(f"[yellow]warning:[/yellow] {markup_safe(warning)}", highlight=False)
     options = {}  # each step's, checked before the store is opened; what these flags leave out comes from
     for step in steps:  # PERSONAHUB_<STEP>__<OPTION> and [tasks.<step>], as for personahub run
         task_cls = chain[step]
