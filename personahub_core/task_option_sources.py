@@ -59,7 +59,7 @@ def task_options(task_cls: type, values: dict[str, Any], origins: dict[str, str]
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "options"
         origin = (origins or {}).get(name, "flag")
-        if origin == "flag":
+        if origin in ("flag", "default"):  # a required option no place gave is asked for as its flag
             raise UsageError(f"task '{task_cls.name}' option --{name.replace('_', '-')}: {err['msg']}") from None
         field = name if origin.startswith("env ") else f"{table_name(task_cls.name)}.{name}"
         raise SettingsError(one_line(err, field, origin)) from None
