@@ -3,6 +3,7 @@ without naming a plugin (the main job's bootstrap, ``personahub dedup``)."""
 
 from __future__ import annotations
 
+import hashlib
 import types
 
 import duckdb
@@ -151,6 +152,49 @@ def test_tuned_settings_are_reset_and_unknown_ones_skipped(tmp_path):
 
 
 # -- plugins' own tables ---------------------------------------------------------------------------
+def _memory_limit(store: Store) -> float:
+    return store.scalar("SELECT current_setting('memory_limit')")
+
+
+def _cached_rows(store: Store, n: int) -> None:
+    store.con.execute("INSERT INTO llm_cache SELECT md5('k' || i)[:24], 'an answer', 1, 1, 'stop' FROM range(?) t(i)", [n])
+
+
+def test_the_automatic_memory_cap_grows_with_the_keyed_rows_and_a_given_one_stays(tmp_path):
+    from personahub_core.store.connection import BLOCK_ROOM, INDEX_BYTES_PER_ROW
+
+    with Store(tmp_path / DB) as store:
+        store.limit_memory(None)
+        first = _memory_limit(store)
+        _cached_rows(store, 400_000)
+        store.cache_put([("new", "text", 1, 1, "stop")])  # a write makes room first
+        grown = _memory_limit(store)
+        assert first == "128.0 MiB"
+        expected_mib = (BLOCK_ROOM + INDEX_BYTES_PER_ROW * 400_000) / 2**20
+        assert grown.endswith("MiB") and abs(float(grown.split()[0]) - expected_mib) < 1, (grown, expected_mib)
+        store.limit_memory("1GB")
+        store.cache_put([("newer", "text", 1, 1, "stop")])
+        assert _memory_limit(store) == "953.6 MiB"  # DuckDB's way of saying 1GB: what was given stays
+
+
+@pytest.mark.slow
+def test_a_store_whose_key_index_outgrows_a_fixed_cap_still_takes_writes(tmp_path):
+    """DuckDB loads a written table's key index whole and cannot evict it: with 2.5 million cached
+    completions (~170 MB of index) a fixed 128 MB cap fails the next write; the automatic one does not."""
+    with Store(tmp_path / DB) as store:
+        _cached_rows(store, 2_500_000)
+    # Keys spread like work keys, so the batch touches the whole index (one row alone loads a little).
+    batch = [(hashlib.sha256(str(i).encode()).hexdigest()[:24], "text", 1, 1, "stop") for i in range(1000)]
+    with Store(tmp_path / DB) as store:
+        store.limit_memory("128MB")
+        with pytest.raises(duckdb.Error, match="could not allocate"):
+            store.cache_put(batch)
+    with Store(tmp_path / DB) as store:
+        store.limit_memory(None)
+        store.cache_put(batch)
+        assert store.cache_get([batch[7][0], "missing"]) == {batch[7][0]: ("text", 1, 1, "stop")}
+
+
 def test_plugin_migrations_run_in_order_once_each_and_a_grown_list_runs_only_the_new_ones(tmp_path):
     first = ["CREATE TABLE IF NOT EXISTS notes (persona_id VARCHAR)", "ALTER TABLE notes ADD COLUMN n INTEGER"]
     with Store(tmp_path / DB) as store:

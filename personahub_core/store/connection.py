@@ -54,6 +54,14 @@ def now() -> datetime:
 
 
 
+# An automatic memory cap: room for cached table blocks, plus the primary-key indexes of the tables that
+# grow with the work (DuckDB 2.0's ART took 68 bytes per 24-character key: measured at 10^6 to 3x10^6 keys).
+BLOCK_ROOM = 128 * 2**20
+INDEX_BYTES_PER_ROW = 80
+KEYED_TABLES = ("generations", "llm_cache", "personas", "dedup_marks")
+CAP_STEP = 16 * 2**20  # raised in steps, not at every write
+
+
 class Connection:
     """Opening one DuckDB file (refusing what is not ours), closing it, transactions and settings."""
 
@@ -61,6 +69,7 @@ class Connection:
         self.path = Path(path)
         self.read_only = read_only
         self._held: dict[str, str] = {}  # DuckDB settings a run chose, which tuned blocks return to
+        self._auto_cap = 0  # bytes, while the memory cap follows the keyed tables (limit_memory(None))
         self._check_path()
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
@@ -119,6 +128,7 @@ class Connection:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        self.make_room()
         self.con.execute("BEGIN TRANSACTION")
         try:
             yield
@@ -148,11 +158,33 @@ class Connection:
         return [dict(zip(names, row)) for row in cur.fetchall()]
 
     def limit_memory(self, limit: str | None) -> None:
-        """Cap DuckDB's memory for this connection (None: DuckDB's default). DuckDB keeps table blocks
-        cached up to its limit, so without one a long run's peak grows with the store."""
-        if limit is not None:
-            self.con.execute(f"SET memory_limit = '{limit}'")  # the setting admits only sizes
-            self._held["memory_limit"] = limit
+        """Cap DuckDB's memory for the rest of this connection: at ``limit``, or (None) at what the keyed
+        tables' indexes need plus room for cached blocks (``make_room``). Uncapped, DuckDB keeps table
+        blocks cached up to 80% of RAM, so a long run's peak would grow with the store."""
+        if limit is None:
+            self._auto_cap = 1
+            self.make_room()
+        else:
+            self._auto_cap = 0
+            self._set_memory_limit(limit)
+
+    def make_room(self) -> None:
+        """Under an automatic cap, before a write: DuckDB holds a written table's primary-key index whole
+        in memory and cannot evict it, so a fixed cap would fail the first insert into a big store. The
+        cap grows with the keyed rows stored (it never shrinks: a loaded index stays)."""
+        if not self._auto_cap:
+            return
+        rows = self.scalar("SELECT coalesce(sum(estimated_size), 0) FROM duckdb_tables() "
+                           "WHERE database_name = current_database() AND table_name IN (SELECT unnest(?))",
+                           [list(KEYED_TABLES)])
+        cap = BLOCK_ROOM + INDEX_BYTES_PER_ROW * rows
+        if cap > self._auto_cap + CAP_STEP or self._auto_cap == 1:
+            self._auto_cap = cap
+            self._set_memory_limit(f"{-(-cap // 2**20)}MiB")
+
+    def _set_memory_limit(self, limit: str) -> None:
+        self.con.execute(f"SET memory_limit = '{limit}'")  # the setting admits only sizes
+        self._held["memory_limit"] = limit
 
     def scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
         rows = self.con.execute(sql, list(params)).fetchall()  # fetch all: DuckDB 2 refuses new work on an unfinished result

@@ -19,7 +19,6 @@ from personahub_core.hookspecs import hookimpl
 from personahub_core.prompting import demonstrations, few_shot_block, synthesis_prompt
 from personahub_core.tasks import Prompt, Verdict, Verifier, VerifierOptions, WorkItem
 
-from .answers import final_answer, majority, same_answer
 
 
 class Options(VerifierOptions):
@@ -65,6 +64,8 @@ class AnswerVerifier(Verifier):
     def run_item(self, item: WorkItem):
         if "code" in item.data:
             return code_verdict(item.data["code"], item.data["function_name"])
+        from .answers import final_answer  # sympy takes 0.6 s to import: only a run that verifies pays it
+
         answers = []
         for _ in range(self.options.k):  # one call per solution, each with its own seed
             completion = yield self.solve_prompt(item.data["problem"])
@@ -75,6 +76,8 @@ class AnswerVerifier(Verifier):
 def answer_verdict(answers: list[str | None], own_answer: str | None, min_agreement: float) -> Verdict:
     """Agreement is the share of all k solutions giving the majority answer (a solution without a
     final answer counts against it)."""
+    from .answers import majority, same_answer
+
     agreed, count = majority(answers)
     agreement = count / len(answers)
     matches = None if own_answer is None or agreed is None else same_answer(agreed, own_answer)
