@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from .driving import Outcome
 
 
+PROGRESS_EVERY_SECONDS = 0.1
+
+
 class Executor:
     name: ClassVar[str]
     description: ClassVar[str] = ""
@@ -50,15 +53,20 @@ class Executor:
         writer = Writer(ctx, task, ctx.model_label())
         with ctx.progress(label or task.name, total=total) as progress:
             bar = progress.task_ids[0]
-            started = time.perf_counter()
+            started = shown = time.perf_counter()
+            unshown = 0  # items done since the bar last moved: it redraws 10 times a second, not per item
             try:
                 for outcome in self.execute(task, todo, ctx):
                     writer.add(outcome)
+                    unshown += 1
                     if ctx.interrupted():
                         raise KeyboardInterrupt
-                    rate = ctx.stats.completion_tokens / max(time.perf_counter() - started, 1e-6)
-                    progress.update(bar, advance=1, extra=f"{rate:5.1f} tok/s")
+                    if (now := time.perf_counter()) - shown >= PROGRESS_EVERY_SECONDS:
+                        rate = ctx.stats.completion_tokens / max(now - started, 1e-6)
+                        progress.update(bar, advance=unshown, extra=f"{rate:5.1f} tok/s")
+                        shown, unshown = now, 0
             finally:
+                progress.update(bar, advance=unshown)
                 writer.flush()
 
     def execute(self, task: GenerativeTask, items: Iterator[WorkItem], ctx: TaskContext) -> Iterator["Outcome"]:

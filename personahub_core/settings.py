@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     seed: int = Field(0, ge=0, description="base seed; each work item derives its own from it")
     cache: bool = Field(True, description="reuse earlier completions for identical calls")
     memory_limit: str | None = Field(None, description="DuckDB's memory for the store during a run, e.g. 1GB "
-                                                 "(default: what its key indexes need plus 128MB of cache)")
+                                                 "(default: what its key indexes need plus 64MiB of cache)")
 
     @field_validator("memory_limit")
     @classmethod

@@ -169,7 +169,7 @@ def test_the_automatic_memory_cap_grows_with_the_keyed_rows_and_a_given_one_stay
         _cached_rows(store, 400_000)
         store.cache_put([("new", "text", 1, 1, "stop")])  # a write makes room first
         grown = _memory_limit(store)
-        assert first == "128.0 MiB"
+        assert first == "64.0 MiB"
         expected_mib = (BLOCK_ROOM + INDEX_BYTES_PER_ROW * 400_000) / 2**20
         assert grown.endswith("MiB") and abs(float(grown.split()[0]) - expected_mib) < 1, (grown, expected_mib)
         store.limit_memory("1GB")

@@ -56,7 +56,7 @@ def now() -> datetime:
 
 # An automatic memory cap: room for cached table blocks, plus the primary-key indexes of the tables that
 # grow with the work (DuckDB 2.0's ART took 68 bytes per 24-character key: measured at 10^6 to 3x10^6 keys).
-BLOCK_ROOM = 128 * 2**20
+BLOCK_ROOM = 64 * 2**20
 INDEX_BYTES_PER_ROW = 80
 KEYED_TABLES = ("generations", "llm_cache", "personas", "dedup_marks")
 CAP_STEP = 16 * 2**20  # raised in steps, not at every write

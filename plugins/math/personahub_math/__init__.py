@@ -4,6 +4,7 @@ keeps the problem as its ``synthesized text`` and the worked solution and final 
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 from pydantic import Field
@@ -46,19 +47,23 @@ class MathProblems(Synthesizer):
             lines.append(f"Difficulty: {difficulty}")
         return "\n".join(lines + ["Problem:"])
 
-    def prompt(self, persona: str) -> Prompt:
-        o = self.options
-        shots = few_shot_block(
-            demonstrations(__name__), o.mode,
+    @functools.cached_property
+    def shots(self) -> str:
+        """The demonstrations as every problem prompt shows them (the options are fixed: built once)."""
+        return few_shot_block(
+            demonstrations(__name__), self.options.mode,
             lambda d, with_persona:
                 f"{self.record(d['persona'] if with_persona else None, d['topic'], d['difficulty'])} {d['problem']}",
         )
+
+    def prompt(self, persona: str) -> Prompt:
+        o = self.options
         wanted = [f"about {o.topic}" if o.topic != "any" else "",
                   f"at {o.difficulty} level ({LEVELS[o.difficulty]})" if o.difficulty != "any" else ""]
         return synthesis_prompt(
             header="Each persona below is followed by a math problem written for that person. The problem draws on "
                    "the person's work or interests, gives every number it needs, and does not include the solution.",
-            examples=shots,
+            examples=self.shots,
             query=self.record(persona, o.topic, o.difficulty),
             request=f"Create a math problem {' '.join(w for w in wanted if w)} related to the following persona:\n\n"
                     f"{persona}\n\nUse the persona's work or interests so the problem is specific to them. Give every "
