@@ -149,7 +149,8 @@ def _write_tables(store: Store, query: ExportQuery, fmt: str, tmp: Path, advance
                 parquet.write_table(table)
             elif fmt == "jsonl":
                 with tmp.open("a", encoding="utf-8") as f:
-                    _write_lines(f, table.column_names, list(zip(*(column.to_pylist() for column in table.columns))))
+                    for rows in table.to_batches(1000):  # Python objects for a thousand rows at a time
+                        _write_lines(f, rows.schema.names, list(zip(*(column.to_pylist() for column in rows.columns))))
             else:  # DuckDB writes each table's lines, the header before the first only
                 store.con.from_arrow(table).write_csv(str(part), header=n == 0)
                 with tmp.open("ab") as f, part.open("rb") as lines:
