@@ -38,9 +38,10 @@ from personahub_core.plugins import get_registry
 from personahub_core.store.exports import _persona_query
 from personahub_core.store import Store
 t0 = time.perf_counter()
+written = None
 with Store(db, read_only=True) as store:
     if mode == "personahub":
-        export(store, what, fmt, Path(out), full=True, tasks=get_registry().tasks)
+        written = export(store, what, fmt, Path(out), full=True, tasks=get_registry().tasks)
     elif fmt == "parquet":
         store.con.sql(_persona_query(True, False)).write_parquet(out)
     else:
@@ -49,7 +50,9 @@ with Store(db, read_only=True) as store:
         with open(out, "w") as f:
             while rows := result.fetchmany(10_000):
                 f.writelines(json.dumps(dict(zip(names, r)), default=str) + "\\n" for r in rows)
-print(json.dumps({"seconds": time.perf_counter() - t0, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+import personahub_core
+print(json.dumps({"seconds": time.perf_counter() - t0, "rows": written, "core": personahub_core.__file__,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
@@ -79,9 +82,13 @@ def measure(mode: str, what: str, fmt: str, db: Path, core: Path | None = None) 
     """One export in a child; ``core``: a folder holding another revision's personahub_core to run."""
     out = db.with_name(f"{mode}{'-baseline' if core else ''}.{fmt}")
     env = {**os.environ, "PYTHONPATH": str(core)} if core else None
+    # Run from the store's folder: `python -c` puts the working directory first on the path, so from the
+    # repository the baseline would import the checkout's personahub_core instead of its own.
     done = subprocess.run([sys.executable, "-c", CHILD, mode, what, fmt, str(db), str(out)], capture_output=True,
-                          text=True, check=True, env=env)
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "out": out}
+                          text=True, check=True, env=env, cwd=db.parent)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (core is None) == (ROOT / "personahub_core" in Path(result["core"]).parents), result["core"]
+    return {**result, "out": out}
 
 
 def same_output(fmt: str, a: Path, b: Path) -> bool:
@@ -125,7 +132,7 @@ def main() -> None:
                 now = measure("personahub", args.what, fmt, db)
                 same = same_output(fmt, before["out"], now["out"])
                 for r, name in ((before, label), (now, "personahub (256MB limit)")):
-                    print(f"{fmt + ' ' + name:<40}{n:>9}{r['seconds']:>9.1f}{r['peak_mb']:>13,.0f}{str(same):>13}")
+                    print(f"{fmt + ' ' + name:<40}{r['rows'] or n:>9}{r['seconds']:>9.1f}{r['peak_mb']:>13,.0f}{str(same):>13}")
                 for r in (before, now):
                     r["out"].unlink()
             db.unlink()

@@ -87,10 +87,13 @@ def _task_query(full: bool, include_all: bool, encoded: bool = False, kept: str 
              "g.completion_tokens", "g.run_id", "g.created_at", "g.output"]
     cols += [f'g.{c}::VARCHAR AS "rebuild {c}"' for c in REBUILD_INPUTS]
     # DuckDB cannot spill a sort of rows this wide (it fails with "Out of Memory" under a limit), so it
-    # sorts only their row ids; the rows are then read a list of ids at a time.
+    # sorts only their row ids; the rows are then read a list of ids at a time, with only their personas
+    # (joined as one query, DuckDB put every persona in a hash table for each list).
     ids = f"SELECT g.rowid AS id FROM generations g {chosen}"
-    rows = (f"SELECT {', '.join(cols)} FROM (SELECT unnest($ids) AS id, generate_subscripts($ids, 1) AS pos) o "
-            "JOIN generations g ON g.rowid = o.id LEFT JOIN personas p ON p.id = g.input_id ORDER BY o.pos")
+    rows = ("WITH g AS MATERIALIZED (SELECT g.*, o.pos FROM (SELECT unnest($ids) AS id, generate_subscripts($ids, 1) AS pos) o "
+            "JOIN generations g ON g.rowid = o.id), "
+            "p AS (SELECT id, persona FROM personas WHERE id IN (SELECT input_id FROM g)) "
+            f"SELECT {', '.join(cols)} FROM g LEFT JOIN p ON p.id = g.input_id ORDER BY g.pos")
     return ids, rows
 
 
@@ -158,14 +161,13 @@ class Exports:
         try:
             none = rows.sql(query.rows_sql, params={"ids": []})
             json_columns = {name for name, kind in zip(none.columns, none.types) if str(kind) == "JSON"}
-            read = none.to_arrow_table()
-            finished = None
+            tables = 0
             for chosen in ids.sql(query.sql, params=query.params or None).to_arrow_reader(ROWS_PER_READ):
                 read = rows.sql(query.rows_sql, params={"ids": chosen.column(0).to_pylist()}).to_arrow_table()
-                finished = self._with_prompts(rows, read, query.rebuild, json_columns)
-                yield finished
-            if finished is None:
                 yield self._with_prompts(rows, read, query.rebuild, json_columns)
+                tables += 1
+            if not tables:  # no rows: the columns alone
+                yield self._with_prompts(rows, none.to_arrow_table(), query.rebuild, json_columns)
         finally:
             ids.close()
             rows.close()
