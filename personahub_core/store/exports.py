@@ -185,9 +185,10 @@ class Exports:
         cols = [f"{_quoted(name)}::JSON AS {_quoted(name)}" if name in json_columns else _quoted(name) for name in exported]
         cols += ["json_extract(rebuilt, '$.prompts') AS prompt", "json_extract_string(rebuilt, '$.check') AS prompt_check"]
         finished = con.from_arrow(table).select(", ".join(cols)).to_arrow_table()
+        json_type = pa.json_(pa.string())
         for i, field in enumerate(finished.schema):
             if field.name in json_columns | {"prompt"}:
-                finished = finished.set_column(i, field.with_type(pa.json_(pa.string())), finished.column(i).cast(pa.json_(pa.string())))
+                finished = finished.set_column(i, field.with_type(json_type), finished.column(i).cast(json_type))
         return finished
 
 
