@@ -335,10 +335,6 @@ def push_cmd(
 
     settings = load_settings(db=db)
     with Store(settings.db, read_only=True) as store:
-        if full and what != "personas":  # --full rows carry their prompts, rebuilt by the installed tasks
-            from .replay import register_sql_function
-
-            register_sql_function(store.con, get_registry().tasks)
         url = push(store, what, repo, private=private, full=full, include_all=include_all, quiet=quiet,
                    tasks=get_registry().tasks)
     err.print(f"pushed {markup_safe(what)} to {markup_safe(url)}")

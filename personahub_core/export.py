@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from .errors import UsageError
@@ -24,8 +25,10 @@ def export_query(store: Store, what: str, full: bool, include_all: bool, tasks: 
     stored = store.stored_tasks()
     if what not in stored:
         raise UsageError(f"nothing stored for '{what}'; export 'personas' or one of: {', '.join(stored) or 'none yet'}")
+    from .replay import rebuilt_json
+
     return store.export_query(what, full=full, include_all=include_all, verified=verified, where=where,
-                              encode=_encoding((tasks or {}).get(what)))
+                              encode=_encoding((tasks or {}).get(what)), rebuild=rebuilt_json(tasks or {}))
 
 
 def _encoding(cls: type | None):
@@ -52,12 +55,8 @@ def export(store: Store, what: str, fmt: str, out_path: Path, full: bool = False
     if not formats[fmt].selects_by_verdict and (verified or where):
         raise UsageError(f"--verified and --where are not supported with --format {fmt} yet; export jsonl or parquet")
     check_out(out_path, store.path)
-    if full and what != "personas":
-        from .replay import register_sql_function
-
-        if tasks is None:
-            raise TypeError("export(full=True) of a task's rows needs the installed tasks to rebuild its prompts")
-        register_sql_function(store.con, tasks)
+    if full and what != "personas" and tasks is None:
+        raise TypeError("export(full=True) of a task's rows needs the installed tasks to rebuild its prompts")
     return formats[fmt]().write(store, what, Path(out_path), full=full, include_all=include_all, quiet=quiet,
                                 tasks=tasks, verified=verified, where=where or [])
 
@@ -97,10 +96,7 @@ def _write_file(store: Store, what: str, fmt: str, out_path: Path, full: bool, i
     if not os.access(out_path.parent, os.W_OK):
         raise UsageError(f"--out {out_path}: directory {out_path.parent} is not writable")
     query = export_query(store, what, full, include_all, tasks, verified, where)
-    # A task's --full rows carry prompts rebuilt by a Python function, which DuckDB cannot spill: under
-    # the cap 200k of them fail with "Out of Memory", so they export uncapped (2.5 GB at 200k rows).
-    capped = {} if full and what != "personas" else {"memory_limit": EXPORT_MEMORY}
-    with written(out_path) as tmp, store.tuned(**capped):
+    with written(out_path) as tmp, store.tuned(memory_limit=EXPORT_MEMORY):
         return _write(store, query, fmt, tmp, quiet)
 
 
@@ -110,6 +106,8 @@ def _write(store: Store, query: ExportQuery, fmt: str, tmp: Path, quiet: bool = 
     n = 0
     total = store.export_count(query)
     with progress_bar(f"export {fmt}", total=total, quiet=quiet) as progress:
+        if query.rebuild is not None:  # a task's --full rows: tables with their prompts, written one by one
+            return _write_tables(store, query, fmt, tmp, lambda rows: progress.update(progress.task_ids[0], advance=rows))
         if fmt != "jsonl":  # DuckDB writes these in one call
             relation = store.export_relation(query)
             if fmt == "csv":
@@ -123,13 +121,46 @@ def _write(store: Store, query: ExportQuery, fmt: str, tmp: Path, quiet: bool = 
         with tmp.open("w", encoding="utf-8") as f:
             for rows in chunks:
                 progress.update(progress.task_ids[0], advance=len(rows))
-                for row in rows:
-                    record = dict(zip(names, row))
-                    for key in ("options", "sampling", "output", "prompt"):
-                        if isinstance(record.get(key), str):
-                            record[key] = json.loads(record[key])
-                    f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-                    n += 1
+                n += _write_lines(f, names, rows)
+    return n
+
+
+def _write_lines(f, names: list[str], rows: list[tuple]) -> int:
+    """JSON lines, the JSON columns as JSON."""
+    for row in rows:
+        record = dict(zip(names, row))
+        for key in ("options", "sampling", "output", "prompt"):
+            if isinstance(record.get(key), str):
+                record[key] = json.loads(record[key])
+        f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    return len(rows)
+
+
+def _write_tables(store: Store, query: ExportQuery, fmt: str, tmp: Path, advance) -> int:
+    """A task's ``--full`` rows, an Arrow table at a time: jsonl and csv as the same lines one DuckDB
+    query writes, Parquet by pyarrow (a row group a table)."""
+    import pyarrow.parquet as pq
+
+    n, parquet, part = 0, None, tmp.with_name(tmp.name + ".part")
+    try:
+        for table in store.export_tables(query):
+            if fmt == "parquet":
+                parquet = parquet or pq.ParquetWriter(str(tmp), table.schema)
+                parquet.write_table(table)
+            elif fmt == "jsonl":
+                with tmp.open("a", encoding="utf-8") as f:
+                    for rows in table.to_batches(1000):  # Python objects for a thousand rows at a time
+                        _write_lines(f, rows.schema.names, list(zip(*(column.to_pylist() for column in rows.columns))))
+            else:  # DuckDB writes each table's lines, the header before the first only
+                store.con.from_arrow(table).write_csv(str(part), header=n == 0)
+                with tmp.open("ab") as f, part.open("rb") as lines:
+                    shutil.copyfileobj(lines, f)
+            n += table.num_rows
+            advance(table.num_rows)
+    finally:
+        if parquet is not None:
+            parquet.close()
+        part.unlink(missing_ok=True)
     return n
 
 

@@ -11,7 +11,6 @@ import pyarrow as pa
 from . import api
 from .export import export_query, store_stats
 from .plugins import get_registry
-from .replay import register_sql_function
 from .settings import load_settings
 from .store import Store
 
@@ -56,8 +55,6 @@ class OpenStore:
     def _table(self, what: str, full: bool, include_all: bool) -> pa.Table:
         tasks = get_registry().tasks  # a task writes its rows in its released encoding, rebuilds its prompts
         query = export_query(self._store, what, full, include_all, tasks)
-        if full and what != "personas":
-            register_sql_function(self._store.con, tasks)
         return self._store.export_relation(query).to_arrow_table()
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ without a version bump.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from .tasks import Completion, GenerativeTask, Rejected, WorkItem
 
@@ -71,19 +71,14 @@ def _load(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def register_sql_function(con, tasks: dict[str, type]) -> None:
-    """``rebuilt_prompts(task, key, input_id, options, raw_output, item_data, prompt_hash, prompt)`` in SQL:
-    JSON ``{"prompts": [...], "check": "ok"}``, so an export rebuilds prompts in its own query."""
-    import duckdb
+def rebuilt_json(tasks: dict[str, type]) -> Callable[[list[dict]], list[str]]:
+    """What an export carries for each of a batch of stored rows: JSON ``{"prompts": [...], "check": "ok"}``."""
 
-    def rebuilt(task, key, input_id, options, raw_output, item_data, hash_, prompt):
-        prompts, check = rebuild({"task": task, "key": key, "input_id": input_id, "options": options,
-                                  "raw_output": raw_output, "item_data": item_data, "prompt_hash": hash_,
-                                  "prompt": prompt}, tasks)
-        return json.dumps({"prompts": prompts, "check": check}, ensure_ascii=False)
+    def rebuilt(rows: list[dict]) -> list[str]:
+        made = []
+        for row in rows:
+            prompts, check = rebuild(row, tasks)
+            made.append(json.dumps({"prompts": prompts, "check": check}, ensure_ascii=False))
+        return made
 
-    try:
-        con.remove_function("rebuilt_prompts")
-    except duckdb.Error:
-        pass
-    con.create_function("rebuilt_prompts", rebuilt, ["VARCHAR"] * 8, "VARCHAR", null_handling="special")
+    return rebuilt

@@ -86,8 +86,8 @@ class Lines(ExportFormat):
     selects_by_verdict = False
 
     def write(self, store, what, out_path, *, full, include_all, quiet, tasks, verified, where):
-        sql, params = export_query(store, what, full, include_all, tasks)
-        personas = [row[0] for row in store.query(f"SELECT persona FROM ({sql})", params)]
+        query = export_query(store, what, full, include_all, tasks)
+        personas = [row[0] for row in store.query(f"SELECT persona FROM ({query.sql})", query.params)]
         out_path.write_text("".join(p + "\\n" for p in personas), encoding="utf-8")
         return len(personas)
 
