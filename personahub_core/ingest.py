@@ -39,10 +39,11 @@ MAX_REPORTED = 5
 MAX_LINE_BYTES = 8 * 1024 * 1024  # DuckDB rejects (and we report) a longer line; its buffers scale with this
 
 # One JSON document per line, read as a one-column CSV: valid JSON never holds a raw \x01, and casting
-# the column to JSON makes DuckDB reject malformed lines with their line numbers.
+# the column to JSON makes DuckDB reject malformed lines with their line numbers. The buffers are 4 lines
+# long (DuckDB's default is 16, 128 MiB per thread: a 256 MB cap then fails to read a 500 MB file).
 LINES_AS = ("read_csv(?, columns = {{'v': '{type}'}}, delim = '\\x01', quote = '', escape = '', header = false, "
-            "auto_detect = false, max_line_size = %d, store_rejects = true, rejects_table = '_rejected', "
-            "rejects_scan = '_rejected_scans')" % MAX_LINE_BYTES)
+            "auto_detect = false, max_line_size = %d, buffer_size = %d, store_rejects = true, "
+            "rejects_table = '_rejected', rejects_scan = '_rejected_scans')" % (MAX_LINE_BYTES, 4 * MAX_LINE_BYTES))
 
 
 @dataclass

@@ -177,6 +177,20 @@ def test_the_automatic_memory_cap_grows_with_the_keyed_rows_and_a_given_one_stay
         assert _memory_limit(store) == "953.6 MiB"  # DuckDB's way of saying 1GB: what was given stays
 
 
+def test_a_large_batch_of_personas_goes_into_a_new_store_under_the_automatic_cap(tmp_path):
+    """An import of 150,000 personas: under the automatic cap of an empty store (64 MiB), where one
+    INSERT ... ON CONFLICT of them ran out of memory."""
+    n = 150_000
+    rows = pa.table({"persona": [f"a nurse who counts {k} sheep, " + "and more " * 20 for k in range(n)],
+                     "given_id": pa.nulls(n, pa.string()), "origin": ["import"] * n})
+    with Store(tmp_path / DB) as store:
+        store.limit_memory(None)
+        assert store.add_personas(rows, id_from=("given_id", "persona"), id_prefix="imp-") == (n, n)
+        assert store.add_personas(rows, id_from=("given_id", "persona"), id_prefix="imp-") == (0, 0)
+        assert store.query("SELECT min(persona), count(*) FROM personas WHERE seq = (SELECT min(seq) FROM personas)") \
+            == [(rows.column("persona")[0].as_py(), 1)]
+
+
 @pytest.mark.slow
 def test_a_store_whose_key_index_outgrows_a_fixed_cap_still_takes_writes(tmp_path):
     """DuckDB loads a written table's key index whole and cannot evict it: with 2.5 million cached

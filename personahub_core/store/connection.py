@@ -127,8 +127,9 @@ class Connection:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        self.make_room()
+    def transaction(self, incoming: int = 0) -> Iterator[None]:
+        """One transaction; ``incoming`` is how many keyed rows it may add (for the automatic cap)."""
+        self.make_room(incoming)
         self.con.execute("BEGIN TRANSACTION")
         try:
             yield
@@ -168,16 +169,18 @@ class Connection:
             self._auto_cap = 0
             self._set_memory_limit(limit)
 
-    def make_room(self) -> None:
-        """Under an automatic cap, before a write: DuckDB holds a written table's primary-key index whole
-        in memory and cannot evict it, so a fixed cap would fail the first insert into a big store. The
-        cap grows with the keyed rows stored (it never shrinks: a loaded index stays)."""
+    def make_room(self, incoming: int = 0) -> None:
+        """Under an automatic cap, before a write of up to ``incoming`` keyed rows: DuckDB holds a written
+        table's primary-key index whole in memory and cannot evict it, so a fixed cap would fail the first
+        insert into a big store. The cap grows with the keyed rows stored and coming (it never shrinks: a
+        loaded index stays)."""
         if not self._auto_cap:
             return
         rows = self.scalar("SELECT coalesce(sum(estimated_size), 0) FROM duckdb_tables() "
                            "WHERE database_name = current_database() AND table_name IN (SELECT unnest(?))",
                            [list(KEYED_TABLES)])
-        cap = BLOCK_ROOM + INDEX_BYTES_PER_ROW * rows
+        # A transaction's new keys are indexed on their own, then merged into the table's index at commit.
+        cap = BLOCK_ROOM + INDEX_BYTES_PER_ROW * (rows + 2 * incoming)
         if cap > self._auto_cap + CAP_STEP or self._auto_cap == 1:
             self._auto_cap = cap
             self._set_memory_limit(f"{-(-cap // 2**20)}MiB")

@@ -49,7 +49,7 @@ class Generations:
         upsert; a key wrongly left out of it fails the batch on the primary key, never doubles a row."""
         if not rows and not personas:
             return 0
-        with self.transaction():
+        with self.transaction(incoming=len(rows) + len(personas)):
             if stored_keys is None:
                 self._insert_generations(rows, upsert=True)
             else:
@@ -90,8 +90,8 @@ class Generations:
         """Store completions (key, text, prompt_tokens, completion_tokens, finish_reason) in one insert."""
         if not rows:
             return
-        self.make_room()
         unique = list({r[0]: r for r in rows}.values())
+        self.make_room(len(unique))
         table = _arrow(dict(zip(CACHE_COLUMNS, zip(*unique))), CACHE_COLUMNS)
         with self._registered("_cache_batch", table):
             self.con.execute("INSERT INTO llm_cache SELECT * FROM _cache_batch ON CONFLICT (key) DO NOTHING")

@@ -158,19 +158,23 @@ class Personas:
         missing = {"id", "persona", "origin"} - set(names)
         if missing:
             raise ValueError(f"add_personas: the table has no column {sorted(missing)[0]!r}")
-        rows = pa.table({**{c: personas.column(c) for c in names},
-                         "_n": pa.array(np.arange(personas.num_rows, dtype=np.int64))})
-        columns = ", ".join(names)
-        new = "FROM _new_personas n WHERE NOT EXISTS (SELECT 1 FROM personas p WHERE p.id = n.id)"
-        cap = "" if limit is None else f" LIMIT {max(int(limit), 0)}"
-        with self._registered("_new_personas", rows), self.transaction():
-            candidates = None if limit is None else self.scalar(f"SELECT count(DISTINCT id) {new}")
-            before = self.count("personas")
-            # In table order; a repeated id is left to the key (ON CONFLICT keeps the first).
-            self.con.execute(f"INSERT INTO personas ({columns}) SELECT {columns} {new} ORDER BY _n{cap} "
-                             f"ON CONFLICT (id) DO NOTHING")
-            added = self.count("personas") - before
-            return (added if candidates is None else candidates), added
+        rows = pa.table({c: personas.column(c) for c in names})
+        numbered = rows.append_column("_n", pa.array(np.arange(rows.num_rows)))
+        with self._registered("_new_personas", numbered), self.transaction(incoming=rows.num_rows):
+            # Only row numbers go through DuckDB (a sort of wide rows cannot spill): the first row of
+            # each id not stored yet, in table order.
+            first = self.con.sql("SELECT min(_n) AS n FROM _new_personas n WHERE NOT EXISTS "
+                                 "(SELECT 1 FROM personas p WHERE p.id = n.id) GROUP BY id").to_arrow_table()
+            taken = np.sort(first.column("n").to_numpy())
+            new = len(taken)
+            if limit is not None:
+                taken = taken[:max(int(limit), 0)]
+            fresh = rows if len(taken) == rows.num_rows else rows.take(taken)  # all new: no copy
+            columns = ", ".join(names)
+            # A plain insert: each row is checked against the key index alone, not joined with the table.
+            with self._registered("_fresh_personas", fresh):
+                self.con.execute(f"INSERT INTO personas ({columns}) SELECT {columns} FROM _fresh_personas")
+        return new, len(taken)
 
     def _work_keys(self, rows: pa.Table, parts: Sequence[str], prefix: str) -> pa.Array:
         """``tasks.work_key`` of each row's ``parts`` (its JSON list hashed), in DuckDB, for a whole table."""
@@ -195,7 +199,7 @@ class Personas:
             marks = _arrow({c: [m.get(c) for m in marks] for c in MARK_COLUMNS}, MARK_COLUMNS)
         values = ", ".join(c if c in marks.column_names else "NULL" for c in MARK_COLUMNS)  # what a method leaves out
         with self._registered("_checked", _table(persona_id=_strings(checked_ids))), self._registered("_marks", marks):
-            with self.transaction():
+            with self.transaction(incoming=marks.num_rows):
                 self.con.execute("INSERT INTO dedup_checked SELECT persona_id, ?, ? FROM _checked", [method, run_id])
                 self.con.execute(
                     f"INSERT OR IGNORE INTO dedup_marks ({', '.join(MARK_COLUMNS)}, method, run_id) "
