@@ -211,21 +211,27 @@ def _merge(store: Store, generation_files: list[str], persona_files: list[str]) 
     """One transaction: the generation rows whose key is new, or whose stored row failed in another run
     (replaced, attempts + 1); then the personas of the rows that went in as done."""
     tally = Tally()
-    source = _read(generation_files)
+    source = _read(generation_files, file_row_number=True)
     shard_columns = [r[0] for r in store.query(f"SELECT column_name FROM (DESCRIBE SELECT * FROM {source})")]
     table_columns = [r[0] for r in store.query("SELECT column_name FROM (DESCRIBE generations)")]
     columns = [c for c in shard_columns if c in table_columns]
     names = ", ".join(columns)
-    with store.transaction():
-        # A key written twice (a retried actor task) is taken once, its done row first. The stored rows
-        # are narrowed to the incoming keys before the join: joined whole, DuckDB would hash the whole
-        # table, and the driver's memory would grow with the store.
+    # Under the automatic memory cap: room for the rows twice over (read, then held as ``incoming``).
+    rows, size = store.query("SELECT sum(row_group_num_rows) FILTER (WHERE column_id = 0), "
+                             f"sum(total_uncompressed_size) FROM parquet_metadata({_listed(generation_files)})")[0]
+    with store.transaction(incoming=rows, room=2 * size):
+        # A key written twice (a retried actor task) is taken once, its done row first: chosen by row
+        # position alone, so the wide rows are streamed, never sorted. The stored rows are narrowed to
+        # the incoming keys before the join: joined whole, DuckDB would hash the whole table, and the
+        # driver's memory would grow with the store.
         store.con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE incoming AS
-            SELECT s.*, g.key IS NOT NULL AS replaces
-            FROM (SELECT {names} FROM {source}
-                  QUALIFY row_number() OVER (PARTITION BY key ORDER BY status = 'ok' DESC, filename DESC) = 1) s
+            SELECT {", ".join(f"s.{c}" for c in columns)}, g.key IS NOT NULL AS replaces
+            FROM {source} s
+            SEMI JOIN (SELECT filename, file_row_number FROM {source}
+                       QUALIFY row_number() OVER (PARTITION BY key ORDER BY status = 'ok' DESC, filename DESC) = 1) w
+                   ON w.filename = s.filename AND w.file_row_number = s.file_row_number
             LEFT JOIN (SELECT key, status, run_id FROM generations WHERE key IN (SELECT key FROM {source})) g
                    ON g.key = s.key
             WHERE g.key IS NULL OR (g.status <> 'ok' AND g.run_id IS DISTINCT FROM s.run_id)
@@ -265,6 +271,9 @@ def _merge_personas(store: Store, files: list[str]) -> int:
 
 
 def _read(files: list[str], file_row_number: bool = False) -> str:
-    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     extra = ", file_row_number = true" if file_row_number else ""
-    return f"read_parquet([{listed}], union_by_name = true, filename = true{extra})"
+    return f"read_parquet({_listed(files)}, union_by_name = true, filename = true{extra})"
+
+
+def _listed(files: list[str]) -> str:
+    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"

@@ -182,6 +182,20 @@ def test_a_shard_merged_twice_adds_nothing_and_a_retried_failure_replaces_its_ro
     assert personas == [("pc", "A nurse", 1, "c")]
 
 
+def test_wide_shards_merge_under_the_automatic_memory_cap(tmp_path):
+    """Four files of 10,000 rows with 2 KB outputs (one merge, ~80 MB of rows) into a small store under
+    its automatic cap: the merge makes room for its rows by the files' own byte count (with 64 MiB it
+    ran out of memory)."""
+    root = str(tmp_path / "shards")
+    with Store("personahub.duckdb") as store:
+        store.limit_memory(None)
+        for part in range(4):
+            write_shard(store, root, "r1", [row(f"k{part}-{i}", "ok", "r1", {"text": f"{i} {part} " + "words " * 340})
+                                            for i in range(10_000)])
+        added = merge_shards(store, root)["r1"]
+        assert (added.done, store.count("generations")) == (40_000, 40_000)
+
+
 def test_personas_of_a_part_whose_rows_were_never_written_are_left_out(tmp_path):
     """An actor killed between a part's persona file and its generation file did not finish the item."""
     root = str(tmp_path / "shards")

@@ -127,9 +127,10 @@ class Connection:
         self.close()
 
     @contextmanager
-    def transaction(self, incoming: int = 0) -> Iterator[None]:
-        """One transaction; ``incoming`` is how many keyed rows it may add (for the automatic cap)."""
-        self.make_room(incoming)
+    def transaction(self, incoming: int = 0, room: int = BLOCK_ROOM) -> Iterator[None]:
+        """One transaction; ``incoming`` is how many keyed rows it may add and ``room`` the bytes it works
+        in (for the automatic cap)."""
+        self.make_room(incoming, room)
         self.con.execute("BEGIN TRANSACTION")
         try:
             yield
@@ -169,18 +170,18 @@ class Connection:
             self._auto_cap = 0
             self._set_memory_limit(limit)
 
-    def make_room(self, incoming: int = 0) -> None:
-        """Under an automatic cap, before a write of up to ``incoming`` keyed rows: DuckDB holds a written
-        table's primary-key index whole in memory and cannot evict it, so a fixed cap would fail the first
-        insert into a big store. The cap grows with the keyed rows stored and coming (it never shrinks: a
-        loaded index stays)."""
+    def make_room(self, incoming: int = 0, room: int = BLOCK_ROOM) -> None:
+        """Under an automatic cap, before a write of up to ``incoming`` keyed rows that works in ``room``
+        bytes (at least BLOCK_ROOM): DuckDB holds a written table's primary-key index whole in memory and
+        cannot evict it, so a fixed cap would fail the first insert into a big store. The cap grows with
+        the keyed rows stored and coming (it never shrinks: a loaded index stays)."""
         if not self._auto_cap:
             return
         rows = self.scalar("SELECT coalesce(sum(estimated_size), 0) FROM duckdb_tables() "
                            "WHERE database_name = current_database() AND table_name IN (SELECT unnest(?))",
                            [list(KEYED_TABLES)])
         # A transaction's new keys are indexed on their own, then merged into the table's index at commit.
-        cap = BLOCK_ROOM + INDEX_BYTES_PER_ROW * (rows + 2 * incoming)
+        cap = max(room, BLOCK_ROOM) + INDEX_BYTES_PER_ROW * (rows + 2 * incoming)
         if cap > self._auto_cap + CAP_STEP or self._auto_cap == 1:
             self._auto_cap = cap
             self._set_memory_limit(f"{-(-cap // 2**20)}MiB")
