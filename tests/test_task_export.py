@@ -97,3 +97,16 @@ def test_full_rows_export_under_a_memory_limit_too_small_for_their_prompts(monke
         rows = exported("math", fmt)
         assert len(rows) == 5000 and all(r["prompt_check"] == "ok" for r in rows)
     assert limits == ["128MB", "128MB"]
+
+
+def test_a_csv_export_leaves_no_scratch_file_and_clears_a_killed_ones():
+    import_personas(5)
+    FakeBackend.responder = lambda prompt: PROBLEM
+    run_task("math", backend="fake")
+    leftovers = [Path(".rows.csv.partial"), Path(".rows.csv.partial.part")]  # what a kill -9 mid-export leaves
+    for path in leftovers:
+        path.write_text("half a file")
+    with Store("personahub.duckdb", read_only=True) as store:
+        assert export(store, "math", "csv", Path("rows.csv"), full=True, tasks=get_registry().tasks) == 5
+    assert len(Path("rows.csv").read_text(encoding="utf-8").splitlines()) >= 6  # the header and five rows
+    assert [p for p in leftovers if p.exists()] == []
