@@ -69,7 +69,7 @@ class Connection:
         self.path = Path(path)
         self.read_only = read_only
         self._held: dict[str, str] = {}  # DuckDB settings a run chose, which tuned blocks return to
-        self._auto_cap = 0  # bytes, while the memory cap follows the keyed tables (limit_memory(None))
+        self._auto_cap: int | None = None  # bytes set, while the cap follows the keyed tables (limit_memory(None))
         self._check_path()
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
@@ -164,10 +164,10 @@ class Connection:
         tables' indexes need plus room for cached blocks (``make_room``). Uncapped, DuckDB keeps table
         blocks cached up to 80% of RAM, so a long run's peak would grow with the store."""
         if limit is None:
-            self._auto_cap = 1
+            self._auto_cap = 0
             self.make_room()
         else:
-            self._auto_cap = 0
+            self._auto_cap = None
             self._set_memory_limit(limit)
 
     def make_room(self, incoming: int = 0, room: int = BLOCK_ROOM) -> None:
@@ -175,14 +175,14 @@ class Connection:
         bytes (at least BLOCK_ROOM): DuckDB holds a written table's primary-key index whole in memory and
         cannot evict it, so a fixed cap would fail the first insert into a big store. The cap grows with
         the keyed rows stored and coming (it never shrinks: a loaded index stays)."""
-        if not self._auto_cap:
+        if self._auto_cap is None:
             return
         rows = self.scalar("SELECT coalesce(sum(estimated_size), 0) FROM duckdb_tables() "
                            "WHERE database_name = current_database() AND table_name IN (SELECT unnest(?))",
                            [list(KEYED_TABLES)])
         # A transaction's new keys are indexed on their own, then merged into the table's index at commit.
         cap = max(room, BLOCK_ROOM) + INDEX_BYTES_PER_ROW * (rows + 2 * incoming)
-        if cap > self._auto_cap + CAP_STEP or self._auto_cap == 1:
+        if cap > self._auto_cap + CAP_STEP:  # the first time too: the cap is at least BLOCK_ROOM
             self._auto_cap = cap
             self._set_memory_limit(f"{-(-cap // 2**20)}MiB")
 
